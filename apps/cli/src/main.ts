@@ -1,0 +1,56 @@
+import { Command } from 'commander';
+import { loadRelayConfig, loadWorkerConfig } from '../../../libs/config/src';
+import { runDaemon } from './daemon';
+import { keygen } from './keygen';
+
+/**
+ * `gpu-sidecar`: the package's bin. This file is only the command line (STYLE.md: main is flags
+ * and help text); each command hands over to an app or a lib. It is the one composition root
+ * that may start either daemon; the daemons are imported lazily so `keygen` starts fast.
+ */
+export function buildProgram(): Command {
+  const program = new Command('gpu-sidecar')
+    .description('Encrypted relay and GPU job worker for research labs')
+    .showHelpAfterError()
+    .configureHelp({ sortSubcommands: false });
+
+  program
+    .command('keygen')
+    .description('write a new tunnel key: 32 random bytes, mode 0600; never overwrites')
+    .argument('<file>', 'where to write the key')
+    .action(async (file: string) => {
+      process.exitCode = await keygen(file);
+    });
+
+  // bin/gpu-sidecar moves --env-file into GPU_SIDECAR_ENV_FILE (Node 20 would take it itself).
+  const envFile = (opts: { envFile?: string }) => opts.envFile ?? process.env.GPU_SIDECAR_ENV_FILE;
+
+  program
+    .command('relay')
+    .description('run the relay on the front server (RELAY_LISTEN → tunnel → worker)')
+    .option('--env-file <file>', 'read variables from this file (default: .env when present)')
+    .action(async (opts: { envFile?: string }) => {
+      const { startRelay } = await import('../../relay/src/main');
+      await runDaemon('relay', envFile(opts), loadRelayConfig, startRelay);
+    });
+
+  program
+    .command('worker')
+    .description('run the worker on a GPU host (tunnel → job API, queue, runners)')
+    .option('--env-file <file>', 'read variables from this file (default: .env when present)')
+    .action(async (opts: { envFile?: string }) => {
+      const { startWorker } = await import('../../worker/src/main');
+      await runDaemon('worker', envFile(opts), loadWorkerConfig, startWorker);
+    });
+
+  return program;
+}
+
+if (require.main === module) {
+  buildProgram()
+    .parseAsync(process.argv)
+    .catch((err: unknown) => {
+      process.stderr.write(`gpu-sidecar: ${(err as Error).message}\n`);
+      process.exit(1);
+    });
+}

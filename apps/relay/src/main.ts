@@ -1,0 +1,70 @@
+import 'reflect-metadata';
+import { createServer, type Server, type Socket } from 'node:net';
+import { NestFactory } from '@nestjs/core';
+import {
+  describeConfig,
+  NestPinoLogger,
+  type Logger,
+  type RelayConfig,
+} from '../../../libs/config/src';
+import { Counter, createRegistry } from '../../../libs/metrics/src';
+import { RelayAdminModule } from './relay.module';
+import type { RelayState } from './relay.state';
+
+/** A running daemon: `close()` stops it cleanly (used on SIGTERM/SIGINT and by tests). */
+export interface Daemon {
+  close(): Promise<void>;
+}
+
+function listen(server: Server, host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+/** Starts the relay: the loopback listener the web app calls, and the admin endpoints. */
+export async function startRelay(config: RelayConfig, log: Logger): Promise<Daemon> {
+  log.info({ config: describeConfig(config) }, 'relay starting');
+  const registry = createRegistry('relay');
+  const refused = new Counter({
+    name: 'relay_connections_refused_total',
+    help: 'Connections accepted on RELAY_LISTEN and closed at once, by reason',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  const state: RelayState = { tunnels: () => [] };
+
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => {
+    // No tunnel is up: close at once so the web app gets an immediate error, never a hang.
+    refused.inc({ reason: 'no tunnel' });
+    socket.destroy();
+  });
+  server.on('connection', (s) => {
+    sockets.add(s);
+    s.once('close', () => sockets.delete(s));
+  });
+  await listen(server, config.relayListen.host, config.relayListen.port);
+
+  const admin = await NestFactory.create(RelayAdminModule.forRoot(registry, state), {
+    logger: new NestPinoLogger(log),
+    abortOnError: false,
+  });
+  await admin.listen(config.adminListen.port, config.adminListen.host);
+  log.info({ listen: server.address(), admin: await admin.getUrl() }, 'relay ready');
+
+  return {
+    close: async () => {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const s of sockets) s.destroy();
+      });
+      await admin.close();
+      log.info('relay stopped');
+    },
+  };
+}

@@ -1,0 +1,119 @@
+import { ConfigError, describeConfig, loadRelayConfig, loadWorkerConfig } from './env';
+
+const key = { TUNNEL_KEY_FILE: '/etc/gpu-sidecar/key' };
+
+function issuesOf(fn: () => unknown): string[] {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof ConfigError) return err.issues;
+    throw err;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('worker configuration', () => {
+  it('applies the documented defaults', () => {
+    const c = loadWorkerConfig(key);
+    expect(c.apiListen).toEqual({ host: '127.0.0.1', port: 8000 });
+    expect(c.tunnelListen).toEqual({ host: '0.0.0.0', port: 8080 });
+    expect(c.dataFolder).toBe('./data');
+    expect(c.experimentsDir).toBe('./experiments');
+    expect(c.gpuDevices).toEqual({ kind: 'all' });
+    expect(c.workerConcurrency).toBe(1);
+    expect(c.gpuSlotsPerDevice).toBe(1);
+    expect(c.gpuSampleIntervalMs).toBe(5000);
+    expect(c.gpuMaxTemp).toBe(90);
+    expect(c.resultsTtlMs).toBe(30 * 86_400_000);
+    expect(c.minFreeDisk).toEqual({ percent: 5 });
+    expect(c.dockerHost).toBe('unix:///var/run/docker.sock');
+    expect(c.redisUrl).toBeUndefined();
+    expect(c.logLevel).toBe('info');
+  });
+
+  it('names the variable and the fix when API_LISTEN is not host:port', () => {
+    expect(issuesOf(() => loadWorkerConfig({ ...key, API_LISTEN: 'nonsense' }))).toEqual([
+      "API_LISTEN: expected host:port (e.g. 127.0.0.1:8000), got 'nonsense'",
+    ]);
+  });
+
+  it('reports every bad variable at once, not only the first', () => {
+    const issues = issuesOf(() =>
+      loadWorkerConfig({
+        API_LISTEN: 'x',
+        GPU_MAX_TEMP: 'hot',
+        RESULTS_TTL: '3 weeks',
+        LOG_LEVEL: 'loud',
+      }),
+    );
+    expect(issues.map((i) => i.split(':')[0]).sort()).toEqual([
+      'API_LISTEN',
+      'GPU_MAX_TEMP',
+      'LOG_LEVEL',
+      'RESULTS_TTL',
+      'TUNNEL_KEY_FILE',
+    ]);
+  });
+
+  it('does not listen for tunnels by default in reverse mode', () => {
+    const c = loadWorkerConfig({ ...key, TUNNEL_CONNECT: 'wss://front.example.org/tunnel' });
+    expect(c.tunnelListen).toBeUndefined();
+    expect(c.tunnelConnect).toEqual(['wss://front.example.org/tunnel']);
+  });
+
+  it('parses GPU lists, JOB_UID, sizes and key lists', () => {
+    const c = loadWorkerConfig({
+      TUNNEL_KEY_FILE: '/k/new, /k/old',
+      GPU_DEVICES: '0,GPU-8f6e1a2b-0000-1111-2222-333344445555',
+      JOB_UID: '1000:1001',
+      MIN_FREE_DISK: '10GB',
+      HEALTH_CONTAINERS: 'redis, nginx',
+    });
+    expect(c.keyFiles).toEqual(['/k/new', '/k/old']);
+    expect(c.gpuDevices).toEqual({
+      kind: 'list',
+      ids: ['0', 'GPU-8f6e1a2b-0000-1111-2222-333344445555'],
+    });
+    expect(c.jobUser).toEqual({ uid: 1000, gid: 1001 });
+    expect(c.minFreeDisk).toEqual({ bytes: 10e9 });
+    expect(c.healthContainers).toEqual(['redis', 'nginx']);
+  });
+
+  it('refuses a Redis URL of another scheme', () => {
+    expect(issuesOf(() => loadWorkerConfig({ ...key, REDIS_URL: 'http://x' }))[0]).toMatch(
+      /^REDIS_URL:/,
+    );
+  });
+
+  it('hides Redis credentials when the configuration is logged', () => {
+    const c = loadWorkerConfig({ ...key, REDIS_URL: 'redis://user:s3cret@redis:6379/0' });
+    expect(JSON.stringify(describeConfig(c))).not.toContain('s3cret');
+  });
+});
+
+describe('relay configuration', () => {
+  it('needs a worker to dial or a port to listen on', () => {
+    expect(issuesOf(() => loadRelayConfig(key))[0]).toMatch(/^TUNNEL_CONNECT: is required/);
+  });
+
+  it('applies the documented defaults', () => {
+    const c = loadRelayConfig({ ...key, TUNNEL_CONNECT: 'ws://gpu1:8080' });
+    expect(c.relayListen).toEqual({ host: '127.0.0.1', port: 8001 });
+    expect(c.adminListen).toEqual({ host: '127.0.0.1', port: 9464 });
+    expect(c.tunnelConnect).toEqual(['ws://gpu1:8080/']);
+  });
+
+  it('refuses a tunnel URL that is not ws:// or wss://', () => {
+    expect(
+      issuesOf(() => loadRelayConfig({ ...key, TUNNEL_CONNECT: 'http://gpu1:8080' }))[0],
+    ).toMatch(/^TUNNEL_CONNECT: expected a ws:\/\/ or wss:\/\/ URL/);
+  });
+
+  it('wants both TLS files or neither', () => {
+    expect(
+      issuesOf(() =>
+        loadRelayConfig({ ...key, TUNNEL_LISTEN: ':9000', TUNNEL_TLS_CERT: '/c.pem' }),
+      ),
+    ).toEqual(['TUNNEL_TLS_CERT and TUNNEL_TLS_KEY: set both or neither']);
+  });
+});

@@ -1,0 +1,207 @@
+import { hostname } from 'node:os';
+import { z } from 'zod';
+import {
+  parseDiskThreshold,
+  parseDuration,
+  parseGpuDevices,
+  parseHostPort,
+  parseList,
+  parseTunnelUrl,
+  parseUidGid,
+} from './parse';
+
+/** The environment as handed to the daemons: process.env merged with the env file. */
+export type Env = Record<string, string | undefined>;
+
+/** Turns a throwing parser into a zod transform whose issue carries the parser's message. */
+function via<T, I = string>(parse: (s: I) => T) {
+  return (value: I, ctx: z.RefinementCtx): T => {
+    try {
+      return parse(value);
+    } catch (err) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: (err as Error).message });
+      return z.NEVER;
+    }
+  };
+}
+
+const str = () => z.string({ required_error: 'is required' });
+const opt = () => str().optional();
+const def = (value: string) => str().default(value);
+const intIn = (min: number, max: number, def: string) =>
+  str()
+    .default(def)
+    .transform(
+      via((s) => {
+        if (!/^\d+$/.test(s.trim())) throw new Error(`expected a whole number, got '${s}'`);
+        const n = Number(s);
+        if (n < min || n > max) throw new Error(`must be between ${min} and ${max}, got ${n}`);
+        return n;
+      }),
+    );
+const urls = () =>
+  opt().transform(via((s?: string) => (s === undefined ? [] : parseList(s).map(parseTunnelUrl))));
+const hostPortOpt = () => opt().transform(via((s?: string) => (s ? parseHostPort(s) : undefined)));
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+/** Variables both daemons read. */
+const common = {
+  TUNNEL_KEY_FILE: str().transform(
+    via((s) => {
+      const files = parseList(s);
+      if (files.length === 0) throw new Error('is empty: give the path of a key file');
+      return files;
+    }),
+  ),
+  TUNNEL_LISTEN: hostPortOpt(),
+  TUNNEL_CONNECT: urls(),
+  TUNNEL_TLS_CERT: opt(),
+  TUNNEL_TLS_KEY: opt(),
+  HTTPS_PROXY: opt(),
+  LOG_LEVEL: z
+    .enum(LOG_LEVELS, { message: `must be one of ${LOG_LEVELS.join(', ')}` })
+    .default('info'),
+};
+
+const relaySchema = z
+  .object({
+    ...common,
+    RELAY_LISTEN: def('127.0.0.1:8001').transform(via(parseHostPort)),
+    ADMIN_LISTEN: def('127.0.0.1:9464').transform(via(parseHostPort)),
+  })
+  .superRefine((v, ctx) => {
+    if (v.TUNNEL_CONNECT.length === 0 && !v.TUNNEL_LISTEN) {
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: ['TUNNEL_CONNECT'],
+        message: 'is required: the ws:// URL of a worker (or set TUNNEL_LISTEN for reverse mode)',
+      });
+    }
+  });
+
+const workerSchema = z.object({
+  ...common,
+  API_LISTEN: def('127.0.0.1:8000').transform(via(parseHostPort)),
+  REDIS_URL: opt().transform(
+    via((s?: string) => {
+      if (s === undefined) return undefined;
+      if (!/^(redis|rediss|redis-sentinel):\/\//.test(s)) {
+        throw new Error(`expected redis://, rediss:// or redis-sentinel:// URL, got '${s}'`);
+      }
+      return s;
+    }),
+  ),
+  DATA_FOLDER: def('./data'),
+  EXPERIMENTS_DIR: def('./experiments'),
+  GPU_DEVICES: def('all').transform(via(parseGpuDevices)),
+  JOB_UID: opt().transform(via((s?: string) => (s === undefined ? undefined : parseUidGid(s)))),
+  DOCKER_HOST: def('unix:///var/run/docker.sock'),
+  WORKER_NAME: opt(),
+  WORKER_CONCURRENCY: intIn(1, 1024, '1'),
+  GPU_SLOTS_PER_DEVICE: intIn(1, 64, '1'),
+  GPU_SAMPLE_INTERVAL: def('5s').transform(via(parseDuration)),
+  GPU_MAX_TEMP: intIn(30, 130, '90'),
+  HEALTH_CONTAINERS: def('').transform((s) => parseList(s)),
+  RESULTS_TTL: def('30d').transform(via(parseDuration)),
+  MIN_FREE_DISK: def('5%').transform(via(parseDiskThreshold)),
+});
+
+/** Raised when the environment does not validate; `issues` name each variable and the fix. */
+export class ConfigError extends Error {
+  constructor(readonly issues: string[]) {
+    super(`invalid configuration:\n  ${issues.join('\n  ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+function parseOrThrow<S extends z.ZodTypeAny>(schema: S, env: Env): z.output<S> {
+  // Empty strings count as unset, as in a .env file with `VAR=`.
+  const cleaned = Object.fromEntries(
+    Object.entries(env).filter(([, v]) => v !== undefined && v !== ''),
+  );
+  const result = schema.safeParse(cleaned);
+  if (!result.success) {
+    throw new ConfigError(
+      result.error.issues.map(
+        (i: z.ZodIssue) => `${i.path.join('.') || 'environment'}: ${i.message}`,
+      ),
+    );
+  }
+  return result.data;
+}
+
+function tls(v: { TUNNEL_TLS_CERT?: string; TUNNEL_TLS_KEY?: string }) {
+  if (!v.TUNNEL_TLS_CERT && !v.TUNNEL_TLS_KEY) return undefined;
+  if (!v.TUNNEL_TLS_CERT || !v.TUNNEL_TLS_KEY) {
+    throw new ConfigError(['TUNNEL_TLS_CERT and TUNNEL_TLS_KEY: set both or neither']);
+  }
+  return { certFile: v.TUNNEL_TLS_CERT, keyFile: v.TUNNEL_TLS_KEY };
+}
+
+export type RelayConfig = ReturnType<typeof loadRelayConfig>;
+export type WorkerConfig = ReturnType<typeof loadWorkerConfig>;
+
+/** Validates the relay's environment once; throws ConfigError naming each bad variable. */
+export function loadRelayConfig(env: Env) {
+  const v = parseOrThrow(relaySchema, env);
+  return Object.freeze({
+    daemon: 'relay' as const,
+    keyFiles: v.TUNNEL_KEY_FILE,
+    tunnelConnect: v.TUNNEL_CONNECT,
+    tunnelListen: v.TUNNEL_LISTEN,
+    relayListen: v.RELAY_LISTEN,
+    adminListen: v.ADMIN_LISTEN,
+    tls: tls(v),
+    httpsProxy: v.HTTPS_PROXY,
+    logLevel: v.LOG_LEVEL,
+  });
+}
+
+/** Validates the worker's environment once; throws ConfigError naming each bad variable. */
+export function loadWorkerConfig(env: Env) {
+  const v = parseOrThrow(workerSchema, env);
+  const reverse = v.TUNNEL_CONNECT.length > 0;
+  return Object.freeze({
+    daemon: 'worker' as const,
+    keyFiles: v.TUNNEL_KEY_FILE,
+    // Reverse mode (the worker dials) listens only when asked to; otherwise the default applies.
+    tunnelListen: v.TUNNEL_LISTEN ?? (reverse ? undefined : parseHostPort('0.0.0.0:8080')),
+    tunnelConnect: v.TUNNEL_CONNECT,
+    tls: tls(v),
+    httpsProxy: v.HTTPS_PROXY,
+    logLevel: v.LOG_LEVEL,
+    apiListen: v.API_LISTEN,
+    redisUrl: v.REDIS_URL,
+    dataFolder: v.DATA_FOLDER,
+    experimentsDir: v.EXPERIMENTS_DIR,
+    gpuDevices: v.GPU_DEVICES,
+    jobUser: v.JOB_UID ?? { uid: process.getuid?.() ?? 0, gid: process.getgid?.() },
+    dockerHost: v.DOCKER_HOST,
+    workerName: v.WORKER_NAME ?? hostname(),
+    workerConcurrency: v.WORKER_CONCURRENCY,
+    gpuSlotsPerDevice: v.GPU_SLOTS_PER_DEVICE,
+    gpuSampleIntervalMs: v.GPU_SAMPLE_INTERVAL,
+    gpuMaxTemp: v.GPU_MAX_TEMP,
+    healthContainers: v.HEALTH_CONTAINERS,
+    resultsTtlMs: v.RESULTS_TTL,
+    minFreeDisk: v.MIN_FREE_DISK,
+  });
+}
+
+/** The configuration as safe to log: paths and addresses, never key material. */
+export function describeConfig(config: RelayConfig | WorkerConfig): Record<string, unknown> {
+  // Keys live in files; the config only holds their paths, so nothing here is secret. The proxy
+  // URL may carry credentials, so it is reduced to its host.
+  const out: Record<string, unknown> = { ...config };
+  if (config.httpsProxy) {
+    try {
+      out.httpsProxy = new URL(config.httpsProxy).host;
+    } catch {
+      out.httpsProxy = '(set)';
+    }
+  }
+  if ('redisUrl' in config && config.redisUrl)
+    out.redisUrl = config.redisUrl.replace(/\/\/[^@/]*@/, '//***@');
+  return out;
+}

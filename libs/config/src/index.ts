@@ -1,0 +1,5 @@
+export * from './env';
+export * from './env-file';
+export * from './parse';
+export * from './logger';
+export * from './nest-logger';

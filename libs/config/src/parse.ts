@@ -1,0 +1,117 @@
+/**
+ * Parsers for the value formats used in the environment (DESIGN.md, "Configuration").
+ * Each returns the parsed value or throws an Error whose message says what a valid value is;
+ * the schema (env.ts) prefixes it with the variable's name.
+ */
+
+/** A `host:port` pair. IPv6 hosts are written in brackets: `[::1]:8000`. */
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+const DURATION_UNITS: Record<string, number> = {
+  ms: 1,
+  s: 1_000,
+  m: 60_000,
+  h: 3_600_000,
+  d: 86_400_000,
+};
+
+/** Parses `500ms`, `30s`, `5m`, `2h`, `30d` into milliseconds. */
+export function parseDuration(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(text.trim());
+  if (!m) throw new Error(`expected a duration like 500ms, 30s, 5m, 2h or 30d, got '${text}'`);
+  const ms = Number(m[1]) * DURATION_UNITS[m[2]];
+  if (!Number.isFinite(ms) || ms <= 0) throw new Error(`must be more than zero, got '${text}'`);
+  return Math.round(ms);
+}
+
+/** Parses `host:port`, `[v6]:port` or `:port` (all interfaces). Port 0 means "any free port". */
+export function parseHostPort(text: string): HostPort {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]*)):(\d{1,5})$/.exec(text.trim());
+  if (!m) throw new Error(`expected host:port (e.g. 127.0.0.1:8000), got '${text}'`);
+  const port = Number(m[3]);
+  if (port > 65535) throw new Error(`port must be 0-65535, got ${port}`);
+  const host = m[1] ?? (m[2] || '0.0.0.0');
+  return { host, port };
+}
+
+/** Splits a comma-separated list, dropping blanks. */
+export function parseList(text: string): string[] {
+  return text
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
+}
+
+/** Parses a tunnel URL: `ws://` or `wss://` with a host. */
+export function parseTunnelUrl(text: string): string {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new Error(`expected a ws:// or wss:// URL, got '${text}'`);
+  }
+  if (url.protocol !== 'ws:' && url.protocol !== 'wss:') {
+    throw new Error(`expected a ws:// or wss:// URL, got '${text}'`);
+  }
+  return url.toString();
+}
+
+/** GPU selection: `all`, `none`, or a list of indexes and/or `GPU-…` UUIDs. */
+export type GpuSelection = { kind: 'all' } | { kind: 'none' } | { kind: 'list'; ids: string[] };
+
+export function parseGpuDevices(text: string): GpuSelection {
+  const t = text.trim().toLowerCase();
+  if (t === 'all') return { kind: 'all' };
+  if (t === 'none' || t === '') return { kind: 'none' };
+  const ids = parseList(text);
+  for (const id of ids) {
+    if (!/^\d+$/.test(id) && !/^(GPU|MIG)-[0-9a-fA-F-]+$/.test(id)) {
+      throw new Error(
+        `expected all, none, or GPU indexes/UUIDs like 0,1 or GPU-8f6e…, got '${id}'`,
+      );
+    }
+  }
+  return { kind: 'list', ids };
+}
+
+/** `uid` or `uid:gid`, numeric. */
+export function parseUidGid(text: string): { uid: number; gid?: number } {
+  const m = /^(\d+)(?::(\d+))?$/.exec(text.trim());
+  if (!m) throw new Error(`expected a numeric uid or uid:gid like 1000:1000, got '${text}'`);
+  return { uid: Number(m[1]), gid: m[2] === undefined ? undefined : Number(m[2]) };
+}
+
+/** Free-space threshold: a percentage (`5%`) or a size (`10GB`, `500MB`, bytes). */
+export type DiskThreshold = { percent: number } | { bytes: number };
+
+const SIZE_UNITS: Record<string, number> = {
+  '': 1,
+  b: 1,
+  kb: 1e3,
+  mb: 1e6,
+  gb: 1e9,
+  tb: 1e12,
+  kib: 1024,
+  mib: 1024 ** 2,
+  gib: 1024 ** 3,
+  tib: 1024 ** 4,
+};
+
+export function parseDiskThreshold(text: string): DiskThreshold {
+  const t = text.trim();
+  const pct = /^(\d+(?:\.\d+)?)%$/.exec(t);
+  if (pct) {
+    const percent = Number(pct[1]);
+    if (percent >= 100) throw new Error(`a percentage must be below 100, got '${text}'`);
+    return { percent };
+  }
+  const size = /^(\d+(?:\.\d+)?)\s*([a-zA-Z]*)$/.exec(t);
+  const unit = size ? SIZE_UNITS[size[2].toLowerCase()] : undefined;
+  if (!size || unit === undefined) {
+    throw new Error(`expected a percentage like 5% or a size like 10GB, got '${text}'`);
+  }
+  return { bytes: Math.round(Number(size[1]) * unit) };
+}

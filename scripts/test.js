@@ -1,0 +1,61 @@
+#!/usr/bin/env node
+'use strict';
+// `npm test`: lint, typecheck, build, then the three jest tiers (unit, integration, e2e), each
+// announced, and one closing line `N passed, N failed` over all tiers. Extra arguments go to jest
+// (e.g. `npm test -- -t tunnel`). Exit code is non-zero if any step failed.
+const { spawnSync } = require('node:child_process');
+const { mkdirSync, readFileSync, rmSync } = require('node:fs');
+const path = require('node:path');
+
+const root = path.join(__dirname, '..');
+const bin = (name) => path.join(root, 'node_modules', '.bin', name);
+const extra = process.argv.slice(2);
+let passed = 0;
+let failed = 0;
+let ok = true;
+
+function step(title, cmd, args) {
+  process.stdout.write(`\n=== ${title}: ${[path.basename(cmd), ...args].join(' ')}\n`);
+  const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit' });
+  if (r.status !== 0) {
+    process.stdout.write(`=== ${title}: FAILED (exit ${r.status ?? r.signal})\n`);
+    ok = false;
+  }
+  return r.status === 0;
+}
+
+step('lint', bin('eslint'), ['.', '--max-warnings', '0']);
+step('typecheck', bin('tsc'), ['-p', 'tsconfig.json', '--noEmit']);
+const built = step('build', bin('tsc'), ['-p', 'tsconfig.build.json']);
+
+const outDir = path.join(root, '.local', 'test-results');
+mkdirSync(outDir, { recursive: true });
+for (const tier of ['unit', 'integration', 'e2e']) {
+  if (tier === 'e2e' && !built) {
+    process.stdout.write('\n=== e2e: not run, the build failed\n');
+    ok = false;
+    continue;
+  }
+  const out = path.join(outDir, `${tier}.json`);
+  rmSync(out, { force: true });
+  const args = ['--selectProjects', tier, '--json', '--outputFile', out, ...extra];
+  if (tier !== 'unit') args.push('--runInBand');
+  step(`${tier} tests`, bin('jest'), args);
+  try {
+    const r = JSON.parse(readFileSync(out, 'utf8'));
+    passed += r.numPassedTests;
+    failed += r.numFailedTests;
+    process.stdout.write(
+      `=== ${tier}: ${r.numPassedTests} passed, ${r.numFailedTests} failed in ${r.numTotalTestSuites} files\n`,
+    );
+    if (r.numTotalTests === 0) {
+      process.stdout.write(`=== ${tier}: ran no test\n`);
+      ok = false;
+    }
+  } catch {
+    process.stdout.write(`=== ${tier}: no results (jest did not finish)\n`);
+    ok = false;
+  }
+}
+process.stdout.write(`\n${passed} passed, ${failed} failed\n`);
+process.exit(ok && failed === 0 ? 0 : 1);

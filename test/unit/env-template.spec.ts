@@ -1,0 +1,43 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+
+// .env.template documents every variable of DESIGN.md's table, and nothing the daemons ignore.
+const template = readFileSync(path.join(__dirname, '..', '..', '.env.template'), 'utf8');
+const documented = new Set([...template.matchAll(/^#?([A-Z][A-Z0-9_]+)=/gm)].map((m) => m[1]));
+
+const DESIGN_VARIABLES = [
+  'TUNNEL_KEY_FILE',
+  'TUNNEL_LISTEN',
+  'TUNNEL_CONNECT',
+  'RELAY_LISTEN',
+  'ADMIN_LISTEN',
+  'API_LISTEN',
+  'REDIS_URL',
+  'DATA_FOLDER',
+  'EXPERIMENTS_DIR',
+  'GPU_DEVICES',
+  'JOB_UID',
+  'DOCKER_HOST',
+  'LOG_LEVEL',
+  'WORKER_NAME',
+  'WORKER_CONCURRENCY',
+  'GPU_SLOTS_PER_DEVICE',
+  'GPU_SAMPLE_INTERVAL',
+  'GPU_MAX_TEMP',
+  'HEALTH_CONTAINERS',
+  'RESULTS_TTL',
+  'MIN_FREE_DISK',
+  'TUNNEL_TLS_CERT',
+  'TUNNEL_TLS_KEY',
+  'HTTPS_PROXY',
+];
+
+describe('.env.template', () => {
+  it('documents every variable of the configuration contract', () => {
+    expect(DESIGN_VARIABLES.filter((v) => !documented.has(v))).toEqual([]);
+  });
+
+  it('documents nothing that is not in the contract', () => {
+    expect([...documented].filter((v) => !DESIGN_VARIABLES.includes(v))).toEqual([]);
+  });
+});
