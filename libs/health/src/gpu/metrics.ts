@@ -1,0 +1,77 @@
+import { hostname } from 'node:os';
+import { defineGpuMetrics, type GpuMetricDefs } from '../../../metrics/src/names';
+import type { Gauge, Registry } from '../../../metrics/src/registry';
+import type { GpuSnapshot } from './sampler';
+
+const MIB = 1024 * 1024;
+
+type LabelValues<L extends string> = Partial<Record<L, string | number>>;
+
+/**
+ * Writes GPU snapshots into Prometheus gauges. A field that nvidia-smi gave as N/A has no sample
+ * (its label set is removed), never 0. While the probe fails, the value gauges are emptied (no
+ * frozen numbers) and gpu_healthy is 0 for every GPU last seen.
+ */
+export class GpuMetrics {
+  readonly defs: GpuMetricDefs;
+  private readonly host: string;
+  private known = new Map<string, { gpu: string; UUID: string; modelName: string }>();
+
+  constructor(registry: Registry, opts: { hostname?: string } = {}) {
+    this.defs = defineGpuMetrics(registry);
+    this.host = opts.hostname ?? hostname();
+  }
+
+  /** Counts one failed query (gpu_probe_errors_total{reason}). */
+  probeError(reason: string): void {
+    this.defs.probeErrors.inc({ reason });
+  }
+
+  record(snap: GpuSnapshot): void {
+    const d = this.defs;
+    if (snap.error) this.probeError(snap.error.reason);
+    d.probeUp.set(snap.stale && snap.error ? 0 : 1);
+    const seen = new Set<string>();
+    for (const g of snap.gpus) {
+      const id = { gpu: String(g.index), UUID: g.uuid, modelName: g.name };
+      const dcgm = { ...id, Hostname: this.host };
+      const smi = { uuid: g.uuid };
+      seen.add(g.uuid);
+      const prev = this.known.get(g.uuid);
+      if (prev && (prev.gpu !== id.gpu || prev.modelName !== id.modelName)) this.forget(g.uuid);
+      this.known.set(g.uuid, id);
+      d.healthy.set({ gpu: id.gpu, uuid: g.uuid }, g.healthy ? 1 : 0);
+      const fresh = !snap.stale;
+      const put = <L extends string>(gauge: Gauge<L>, labels: LabelValues<L>, v?: number) =>
+        fresh && v !== undefined ? gauge.set(labels, v) : gauge.remove(labels);
+      const mib = (b?: number) => (b === undefined ? undefined : b / MIB);
+      put(d.dcgmUtil, dcgm, g.utilizationGpuPercent);
+      put(d.dcgmFbUsed, dcgm, mib(g.memoryUsedBytes));
+      put(d.dcgmFbFree, dcgm, mib(g.memoryFreeBytes));
+      put(d.dcgmTemp, dcgm, g.temperatureC);
+      put(d.dcgmPower, dcgm, g.powerDrawW);
+      const ratio =
+        g.utilizationGpuPercent === undefined ? undefined : g.utilizationGpuPercent / 100;
+      put(d.smiUtilRatio, smi, ratio);
+      put(d.smiMemUsed, smi, g.memoryUsedBytes);
+      put(d.smiMemTotal, smi, g.memoryTotalBytes);
+      put(d.smiTemp, smi, g.temperatureC);
+      put(d.smiPower, smi, g.powerDrawW);
+    }
+    for (const uuid of [...this.known.keys()]) if (!seen.has(uuid)) this.forget(uuid);
+  }
+
+  private forget(uuid: string): void {
+    const id = this.known.get(uuid);
+    if (!id) return;
+    const d = this.defs;
+    const dcgm = { ...id, Hostname: this.host };
+    for (const g of [d.dcgmUtil, d.dcgmFbUsed, d.dcgmFbFree, d.dcgmTemp, d.dcgmPower])
+      g.remove(dcgm);
+    for (const g of [d.smiUtilRatio, d.smiMemUsed, d.smiMemTotal, d.smiTemp, d.smiPower]) {
+      g.remove({ uuid });
+    }
+    d.healthy.remove({ gpu: id.gpu, uuid });
+    this.known.delete(uuid);
+  }
+}

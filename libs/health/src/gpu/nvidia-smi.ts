@@ -1,0 +1,203 @@
+import { execFile } from 'node:child_process';
+
+/**
+ * The fields we ask nvidia-smi for, in order. Index and UUID first: they are the identity that
+ * nvidia-smi, Docker's DeviceIDs and CUDA agree on (with CUDA_DEVICE_ORDER=PCI_BUS_ID).
+ * test/fixtures/nvidia-smi/query.txt keeps a copy of the exact command line; the fakes refuse any
+ * other, so a change here must change the fixtures too.
+ */
+export const GPU_QUERY_FIELDS = [
+  'index',
+  'uuid',
+  'name',
+  'pci.bus_id',
+  'driver_version',
+  'temperature.gpu',
+  'utilization.gpu',
+  'utilization.memory',
+  'memory.total',
+  'memory.used',
+  'memory.free',
+  'power.draw',
+  'power.limit',
+  'clocks.gr',
+  'clocks.mem',
+  'ecc.errors.uncorrected.volatile.total',
+  'fan.speed',
+] as const;
+
+export const NVIDIA_SMI_ARGS: readonly string[] = [
+  `--query-gpu=${GPU_QUERY_FIELDS.join(',')}`,
+  '--format=csv,noheader,nounits',
+];
+
+const MIB = 1024 * 1024;
+
+/** One GPU as nvidia-smi reported it. A field nvidia-smi gave as N/A is absent, never 0. */
+export interface GpuReading {
+  index: number;
+  uuid: string;
+  name: string;
+  pciBusId: string;
+  driverVersion?: string;
+  /** °C */
+  temperatureC?: number;
+  /** 0-100 */
+  utilizationGpuPercent?: number;
+  /** 0-100 */
+  utilizationMemoryPercent?: number;
+  memoryTotalBytes?: number;
+  memoryUsedBytes?: number;
+  memoryFreeBytes?: number;
+  powerDrawW?: number;
+  powerLimitW?: number;
+  clockGraphicsMHz?: number;
+  clockMemoryMHz?: number;
+  eccUncorrectedVolatile?: number;
+  /** 0-100 */
+  fanSpeedPercent?: number;
+}
+
+/** nvidia-smi's ways to say "no value": `[N/A]`, `N/A`, `[Not Supported]`, `[Unknown Error]`... */
+function absent(raw: string): boolean {
+  return raw === '' || raw === 'N/A' || /^\[.*\]$/.test(raw);
+}
+
+function num(raw: string, field: string): number | undefined {
+  if (absent(raw)) return undefined;
+  const n = Number(raw);
+  if (!Number.isFinite(n)) throw new Error(`nvidia-smi gave '${raw}' for ${field}, not a number`);
+  return n;
+}
+
+function str(raw: string): string | undefined {
+  return absent(raw) ? undefined : raw;
+}
+
+const mib = (n: number | undefined) => (n === undefined ? undefined : n * MIB);
+
+/** Drops the keys whose value is undefined, so "absent" really is absent (toEqual, `in`). */
+function compact<T extends object>(o: T): T {
+  for (const k of Object.keys(o) as (keyof T)[]) if (o[k] === undefined) delete o[k];
+  return o;
+}
+
+/**
+ * Parses `--format=csv,noheader,nounits` output for GPU_QUERY_FIELDS. Pure. Throws on a line
+ * with the wrong number of fields, or without index/UUID (a reply we cannot trust).
+ */
+export function parseNvidiaSmi(stdout: string): GpuReading[] {
+  const out: GpuReading[] = [];
+  for (const line of stdout.split(/\r?\n/)) {
+    if (line.trim() === '') continue;
+    const f = line.split(',').map((s) => s.trim());
+    if (f.length !== GPU_QUERY_FIELDS.length) {
+      throw new Error(
+        `nvidia-smi line has ${f.length} fields, expected ${GPU_QUERY_FIELDS.length}: '${line}'`,
+      );
+    }
+    const index = num(f[0], 'index');
+    const uuid = str(f[1]);
+    if (index === undefined || uuid === undefined) {
+      throw new Error(`nvidia-smi line lacks index or uuid: '${line}'`);
+    }
+    out.push(
+      compact<GpuReading>({
+        index,
+        uuid,
+        name: str(f[2]) ?? 'unknown',
+        pciBusId: str(f[3]) ?? '',
+        driverVersion: str(f[4]),
+        temperatureC: num(f[5], 'temperature.gpu'),
+        utilizationGpuPercent: num(f[6], 'utilization.gpu'),
+        utilizationMemoryPercent: num(f[7], 'utilization.memory'),
+        memoryTotalBytes: mib(num(f[8], 'memory.total')),
+        memoryUsedBytes: mib(num(f[9], 'memory.used')),
+        memoryFreeBytes: mib(num(f[10], 'memory.free')),
+        powerDrawW: num(f[11], 'power.draw'),
+        powerLimitW: num(f[12], 'power.limit'),
+        clockGraphicsMHz: num(f[13], 'clocks.gr'),
+        clockMemoryMHz: num(f[14], 'clocks.mem'),
+        eccUncorrectedVolatile: num(f[15], 'ecc.errors.uncorrected.volatile.total'),
+        fanSpeedPercent: num(f[16], 'fan.speed'),
+      }),
+    );
+  }
+  return out;
+}
+
+/** Why a query failed: the `reason` label of gpu_probe_errors_total. */
+export type GpuProbeErrorReason = 'missing' | 'exit' | 'timeout' | 'parse' | 'spawn';
+
+export type NvidiaSmiResult =
+  | { ok: true; gpus: GpuReading[]; durationMs: number }
+  | { ok: false; reason: GpuProbeErrorReason; message: string; durationMs: number };
+
+export interface NvidiaSmiOptions {
+  /** Program to run; default `nvidia-smi` from PATH. */
+  command?: string;
+  /** Kill nvidia-smi after this long (it hangs when the driver does); default 10 s. */
+  timeoutMs?: number;
+  /** Environment; default process.env. CUDA_DEVICE_ORDER=PCI_BUS_ID is always set. */
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Runs one query, asynchronously (execFile): the event loop never waits on nvidia-smi. */
+export type GpuQuery = () => Promise<NvidiaSmiResult>;
+
+export function nvidiaSmiQuery(opts: NvidiaSmiOptions = {}): GpuQuery {
+  const command = opts.command ?? 'nvidia-smi';
+  const timeout = opts.timeoutMs ?? 10_000;
+  return () =>
+    new Promise<NvidiaSmiResult>((resolve) => {
+      const started = performance.now();
+      const env = { ...(opts.env ?? process.env), CUDA_DEVICE_ORDER: 'PCI_BUS_ID' };
+      execFile(
+        command,
+        [...NVIDIA_SMI_ARGS],
+        { timeout, killSignal: 'SIGKILL', env, encoding: 'utf8', maxBuffer: 1024 * 1024 },
+        (err, stdout, stderr) => {
+          const durationMs = performance.now() - started;
+          if (err) {
+            const e = err as NodeJS.ErrnoException & { killed?: boolean; code?: unknown };
+            const said = `${String(stdout).trim()} ${String(stderr).trim()}`.trim();
+            if (e.code === 'ENOENT') {
+              return resolve({
+                ok: false,
+                reason: 'missing',
+                message: `${command} not found on PATH (no NVIDIA driver installed?)`,
+                durationMs,
+              });
+            }
+            if (e.killed) {
+              return resolve({
+                ok: false,
+                reason: 'timeout',
+                message: `${command} did not answer within ${timeout} ms`,
+                durationMs,
+              });
+            }
+            if (typeof e.code === 'number') {
+              return resolve({
+                ok: false,
+                reason: 'exit',
+                message: `${command} exited ${e.code}${said ? `: ${said}` : ''}`,
+                durationMs,
+              });
+            }
+            return resolve({ ok: false, reason: 'spawn', message: e.message, durationMs });
+          }
+          try {
+            resolve({ ok: true, gpus: parseNvidiaSmi(String(stdout)), durationMs });
+          } catch (parseErr) {
+            resolve({
+              ok: false,
+              reason: 'parse',
+              message: (parseErr as Error).message,
+              durationMs,
+            });
+          }
+        },
+      );
+    });
+}

@@ -1,0 +1,90 @@
+import { diskStatus } from './host/disk';
+import { summarizeHealth } from './summary';
+
+describe('summarizeHealth', () => {
+  const redisOk = { up: true, healthy: true, problems: [] };
+
+  it('is ok with nothing wrong, and with nothing probed yet', () => {
+    expect(summarizeHealth({ redis: redisOk })).toEqual({
+      status: 'ok',
+      ready: true,
+      problems: [],
+    });
+    expect(summarizeHealth({})).toEqual({ status: 'ok', ready: true, problems: [] });
+  });
+
+  it('is down (not ready) with Redis unhealthy or the disk under MIN_FREE_DISK', () => {
+    const disk = diskStatus('/data', { bsize: 4096, blocks: 1000, bavail: 40 }, { percent: 5 });
+    expect(
+      summarizeHealth({
+        redis: { up: false, healthy: false, problems: ['Redis is down: x'] },
+        disk,
+      }),
+    ).toEqual({
+      status: 'down',
+      ready: false,
+      problems: [
+        'redis: Redis is down: x',
+        'disk: /data has 163840 bytes (4.0 %) free, under MIN_FREE_DISK 5%',
+      ],
+    });
+  });
+
+  it('is degraded by a hot GPU, a failing nvidia-smi, a lost GPU or a stopped service container', () => {
+    const hot = {
+      index: 0,
+      uuid: 'GPU-a',
+      name: 'X',
+      pciBusId: 'b',
+      healthy: false,
+      problems: [],
+      reasons: ['temperature 92 °C ≥ GPU_MAX_TEMP 90 °C'],
+    };
+    const s = summarizeHealth({
+      redis: redisOk,
+      gpu: { gpus: [hot], missing: ['3'], stale: false },
+      containers: {
+        ok: true,
+        watching: true,
+        containers: [
+          {
+            name: 'redis',
+            kind: 'service',
+            status: 'exited',
+            running: false,
+            restartCount: 0,
+            oomKilled: true,
+            exitCode: 137,
+          },
+          {
+            name: 'job-1',
+            kind: 'job',
+            status: 'exited',
+            running: false,
+            restartCount: 0,
+            oomKilled: false,
+            exitCode: 1,
+          },
+        ],
+      },
+    });
+    expect(s).toEqual({
+      status: 'degraded',
+      ready: true,
+      problems: [
+        'gpu 0 (GPU-a): temperature 92 °C ≥ GPU_MAX_TEMP 90 °C',
+        'gpu 3: in GPU_DEVICES but not seen by nvidia-smi',
+        'container redis: exited (exit 137, OOM killed)',
+      ],
+    });
+    const failing = summarizeHealth({
+      gpu: {
+        gpus: [],
+        missing: [],
+        stale: true,
+        error: { reason: 'exit', message: 'exited 9', at: new Date() },
+      },
+    });
+    expect(failing.problems).toEqual(['gpu: nvidia-smi exit: exited 9']);
+  });
+});

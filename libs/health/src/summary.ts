@@ -1,0 +1,69 @@
+import type { ContainerSnapshot } from './containers/probe';
+import type { GpuSnapshot } from './gpu/sampler';
+import type { DiskStatus } from './host/disk';
+import type { RedisStatus } from './redis';
+
+export interface HealthInputs {
+  gpu?: GpuSnapshot;
+  containers?: ContainerSnapshot;
+  redis?: RedisStatus;
+  disk?: DiskStatus;
+}
+
+export interface HealthSummary {
+  /** `ok`: nothing wrong; `degraded`: jobs can run but something needs a look; `down`: not ready. */
+  status: 'ok' | 'degraded' | 'down';
+  /** Whether the worker should take new jobs (Redis healthy and DATA_FOLDER above MIN_FREE_DISK). */
+  ready: boolean;
+  /** One line per problem, saying what is wrong. */
+  problems: string[];
+}
+
+/**
+ * Pure: folds the probes' last results into one verdict for /health and /health/ready.
+ * Redis down/misconfigured or a full DATA_FOLDER makes the worker not ready; GPU, container and
+ * Docker problems degrade it (a GPU-less or Docker-less job can still run).
+ */
+export function summarizeHealth(h: HealthInputs): HealthSummary {
+  const fatal: string[] = [];
+  const warn: string[] = [];
+  if (h.redis && !h.redis.healthy) fatal.push(...h.redis.problems.map((p) => `redis: ${p}`));
+  if (h.disk?.belowThreshold) {
+    const t = h.disk.threshold;
+    fatal.push(
+      `disk: ${h.disk.path} has ${h.disk.freeBytes} bytes (${h.disk.freePercent.toFixed(1)} %) free, ` +
+        `under MIN_FREE_DISK ${'percent' in t ? `${t.percent}%` : `${t.bytes} bytes`}`,
+    );
+  }
+  if (h.gpu) {
+    if (h.gpu.error) warn.push(`gpu: nvidia-smi ${h.gpu.error.reason}: ${h.gpu.error.message}`);
+    for (const g of h.gpu.gpus) {
+      if (!g.healthy && !h.gpu.error)
+        warn.push(`gpu ${g.index} (${g.uuid}): ${g.reasons.join('; ')}`);
+    }
+    for (const id of h.gpu.missing)
+      warn.push(`gpu ${id}: in GPU_DEVICES but not seen by nvidia-smi`);
+  }
+  if (h.containers) {
+    if (!h.containers.ok && h.containers.error) {
+      warn.push(`docker: ${h.containers.error.reason}: ${h.containers.error.message}`);
+    } else {
+      for (const c of h.containers.containers) {
+        if (c.kind !== 'service') continue;
+        if (!c.running) {
+          warn.push(
+            `container ${c.name}: ${c.status}` +
+              (c.exitCode !== undefined
+                ? ` (exit ${c.exitCode}${c.oomKilled ? ', OOM killed' : ''})`
+                : ''),
+          );
+        } else if (c.health === 'unhealthy') warn.push(`container ${c.name}: unhealthy`);
+      }
+    }
+  }
+  return {
+    status: fatal.length > 0 ? 'down' : warn.length > 0 ? 'degraded' : 'ok',
+    ready: fatal.length === 0,
+    problems: [...fatal, ...warn],
+  };
+}
