@@ -39,7 +39,8 @@ for (const tier of ['unit', 'integration', 'e2e']) {
   const out = path.join(outDir, `${tier}.json`);
   rmSync(out, { force: true });
   const args = ['--selectProjects', tier, '--json', '--outputFile', out, ...extra];
-  if (tier !== 'unit') args.push('--runInBand');
+  // Daemons' sockets can outlive a test file by a moment; never let that hang CI.
+  if (tier !== 'unit') args.push('--runInBand', '--forceExit');
   step(`${tier} tests`, bin('jest'), args);
   try {
     const r = JSON.parse(readFileSync(out, 'utf8'));

@@ -5,7 +5,9 @@ import path from 'node:path';
 const template = readFileSync(path.join(__dirname, '..', '..', '.env.template'), 'utf8');
 const documented = new Set([...template.matchAll(/^#?([A-Z][A-Z0-9_]+)=/gm)].map((m) => m[1]));
 
+// TUNNEL_TARGETS extends DESIGN.md's table ("targets are names the worker exposes"): see README.
 const DESIGN_VARIABLES = [
+  'TUNNEL_TARGETS',
   'TUNNEL_KEY_FILE',
   'TUNNEL_LISTEN',
   'TUNNEL_CONNECT',

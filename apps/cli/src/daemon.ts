@@ -9,6 +9,8 @@ import {
 /** What a daemon's start function returns. */
 export interface Daemon {
   close(): Promise<void>;
+  /** SIGHUP: reload what can change without a restart (tunnel keys). */
+  reload?(): Promise<void>;
 }
 
 /** How long a clean stop may take before the process exits anyway (systemd's default is 90 s). */
@@ -63,4 +65,10 @@ export async function runDaemon<C extends { logLevel: string }>(
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+  process.on('SIGHUP', () => {
+    // A failed reload keeps the keys in use: a typo in a key file never takes the tunnel down.
+    daemon
+      .reload?.()
+      .catch((err: unknown) => log.error({ err }, `reload failed: ${(err as Error).message}`));
+  });
 }

@@ -7,13 +7,16 @@ import {
   type Logger,
   type RelayConfig,
 } from '../../../libs/config/src';
-import { Counter, createRegistry } from '../../../libs/metrics/src';
+import { Counter, createRegistry, createTunnelMetrics } from '../../../libs/metrics/src';
+import { loadKeyRing } from '../../../libs/tunnel/src';
 import { RelayAdminModule } from './relay.module';
 import type { RelayState } from './relay.state';
+import { TunnelPool } from './tunnel-pool';
 
-/** A running daemon: `close()` stops it cleanly (used on SIGTERM/SIGINT and by tests). */
+/** A running daemon: `close()` stops it cleanly (SIGTERM/SIGINT); `reload()` on SIGHUP. */
 export interface Daemon {
   close(): Promise<void>;
+  reload?(): Promise<void>;
 }
 
 function listen(server: Server, host: string, port: number): Promise<void> {
@@ -36,12 +39,22 @@ export async function startRelay(config: RelayConfig, log: Logger): Promise<Daem
     labelNames: ['reason'],
     registers: [registry],
   });
-  const state: RelayState = { tunnels: () => [] };
+  // Keys are checked (length, mode) before anything listens: a bad key file stops the start.
+  const pool = new TunnelPool(
+    config,
+    await loadKeyRing(config.keyFiles),
+    log,
+    createTunnelMetrics(registry),
+  );
+  await pool.start();
+  const state: RelayState = { tunnels: () => pool.views() };
 
   const sockets = new Set<Socket>();
-  const server = createServer((socket) => {
+  const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
+    if (pool.relay(socket)) return;
     // No tunnel is up: close at once so the web app gets an immediate error, never a hang.
     refused.inc({ reason: 'no tunnel' });
+    log.debug('connection refused: no tunnel up');
     socket.destroy();
   });
   server.on('connection', (s) => {
@@ -58,11 +71,16 @@ export async function startRelay(config: RelayConfig, log: Logger): Promise<Daem
   log.info({ listen: server.address(), admin: await admin.getUrl() }, 'relay ready');
 
   return {
+    reload: async () => {
+      pool.setKeys(await loadKeyRing(config.keyFiles));
+      log.info('tunnel keys reloaded');
+    },
     close: async () => {
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         for (const s of sockets) s.destroy();
       });
+      await pool.close();
       await admin.close();
       log.info('relay stopped');
     },

@@ -79,6 +79,15 @@ describe('worker configuration', () => {
     expect(c.healthContainers).toEqual(['redis', 'nginx']);
   });
 
+  it('reads extra tunnel targets and refuses to redefine api', () => {
+    expect(loadWorkerConfig({ ...key, TUNNEL_TARGETS: 'ssh=127.0.0.1:22' }).tunnelTargets).toEqual({
+      ssh: { host: '127.0.0.1', port: 22 },
+    });
+    expect(issuesOf(() => loadWorkerConfig({ ...key, TUNNEL_TARGETS: 'api=127.0.0.1:1' }))[0]).toMatch(
+      /^TUNNEL_TARGETS: 'api' is always API_LISTEN/,
+    );
+  });
+
   it('refuses a Redis URL of another scheme', () => {
     expect(issuesOf(() => loadWorkerConfig({ ...key, REDIS_URL: 'http://x' }))[0]).toMatch(
       /^REDIS_URL:/,

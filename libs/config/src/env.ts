@@ -6,6 +6,7 @@ import {
   parseGpuDevices,
   parseHostPort,
   parseList,
+  parseTargets,
   parseTunnelUrl,
   parseUidGid,
 } from './parse';
@@ -83,6 +84,7 @@ const relaySchema = z
 const workerSchema = z.object({
   ...common,
   API_LISTEN: def('127.0.0.1:8000').transform(via(parseHostPort)),
+  TUNNEL_TARGETS: opt().transform(via((s?: string) => parseTargets(s ?? ''))),
   REDIS_URL: opt().transform(
     via((s?: string) => {
       if (s === undefined) return undefined;
@@ -172,6 +174,7 @@ export function loadWorkerConfig(env: Env) {
     httpsProxy: v.HTTPS_PROXY,
     logLevel: v.LOG_LEVEL,
     apiListen: v.API_LISTEN,
+    tunnelTargets: v.TUNNEL_TARGETS,
     redisUrl: v.REDIS_URL,
     dataFolder: v.DATA_FOLDER,
     experimentsDir: v.EXPERIMENTS_DIR,

@@ -115,3 +115,19 @@ export function parseDiskThreshold(text: string): DiskThreshold {
   }
   return { bytes: Math.round(Number(size[1]) * unit) };
 }
+
+/**
+ * Extra tunnel targets, `name=host:port,...` (TUNNEL_TARGETS). `api` is always API_LISTEN and
+ * cannot be redefined; names are what the relay may ask for, never addresses.
+ */
+export function parseTargets(text: string): Record<string, HostPort> {
+  const out: Record<string, HostPort> = {};
+  for (const item of parseList(text)) {
+    const m = /^([a-z0-9][a-z0-9-]{0,62})=(.+)$/.exec(item);
+    if (!m) throw new Error(`expected name=host:port (name in [a-z0-9-]), got '${item}'`);
+    if (m[1] === 'api') throw new Error("'api' is always API_LISTEN; choose another name");
+    if (out[m[1]]) throw new Error(`target '${m[1]}' is given twice`);
+    out[m[1]] = parseHostPort(m[2]);
+  }
+  return out;
+}

@@ -26,7 +26,7 @@ export class KeyRing {
 
   /** The key used to connect. */
   get primary(): KeyEntry {
-    return this.entries[0]!;
+    return this.entries[0];
   }
 
   /** Handshake keys in ring order (what the responder tries). */
@@ -68,12 +68,16 @@ export async function loadKeyFile(file: string): Promise<KeyEntry> {
   try {
     st = await fs.stat(file);
   } catch (err) {
-    throw new KeyFileError(`key file ${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+    throw new KeyFileError(
+      `key file ${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)})`,
+    );
   }
   if (!st.isFile()) throw new KeyFileError(`key file ${file} is not a regular file`);
   if ((st.mode & 0o077) !== 0) {
     const mode = (st.mode & 0o777).toString(8);
-    throw new KeyFileError(`key file ${file} is readable by group or others (mode ${mode}): run \`chmod 600 ${file}\``);
+    throw new KeyFileError(
+      `key file ${file} is readable by group or others (mode ${mode}): run \`chmod 600 ${file}\``,
+    );
   }
   const secret = await fs.readFile(file);
   try {
@@ -88,7 +92,9 @@ export async function loadKeyFile(file: string): Promise<KeyEntry> {
  * unusable file with a message naming it and the fix.
  */
 export async function loadKeyRing(files: string | readonly string[]): Promise<KeyRing> {
-  const list = (typeof files === 'string' ? files.split(',') : files).map((f) => f.trim()).filter(Boolean);
+  const list = (typeof files === 'string' ? files.split(',') : files)
+    .map((f) => f.trim())
+    .filter(Boolean);
   if (list.length === 0) throw new KeyFileError('TUNNEL_KEY_FILE names no key file');
   const entries: KeyEntry[] = [];
   for (const file of list) entries.push(await loadKeyFile(file));

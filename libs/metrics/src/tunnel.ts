@@ -1,0 +1,77 @@
+import type { TunnelMetrics } from '../../tunnel/src/metrics';
+import { Counter, Gauge, Histogram, type Registry } from './registry';
+
+/**
+ * The tunnel's metrics, the same names on relay (ADMIN_LISTEN /metrics) and worker (API /metrics).
+ * Reasons are the fixed strings of docs/PROTOCOL.md, so label cardinality stays bounded.
+ */
+export function createTunnelMetrics(registry: Registry): TunnelMetrics {
+  const registers = [registry];
+  const handshakes = new Counter({
+    name: 'tunnel_handshakes_total',
+    help: 'Tunnel handshakes by result and failure reason',
+    labelNames: ['result', 'reason'],
+    registers,
+  });
+  const rejected = new Counter({
+    name: 'tunnel_frames_rejected_total',
+    help: 'Frames that ended a session (authentication, order, format), by reason',
+    labelNames: ['reason'],
+    registers,
+  });
+  const bytes = new Counter({
+    name: 'tunnel_bytes_total',
+    help: 'Tunnel payload bytes by direction',
+    labelNames: ['direction'],
+    registers,
+  });
+  const open = new Gauge({ name: 'tunnel_streams_open', help: 'Streams open now', registers });
+  const streams = new Counter({ name: 'tunnel_streams_total', help: 'Streams opened', registers });
+  const refused = new Counter({
+    name: 'tunnel_streams_refused_total',
+    help: 'Streams refused, by reason',
+    labelNames: ['reason'],
+    registers,
+  });
+  const rtt = new Histogram({
+    name: 'tunnel_rtt_seconds',
+    help: 'Tunnel ping round-trip time',
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers,
+  });
+  const reconnects = new Counter({
+    name: 'tunnel_reconnects_total',
+    help: 'Reconnect attempts',
+    registers,
+  });
+  const up = new Gauge({
+    name: 'tunnel_up',
+    help: '1 while an authenticated session with this peer is up',
+    labelNames: ['peer'],
+    registers,
+  });
+  const downs = new Counter({
+    name: 'tunnel_sessions_closed_total',
+    help: 'Sessions that ended, by reason',
+    labelNames: ['reason'],
+    registers,
+  });
+  return {
+    handshake: (result, reason) => handshakes.inc({ result, reason: reason ?? '' }),
+    frameRejected: (reason) => rejected.inc({ reason }),
+    bytes: (direction, n) => bytes.inc({ direction }, n),
+    streamOpened: () => {
+      open.inc();
+      streams.inc();
+    },
+    streamClosed: () => open.dec(),
+    streamRefused: (reason) => refused.inc({ reason }),
+    rtt: (seconds) => rtt.observe(seconds),
+    reconnect: () => reconnects.inc(),
+    sessionUp: (peer) => up.set({ peer }, 1),
+    sessionDown: (peer, reason) => {
+      up.set({ peer }, 0);
+      downs.inc({ reason });
+    },
+  };
+}

@@ -1,0 +1,33 @@
+/**
+ * libs/tunnel: the encrypted, multiplexed WebSocket tunnel between relay and workers.
+ * The wire protocol is specified in docs/PROTOCOL.md.
+ */
+export {
+  generateKeyFile,
+  keyFingerprint,
+  KeyFileError,
+  KeyRing,
+  loadKeyFile,
+  loadKeyRing,
+} from './keys';
+export type { KeyEntry } from './keys';
+export { noopTunnelMetrics } from './metrics';
+export type { TunnelMetrics } from './metrics';
+export { listenTunnel } from './listen';
+export type { ListenTunnelOptions, TunnelListener } from './listen';
+export { TunnelDialer } from './dial';
+export type { TunnelDialerOptions } from './dial';
+export type { BackoffOptions } from './backoff';
+export { TunnelSession } from './session';
+export type { SessionOptions } from './session';
+export { StreamResetError, TunnelStream } from './stream';
+export { serveTargets, splice } from './serve';
+export type { TargetAddress } from './serve';
+export { HandshakeError } from './handshake-driver';
+export {
+  HANDSHAKE_TIMEOUT_MS,
+  MAX_STREAMS,
+  PROTOCOL_VERSION,
+  SESSION_WINDOW,
+  STREAM_WINDOW,
+} from './protocol';

@@ -1,0 +1,67 @@
+/**
+ * Every size, label and limit of the tunnel protocol (docs/PROTOCOL.md). Named here so that each
+ * bounds check in the parsers reads as a reference to the contract, not a magic number.
+ */
+
+/** Carried in `Sec-WebSocket-Protocol` and mixed into every MAC and KDF label. */
+export const PROTOCOL_VERSION = 'gpu-sidecar.v1';
+
+export const MIN_KEY_FILE_BYTES = 32;
+export const KEY_BYTES = 32;
+export const NONCE_BYTES = 32;
+export const PUBLIC_KEY_BYTES = 32;
+export const MAC_BYTES = 32;
+export const TAG_BYTES = 16;
+export const FINGERPRINT_BYTES = 8;
+
+/** Handshake message types and exact lengths. */
+export const MSG_HELLO = 0x01;
+export const MSG_AUTH_I = 0x02;
+export const MSG_AUTH_R = 0x03;
+export const HELLO_BYTES = 1 + NONCE_BYTES;
+export const AUTH_I_BYTES = 1 + NONCE_BYTES + PUBLIC_KEY_BYTES + MAC_BYTES;
+export const AUTH_R_BYTES = 1 + PUBLIC_KEY_BYTES + MAC_BYTES;
+export const HANDSHAKE_TIMEOUT_MS = 5000;
+
+/** KDF and MAC labels (all prefixed by the version, so another version never authenticates). */
+export const LABEL_AUTH_KEY = `${PROTOCOL_VERSION} auth key`;
+export const LABEL_FINGERPRINT = `${PROTOCOL_VERSION} fingerprint`;
+export const LABEL_MAC_I = `${PROTOCOL_VERSION} initiator`;
+export const LABEL_MAC_R = `${PROTOCOL_VERSION} responder`;
+export const LABEL_I2R = `${PROTOCOL_VERSION} i2r`;
+export const LABEL_R2I = `${PROTOCOL_VERSION} r2i`;
+export const LABEL_REKEY = `${PROTOCOL_VERSION} rekey`;
+
+/** Frames. */
+export const CIPHER = 'aes-256-gcm';
+export const GCM_NONCE_BYTES = 12;
+export const FRAME_HEADER_BYTES = 5;
+export const MAX_DATA = 64 * 1024;
+export const MAX_REASON_BYTES = 128;
+export const MAX_TARGET_BYTES = 64;
+export const MIN_SEALED_FRAME = FRAME_HEADER_BYTES + TAG_BYTES;
+export const MAX_SEALED_FRAME = FRAME_HEADER_BYTES + MAX_DATA + TAG_BYTES;
+/** WebSocket maxPayload: the largest frame plus slack; anything above is refused by ws itself. */
+export const MAX_WS_MESSAGE = 65 * 1024;
+/** Ratchet each direction's key after this many frames (docs/PROTOCOL.md, "Rekey"). */
+export const REKEY_FRAMES = 2 ** 20;
+/** The session ends before a counter reaches this (far below 2^64 and exact in a JS number). */
+export const MAX_FRAMES = 2 ** 48;
+
+export const FRAME_OPEN = 0x01;
+export const FRAME_DATA = 0x02;
+export const FRAME_FIN = 0x03;
+export const FRAME_RESET = 0x04;
+export const FRAME_WINDOW = 0x05;
+export const FRAME_PING = 0x06;
+export const FRAME_PONG = 0x07;
+export const FRAME_CLOSE = 0x08;
+export const PING_BODY_BYTES = 8;
+
+/** Flow control and limits. */
+export const STREAM_WINDOW = 1024 * 1024;
+export const SESSION_WINDOW = 16 * 1024 * 1024;
+export const MAX_WINDOW_INCREMENT = 2 ** 30;
+export const MAX_WINDOW = 2 ** 31 - 1;
+export const MAX_STREAMS = 256;
+export const TARGET_NAME = /^[a-z0-9._-]{1,64}$/;

@@ -1,0 +1,64 @@
+import { connect, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { Logger } from '../../config/src/logger';
+import { noopTunnelMetrics, type TunnelMetrics } from './metrics';
+import type { TunnelSession } from './session';
+import type { TunnelStream } from './stream';
+
+/** A target a worker exposes by name (the relay only ever sends the name). */
+export interface TargetAddress {
+  host: string;
+  port: number;
+}
+
+/**
+ * Serves the peer's streams: each stream to a known target name becomes a TCP connection to
+ * it, piped both ways with half-close kept (FIN ↔ TCP FIN). Unknown names are RESET with
+ * 'unknown target', refused connections with 'target refused'; both are logged and counted.
+ * Only authenticated sessions exist, so no unauthenticated peer ever reaches a target.
+ */
+export function serveTargets(
+  session: TunnelSession,
+  targets: ReadonlyMap<string, TargetAddress>,
+  logger: Logger,
+  metrics: TunnelMetrics = noopTunnelMetrics,
+): void {
+  session.on('stream', (target: string, stream: Duplex) => {
+    const address = targets.get(target);
+    const refuse = (reason: string): void => {
+      logger.warn({ peer: session.peer, target, reason }, 'tunnel stream refused');
+      metrics.streamRefused(reason);
+      (stream as TunnelStream).reset(reason);
+    };
+    stream.on('error', () => undefined);
+    if (!address) return refuse('unknown target');
+    const socket = connect({ host: address.host, port: address.port, allowHalfOpen: true });
+    socket.setNoDelay(true);
+    let connected = false;
+    socket.once('connect', () => {
+      connected = true;
+      splice(stream as TunnelStream, socket);
+    });
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      if (!connected) return refuse('target refused');
+      logger.debug({ target, code: err.code }, 'tunnel target connection error');
+      (stream as TunnelStream).reset('target error');
+    });
+  });
+}
+
+/**
+ * Pipes a stream and a socket both ways; either side's end becomes the other's half-close.
+ * Only an abrupt end (error, reset, or a close without end) cuts the other side: an orderly
+ * close lets each pipe flush what it still holds.
+ */
+export function splice(stream: TunnelStream, socket: Socket): void {
+  stream.pipe(socket);
+  socket.pipe(stream);
+  stream.once('close', () => {
+    if (stream.errored || !stream.readableEnded) socket.destroy();
+  });
+  socket.once('close', () => {
+    if (!socket.readableEnded) stream.reset('target closed');
+  });
+}

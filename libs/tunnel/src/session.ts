@@ -1,0 +1,294 @@
+import { EventEmitter } from 'node:events';
+import type { Duplex } from 'node:stream';
+import type { Logger } from '../../config/src/logger';
+import {
+  decodeFrame,
+  encodeFrame,
+  FrameOpener,
+  FrameSealer,
+  Multiplexer,
+  TARGET_NAME,
+} from './protocol';
+import type { Frame, MuxEvent, SessionKeys } from './protocol';
+import { Liveness } from './liveness';
+import { StreamResetError, TunnelStream, type StreamHost } from './stream';
+import type { TunnelMetrics } from './metrics';
+import { noopTunnelMetrics } from './metrics';
+import type { MessageChannel } from './transport/channel';
+
+/** Options shared by both ends of a session. */
+export interface SessionOptions {
+  /** True on the side that dialed (odd stream ids). Independent of who opens streams. */
+  initiator: boolean;
+  logger: Logger;
+  metrics?: TunnelMetrics;
+  /** PING period; a peer silent for 2 periods is dead (found within 3). Default 10 s. */
+  pingIntervalMs?: number;
+  /** Concurrent streams the peer may open (default MAX_STREAMS). */
+  maxStreams?: number;
+}
+
+/** Reasons that are failures of the peer's frames (counted by `frameRejected`). */
+const FRAME_FAILURES = new Set([
+  'decrypt failed',
+  'bad frame',
+  'protocol violation',
+  'window exceeded',
+  'text message',
+  'frame too large',
+]);
+
+/**
+ * An authenticated, encrypted, multiplexed tunnel session (docs/PROTOCOL.md, "Frames").
+ * Both ends use it; either may open streams. Events: `stream` (target, Duplex) for each stream
+ * the peer opens (with no listener, streams are refused), `close` (reason) once, at the end.
+ */
+export class TunnelSession extends EventEmitter implements StreamHost {
+  readonly peer: string;
+  private readonly sealer: FrameSealer;
+  private readonly opener: FrameOpener;
+  private readonly mux: Multiplexer;
+  private readonly streams = new Map<number, TunnelStream>();
+  private readonly creditQueue = new Set<TunnelStream>();
+  private readonly metrics: TunnelMetrics;
+  private readonly log: Logger;
+  private readonly liveness: Liveness;
+  private creditScheduled = false;
+  private closedReason?: string;
+  private readonly closed: Promise<string>;
+
+  constructor(
+    private readonly channel: MessageChannel,
+    keys: SessionKeys,
+    opts: SessionOptions,
+  ) {
+    super();
+    this.peer = channel.peer;
+    this.sealer = new FrameSealer(keys.send);
+    this.opener = new FrameOpener(keys.receive);
+    keys.send.fill(0);
+    keys.receive.fill(0);
+    this.mux = new Multiplexer(opts.initiator, opts.maxStreams);
+    this.metrics = opts.metrics ?? noopTunnelMetrics;
+    this.log = opts.logger;
+    this.closed = new Promise((resolve) => this.once('close', resolve));
+    channel.setCloseHandler((reason) => {
+      if (FRAME_FAILURES.has(reason)) this.metrics.frameRejected(reason);
+      this.teardown(reason);
+    });
+    channel.setMessageHandler((data, binary) => this.onMessage(data, binary));
+    this.liveness = new Liveness(opts.pingIntervalMs ?? 10_000, {
+      sendPing: (body) => this.send({ type: 'ping', body }),
+      dead: () => this.fail('ping timeout'),
+      rtt: (ms) => this.metrics.rtt(ms / 1000),
+    });
+    this.metrics.sessionUp(this.peer);
+  }
+
+  /** Streams open now, in both directions. */
+  get openStreams(): number {
+    return this.streams.size;
+  }
+
+  /** Last measured round-trip time, from PING/PONG. */
+  get rttMs(): number | undefined {
+    return this.liveness.rttMs;
+  }
+
+  /** Why the session ended, once it has. */
+  get closeReason(): string | undefined {
+    return this.closedReason;
+  }
+
+  /**
+   * Opens a stream to a target the peer exposes. Data may be written at once (optimistic open);
+   * if the peer refuses the target the stream errors with StreamResetError(reason).
+   */
+  openStream(target: string): Duplex {
+    const sid =
+      this.closedReason === undefined && TARGET_NAME.test(target)
+        ? this.mux.openLocal()
+        : undefined;
+    const stream = new TunnelStream(this, sid ?? 0, target);
+    if (sid === undefined) {
+      const reason =
+        this.closedReason !== undefined
+          ? 'session closed'
+          : TARGET_NAME.test(target)
+            ? 'too many streams'
+            : 'bad target name';
+      process.nextTick(() => stream.onReset(reason));
+      return stream;
+    }
+    this.streams.set(sid, stream);
+    this.send({ type: 'open', sid, target });
+    this.metrics.streamOpened();
+    return stream;
+  }
+
+  /** Sends an authenticated CLOSE and closes the connection; resolves once the session ended. */
+  async close(reason = 'closed'): Promise<string> {
+    if (this.closedReason === undefined) {
+      this.send({ type: 'close', reason });
+      this.channel.close(1000);
+      this.teardown(`closed: ${reason}`);
+    }
+    return this.closed;
+  }
+
+  // ---- StreamHost (called by TunnelStream) ----
+
+  sendable(sid: number): number {
+    return this.closedReason === undefined ? this.mux.sendable(sid) : 0;
+  }
+
+  sendData(sid: number, data: Buffer): void {
+    this.mux.consumeSend(sid, data.length);
+    this.send({ type: 'data', sid, data });
+  }
+
+  sendFin(sid: number): void {
+    this.send({ type: 'fin', sid });
+  }
+
+  sendReset(sid: number, reason: string): void {
+    if (sid !== 0) this.send({ type: 'reset', sid, reason });
+  }
+
+  scheduleCredit(stream: TunnelStream): void {
+    this.creditQueue.add(stream);
+    if (this.creditScheduled) return;
+    this.creditScheduled = true;
+    // Coalesced: one WINDOW per stream per event-loop turn, not one per read.
+    setImmediate(() => this.flushCredit());
+  }
+
+  forget(stream: TunnelStream, reason: string): void {
+    if (this.streams.get(stream.sid) !== stream) return;
+    this.streams.delete(stream.sid);
+    this.mux.remove(stream.sid);
+    this.metrics.streamClosed();
+    if (reason !== 'done')
+      this.log.debug({ sid: stream.sid, target: stream.target, reason }, 'tunnel stream reset');
+  }
+
+  // ---- internals ----
+
+  private flushCredit(): void {
+    this.creditScheduled = false;
+    for (const stream of this.creditQueue) {
+      const n = stream.takeCredit();
+      if (n > 0 && this.mux.has(stream.sid)) {
+        this.mux.grant(stream.sid, n);
+        this.send({ type: 'window', sid: stream.sid, increment: n });
+      }
+    }
+    this.creditQueue.clear();
+  }
+
+  private send(frame: Frame): void {
+    if (this.closedReason !== undefined) return;
+    const { header, body } = encodeFrame(frame);
+    const wire = this.sealer.seal(header, body);
+    if (!wire) return this.fail('counter exhausted');
+    this.channel.send(wire);
+    this.metrics.bytes('out', wire.length);
+  }
+
+  private onMessage(data: Buffer, binary: boolean): void {
+    if (this.closedReason !== undefined) return;
+    this.metrics.bytes('in', data.length);
+    if (!binary) return this.fail('text message');
+    const plain = this.opener.open(data);
+    if (!plain) return this.fail('decrypt failed');
+    const frame = decodeFrame(plain);
+    if (!frame) return this.fail('bad frame');
+    this.liveness.received();
+    this.dispatch(this.mux.receive(frame));
+    const credit = this.mux.takeSessionCredit();
+    if (credit > 0) this.send({ type: 'window', sid: 0, increment: credit });
+  }
+
+  private dispatch(ev: MuxEvent): void {
+    switch (ev.kind) {
+      case 'open':
+        return this.onPeerOpen(ev.sid, ev.target);
+      case 'refuse':
+        this.metrics.streamRefused(ev.reason);
+        return this.sendReset(ev.sid, ev.reason);
+      case 'data':
+        return this.streams.get(ev.sid)?.onData(ev.data);
+      case 'fin':
+        return this.streams.get(ev.sid)?.onFin();
+      case 'reset':
+        return this.onPeerReset(ev.sid, ev.reason);
+      case 'window':
+        return this.onWindow(ev.sid);
+      case 'ping':
+        return this.send({ type: 'pong', body: ev.body });
+      case 'pong':
+        return this.liveness.pong(ev.body);
+      case 'close':
+        this.channel.close(1000);
+        return this.teardown(`peer closed: ${ev.reason}`);
+      case 'violation':
+        return this.fail(ev.reason);
+      case 'ignore':
+        return;
+    }
+  }
+
+  private onPeerOpen(sid: number, target: string): void {
+    if (this.listenerCount('stream') === 0) {
+      // Nobody serves streams on this end: refuse without making a stream object.
+      this.mux.remove(sid);
+      this.metrics.streamRefused('unknown target');
+      return this.sendReset(sid, 'unknown target');
+    }
+    const stream = new TunnelStream(this, sid, target);
+    this.streams.set(sid, stream);
+    this.metrics.streamOpened();
+    this.emit('stream', target, stream);
+  }
+
+  private onPeerReset(sid: number, reason: string): void {
+    const stream = this.streams.get(sid);
+    if (!stream) return;
+    this.forget(stream, `reset by peer: ${reason}`);
+    stream.onReset(reason);
+  }
+
+  private onWindow(sid: number): void {
+    if (sid !== 0) return this.streams.get(sid)?.pump();
+    for (const stream of this.streams.values()) stream.pump();
+  }
+
+  /** Any failure ends the whole session: tell the peer why (authenticated), then drop. */
+  private fail(reason: string): void {
+    if (this.closedReason !== undefined) return;
+    if (FRAME_FAILURES.has(reason)) this.metrics.frameRejected(reason);
+    this.send({ type: 'close', reason });
+    // A silent peer will not answer a close handshake: drop the socket at once.
+    if (reason === 'ping timeout') this.channel.terminate();
+    else this.channel.close(1002);
+    this.teardown(reason);
+  }
+
+  private teardown(reason: string): void {
+    if (this.closedReason !== undefined) return;
+    this.closedReason = reason;
+    this.liveness.stop();
+    this.sealer.wipe();
+    this.opener.wipe();
+    for (const stream of [...this.streams.values()]) {
+      this.forget(stream, reason);
+      stream.onReset(`tunnel closed: ${reason}`);
+    }
+    const level = reason.startsWith('closed') || reason.startsWith('peer closed') ? 'info' : 'warn';
+    this.log[level]({ peer: this.peer, reason }, 'tunnel session ended');
+    this.metrics.sessionDown(this.peer, reason);
+    this.emit('close', reason);
+  }
+}
+
+export { StreamResetError, TunnelStream };

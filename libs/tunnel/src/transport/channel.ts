@@ -1,0 +1,21 @@
+/**
+ * A message-oriented, ordered, reliable connection: what the handshake and the session need
+ * from the transport. The ws adapter implements it; tests can implement it in memory.
+ */
+export interface MessageChannel {
+  /** The remote address, for logs and metrics (`host:port`). */
+  readonly peer: string;
+  /** Sends one binary message. */
+  send(data: Buffer): void;
+  /** Orderly close (WebSocket close handshake); the close handler runs once it is done. */
+  close(code?: number, reason?: string): void;
+  /** Drops the connection at once. */
+  terminate(): void;
+  /**
+   * Sets the handler for incoming messages. While none is set, messages are queued, so that
+   * handing the channel from the handshake to the session can never lose one.
+   */
+  setMessageHandler(handler: ((data: Buffer, binary: boolean) => void) | undefined): void;
+  /** Sets the handler called once when the connection is gone (now, if it is gone already). */
+  setCloseHandler(handler: (reason: string) => void): void;
+}

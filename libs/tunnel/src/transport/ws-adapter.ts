@@ -1,0 +1,134 @@
+import type { IncomingMessage } from 'node:http';
+import type { Agent } from 'node:http';
+import type { Duplex } from 'node:stream';
+import WebSocket, { WebSocketServer } from 'ws';
+import { MAX_WS_MESSAGE, PROTOCOL_VERSION } from '../protocol';
+import type { MessageChannel } from './channel';
+
+/*
+ * The one file that imports `ws` (DESIGN.md: one adapter per outside library). bufferutil is a
+ * dependency, so ws masks and unmasks in native code. Compression is off: it costs CPU on
+ * ciphertext that does not compress, and compressing before encryption leaks (CRIME).
+ */
+
+/** Wraps an open WebSocket as a MessageChannel. */
+function wrap(ws: WebSocket, peer: string): MessageChannel {
+  let handler: ((data: Buffer, binary: boolean) => void) | undefined;
+  let onClose: ((reason: string) => void) | undefined;
+  let closedReason: string | undefined;
+  let errorCode: string | undefined;
+  const queue: [Buffer, boolean][] = [];
+  ws.on('message', (data: Buffer, binary: boolean) => {
+    if (handler) handler(data, binary);
+    else queue.push([data, binary]);
+  });
+  ws.on('error', (err: Error & { code?: string }) => {
+    errorCode ??= err.code ?? 'error';
+  });
+  ws.on('close', (code: number) => {
+    closedReason =
+      code === 1009 || errorCode === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH'
+        ? 'frame too large'
+        : 'connection lost';
+    onClose?.(closedReason);
+  });
+  return {
+    peer,
+    send: (data) => {
+      if (ws.readyState === WebSocket.OPEN) ws.send(data, { binary: true });
+    },
+    close: (code = 1000, reason = '') => ws.close(code, reason),
+    terminate: () => ws.terminate(),
+    setMessageHandler(h) {
+      handler = h;
+      while (handler && queue.length > 0) {
+        const [data, binary] = queue.shift()!;
+        handler(data, binary);
+      }
+    },
+    setCloseHandler(h) {
+      onClose = h;
+      if (closedReason !== undefined) h(closedReason);
+    },
+  };
+}
+
+/** `host:port` of a socket's remote end. */
+export function remoteOf(req: IncomingMessage): string {
+  const s = req.socket;
+  return `${s.remoteAddress ?? '?'}:${s.remotePort ?? '?'}`;
+}
+
+/** True if the upgrade request offers exactly this protocol version. */
+export function offersVersion(req: IncomingMessage): boolean {
+  const header = req.headers['sec-websocket-protocol'] ?? '';
+  return header.split(',').some((p) => p.trim() === PROTOCOL_VERSION);
+}
+
+/** Accepts WebSocket upgrades that the listener has already checked. */
+export class UpgradeAcceptor {
+  private readonly wss = new WebSocketServer({
+    noServer: true,
+    clientTracking: false,
+    perMessageDeflate: false,
+    maxPayload: MAX_WS_MESSAGE,
+    handleProtocols: () => PROTOCOL_VERSION,
+  });
+
+  /** Completes the upgrade and hands over the channel. */
+  accept(
+    req: IncomingMessage,
+    socket: Duplex,
+    head: Buffer,
+    done: (channel: MessageChannel) => void,
+  ): void {
+    const peer = remoteOf(req);
+    this.wss.handleUpgrade(req, socket, head, (ws) => done(wrap(ws, peer)));
+  }
+
+  close(): void {
+    this.wss.close();
+  }
+}
+
+/**
+ * Client-to-server masking (RFC 6455 §10.3) keeps a browser's attacker-chosen bytes from
+ * looking like HTTP to a proxy cache. Every tunnel message is ciphertext or a fixed-format
+ * handshake message that no attacker chooses, so the mask is zero: ws then skips a copy and an
+ * XOR pass over every frame the dialer sends.
+ */
+function zeroMask(mask: Buffer): void {
+  mask.fill(0);
+}
+
+/** Options for dialing. */
+export interface DialOptions {
+  timeoutMs: number;
+  agent?: Agent;
+  ca?: Buffer;
+  rejectUnauthorized?: boolean;
+}
+
+/** Dials a `ws://` or `wss://` URL offering this protocol version; resolves once open. */
+export function dialWebSocket(
+  url: string,
+  opts: DialOptions,
+): { channel: Promise<MessageChannel>; cancel(): void } {
+  const ws = new WebSocket(url, [PROTOCOL_VERSION], {
+    perMessageDeflate: false,
+    maxPayload: MAX_WS_MESSAGE,
+    handshakeTimeout: opts.timeoutMs,
+    agent: opts.agent,
+    ca: opts.ca,
+    rejectUnauthorized: opts.rejectUnauthorized,
+    generateMask: zeroMask,
+  });
+  // Wrapped before 'open' so that a message arriving with the 101 answer is queued, not lost.
+  const channel = wrap(ws, new URL(url).host);
+  const promise = new Promise<MessageChannel>((resolve, reject) => {
+    ws.once('open', () => resolve(channel));
+    ws.once('error', (err) => reject(err));
+    ws.once('close', () => reject(new Error('connection closed before open')));
+  });
+  return { channel: promise, cancel: () => ws.terminate() };
+}

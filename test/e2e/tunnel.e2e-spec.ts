@@ -1,0 +1,118 @@
+import { connect } from 'node:net';
+import { runCli } from '../support/daemon';
+import { freePort } from '../support/ports';
+import { keygen, metricValue, startPair, waitForTunnel, type Pair } from '../support/system';
+
+jest.setTimeout(120_000);
+
+/** Sends raw bytes to host:port, half-closes, and returns everything the peer sent back. */
+function rawExchange(port: number, request: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+    let out = '';
+    s.on('data', (d: Buffer) => (out += d.toString()));
+    s.on('end', () => resolve(out));
+    s.on('error', reject);
+    s.write(request, () => s.end()); // half-close: we send FIN, then still read the answer
+  });
+}
+
+async function getTest(port: number): Promise<unknown> {
+  const res = await fetch(`http://127.0.0.1:${port}/test`);
+  expect(res.status).toBe(200);
+  return res.json();
+}
+
+describe('tunnel between the built relay and worker', () => {
+  let pair: Pair;
+  beforeAll(async () => {
+    pair = await startPair();
+  });
+  afterAll(async () => {
+    await pair?.stop();
+  });
+
+  it('answers GET /test on the relay from the worker, as spiped did', async () => {
+    expect(await getTest(pair.ports.relay)).toEqual({ response: 'ok' });
+    const health = (await (await fetch(`http://127.0.0.1:${pair.ports.admin}/healthz`)).json()) as {
+      tunnels: unknown[];
+    };
+    expect(health.tunnels).toEqual([expect.objectContaining({ state: 'up' })]);
+  });
+
+  it('carries 200 concurrent connections, each on its own stream', async () => {
+    const answers = await Promise.all(Array.from({ length: 200 }, () => getTest(pair.ports.relay)));
+    expect(answers.every((a) => (a as { response: string }).response === 'ok')).toBe(true);
+    const metrics = await (await fetch(`http://127.0.0.1:${pair.ports.admin}/metrics`)).text();
+    expect(metricValue(metrics, 'tunnel_streams_total')).toBeGreaterThanOrEqual(200);
+  });
+
+  it('keeps a half-closed connection readable until the worker answers', async () => {
+    const reply = await rawExchange(pair.ports.relay, 'GET /test HTTP/1.0\r\nHost: x\r\n\r\n');
+    expect(reply).toMatch(/^HTTP\/1\.1 200/);
+    expect(reply).toContain('{"response":"ok"}');
+  });
+
+  it('reconnects by itself when the worker restarts', async () => {
+    expect(await pair.worker.stop('SIGKILL')).toBe('SIGKILL');
+    // With no tunnel, a connection is closed at once (never left hanging) and counted.
+    await new Promise((r) => setTimeout(r, 300));
+    await expect(fetch(`http://127.0.0.1:${pair.ports.relay}/test`)).rejects.toThrow();
+    const metrics = await (await fetch(`http://127.0.0.1:${pair.ports.admin}/metrics`)).text();
+    expect(
+      metricValue(metrics, 'relay_connections_refused_total', { reason: 'no tunnel' }),
+    ).toBeGreaterThan(0);
+
+    await pair.restartWorker();
+    await waitForTunnel(pair.ports.admin);
+    expect(await getTest(pair.ports.relay)).toEqual({ response: 'ok' });
+  });
+});
+
+describe('tunnel authentication between processes', () => {
+  it('refuses a relay with another key, counts the reason, and never reaches the API', async () => {
+    const pair = await startPair();
+    try {
+      const otherKey = keygen(pair.dir, 'other.key');
+      const admin = await freePort();
+      const relayPort = await freePort();
+      const intruder = runCli(
+        ['relay'],
+        {
+          ...pair.relayEnv,
+          TUNNEL_KEY_FILE: otherKey,
+          ADMIN_LISTEN: `127.0.0.1:${admin}`,
+          RELAY_LISTEN: `127.0.0.1:${relayPort}`,
+        },
+        pair.dir,
+      );
+      await intruder.waitForLog('tunnel connection failed');
+      const health = await fetch(`http://127.0.0.1:${admin}/healthz`);
+      expect(health.status).toBe(503);
+      await expect(fetch(`http://127.0.0.1:${relayPort}/test`)).rejects.toThrow();
+      const relayMetrics = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+      // The worker refuses the key and says why; the intruder only sees the door close.
+      expect(
+        metricValue(relayMetrics, 'tunnel_handshakes_total', { result: 'failed' }),
+      ).toBeGreaterThan(0);
+      expect(
+        metricValue(relayMetrics, 'tunnel_handshakes_total', { result: 'ok' }),
+      ).toBeUndefined();
+      expect(pair.worker.stderr()).toContain('"reason":"bad key"');
+      await intruder.stop();
+    } finally {
+      await pair.stop();
+    }
+  });
+
+  it('refuses to start with a key file others can read, saying the chmod', async () => {
+    const pair = await startPair();
+    await pair.stop();
+    const { chmodSync } = await import('node:fs');
+    chmodSync(pair.keyFile, 0o644);
+    const p = runCli(['relay'], pair.relayEnv, pair.dir);
+    const code = await p.stop('SIGCONT').catch(() => null);
+    expect(code).toBe(1);
+    expect(p.stderr()).toContain(`chmod 600 ${pair.keyFile}`);
+  });
+});
