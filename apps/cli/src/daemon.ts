@@ -13,8 +13,9 @@ export interface Daemon {
   reload?(): Promise<void>;
 }
 
-/** How long a clean stop may take before the process exits anyway (systemd's default is 90 s). */
-const STOP_DEADLINE_MS = 60_000;
+/** How long a clean stop may take before the process exits anyway: under the worker unit's
+ * TimeoutStopSec=5min and docker.sh's `docker stop --time 300`, so running jobs can hand back. */
+const STOP_DEADLINE_MS = 270_000;
 
 /**
  * Validates the environment once, starts a daemon and stops it cleanly on SIGTERM or SIGINT.
