@@ -72,6 +72,7 @@ describe('gpu-sidecar command line', () => {
       API_LISTEN: `127.0.0.1:${api}`,
       TUNNEL_LISTEN: `127.0.0.1:${await freePort()}`,
       DATA_FOLDER: path.join(dir, 'data'),
+      EXPERIMENTS_DIR: path.join(__dirname, '..', '..', 'examples', 'experiments'),
       GPU_DEVICES: 'none',
     });
     await w.waitForLog('worker ready');
