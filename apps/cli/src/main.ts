@@ -43,6 +43,21 @@ export function buildProgram(): Command {
       await runDaemon('worker', envFile(opts), loadWorkerConfig, startWorker);
     });
 
+  program
+    .command('doctor')
+    .description(
+      "check this host's setup: keys, tunnel reachability, Docker, NVIDIA runtime, Redis, DATA_FOLDER",
+    )
+    .argument('[role]', 'relay or worker (default: relay when RELAY_LISTEN or ADMIN_LISTEN is set)')
+    .option('--env-file <file>', 'read variables from this file (default: .env when present)')
+    .action(async (role: string | undefined, opts: { envFile?: string }) => {
+      if (role !== undefined && role !== 'relay' && role !== 'worker') {
+        program.error(`doctor: role must be relay or worker, got '${role}'`);
+      }
+      const { doctor } = await import('./doctor/doctor');
+      process.exitCode = await doctor(role as 'relay' | 'worker' | undefined, envFile(opts));
+    });
+
   return program;
 }
 
