@@ -41,7 +41,10 @@ const daemons = {
 const children = [];
 for (const [name, env] of Object.entries(daemons)) {
   // --env-file /dev/null: the embedded defaults, whatever a .env in this folder says.
-  const child = spawn(bin, [name, '--env-file', '/dev/null'], { env, stdio: ['ignore', 'inherit', 'pipe'] });
+  const child = spawn(bin, [name, '--env-file', '/dev/null'], {
+    env,
+    stdio: ['ignore', 'inherit', 'pipe'],
+  });
   child.stderr.on('data', (d) => {
     for (const line of d.toString().split('\n').filter(Boolean)) {
       try {

@@ -9,7 +9,12 @@ import {
   connect as redisConnect,
   optionsFromUrl,
 } from '../../../../libs/jobs/src/queue/redis-connection';
-import { loadKeyFile, loadKeyRing, TunnelDialer } from '../../../../libs/tunnel/src';
+import {
+  loadKeyFile,
+  loadKeyRing,
+  noopTunnelMetrics,
+  TunnelDialer,
+} from '../../../../libs/tunnel/src';
 
 /** One line of `gpu-sidecar doctor`: what was checked, and when it failed, the fix. */
 export interface CheckResult {
@@ -106,7 +111,7 @@ async function handshake(
     logger: log,
     backoff: { initialMs: 60_000 },
     metrics: {
-      ...noMetrics,
+      ...noopTunnelMetrics,
       handshake: (r, reason) => {
         if (r === 'failed') failure = reason;
       },
@@ -128,18 +133,6 @@ async function handshake(
 }
 
 const noop = () => undefined;
-const noMetrics = {
-  handshake: noop,
-  frameRejected: noop,
-  bytes: noop,
-  streamOpened: noop,
-  streamClosed: noop,
-  streamRefused: noop,
-  rtt: noop,
-  reconnect: noop,
-  sessionUp: noop,
-  sessionDown: noop,
-};
 
 /** The relay's own view: is it running here, and does it see a worker? */
 export function relaySeesWorker(config: RelayConfig): Check {
