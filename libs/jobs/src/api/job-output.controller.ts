@@ -1,0 +1,169 @@
+import { open } from 'node:fs/promises';
+import path from 'node:path';
+import { Controller, Get, Inject, Param, Query, Req, Res } from '@nestjs/common';
+import { ApiOperation, ApiTags } from '@nestjs/swagger';
+import type { Request, Response } from 'express';
+import { isFinal, type JobRecord } from '../job-record';
+import { publicRecord } from '../jobs.service';
+import { JobsRuntime } from '../jobs.runtime';
+import { checkJobId, toHttp } from './http-errors';
+
+const FOLLOW_POLL_MS = 200;
+const SSE_HEARTBEAT_MS = 15_000;
+
+/** What a job printed, its events, and the files it wrote. */
+@ApiTags('jobs')
+@Controller('jobs')
+export class JobOutputController {
+  constructor(@Inject(JobsRuntime) private readonly rt: JobsRuntime) {}
+
+  private async record(id: string): Promise<JobRecord> {
+    try {
+      return await this.rt.service.get(checkJobId(id));
+    } catch (err) {
+      throw toHttp(err);
+    }
+  }
+
+  @Get(':id/logs')
+  @ApiOperation({ summary: 'the job output so far; ?follow=1 streams until the job ends' })
+  async logs(
+    @Param('id') id: string,
+    @Query('follow') follow: string | undefined,
+    @Req() req: Request,
+    @Res() res: Response,
+  ) {
+    const rec = await this.record(id);
+    const file = this.rt.store.paths(rec.experiment, rec.id).log;
+    res.status(200).type('text/plain; charset=utf-8');
+    if (follow !== '1' && follow !== 'true') {
+      const fh = await open(file, 'r').catch(() => undefined);
+      if (!fh) return res.end();
+      fh.createReadStream().pipe(res);
+      return;
+    }
+    let closed = false;
+    req.on('close', () => (closed = true));
+    let offset = 0;
+    const drain = async () => {
+      const fh = await open(file, 'r').catch(() => undefined);
+      if (!fh) return;
+      try {
+        const buf = Buffer.alloc(64 * 1024);
+        for (;;) {
+          const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
+          if (bytesRead === 0) break;
+          offset += bytesRead;
+          if (!res.write(buf.subarray(0, bytesRead)))
+            await new Promise((r) => res.once('drain', r));
+        }
+      } finally {
+        await fh.close();
+      }
+    };
+    while (!closed) {
+      const now = await this.rt.service.get(rec.id).catch(() => undefined);
+      await drain();
+      if (!now || isFinal(now.state)) break; // drained after seeing the end: nothing is missed
+      await new Promise((r) => setTimeout(r, FOLLOW_POLL_MS));
+    }
+    res.end();
+  }
+
+  @Get(':id/events')
+  @ApiOperation({
+    summary: 'Server-Sent Events: `state` and `progress` changes, until the job ends',
+  })
+  async events(@Param('id') id: string, @Req() req: Request, @Res() res: Response) {
+    checkJobId(id);
+    let last: JobRecord | undefined;
+    let ended = false;
+    const channel = `event:${id}`;
+    const send = (rec: JobRecord) => {
+      if (ended) return;
+      if (
+        last &&
+        last.state === rec.state &&
+        last.progress === rec.progress &&
+        last.message === rec.message
+      )
+        return;
+      const kind = !last || last.state !== rec.state ? 'state' : 'progress';
+      last = rec;
+      res.write(`event: ${kind}\ndata: ${JSON.stringify(publicRecord(rec))}\n\n`);
+      if (isFinal(rec.state)) cleanup();
+    };
+    const pending: JobRecord[] = [];
+    const early = (rec: JobRecord) => pending.push(rec);
+    const timers: NodeJS.Timeout[] = [];
+    const cleanup = () => {
+      ended = true;
+      timers.forEach(clearInterval);
+      this.rt.records.bus.off(channel, send);
+      res.end();
+    };
+    // Listen first, then read once. Events that arrive during the read may be older or newer
+    // than it; only an ending among them is sure to be newer, so only that one is replayed.
+    this.rt.records.bus.on(channel, early);
+    let now: JobRecord;
+    try {
+      now = await this.rt.service.get(id);
+    } catch (err) {
+      throw toHttp(err);
+    } finally {
+      this.rt.records.bus.off(channel, early);
+    }
+    res.writeHead(200, {
+      'Content-Type': 'text/event-stream',
+      'Cache-Control': 'no-cache',
+      Connection: 'keep-alive',
+      'X-Accel-Buffering': 'no',
+    });
+    timers.push(setInterval(() => res.write(': keep-alive\n\n'), SSE_HEARTBEAT_MS));
+    this.rt.records.bus.on(channel, send);
+    req.on('close', cleanup);
+    send(now);
+    for (const rec of pending) if (isFinal(rec.state)) send(rec);
+  }
+
+  @Get(':id/files')
+  @ApiOperation({ summary: 'files the job wrote to its output folder' })
+  async files(@Param('id') id: string) {
+    const rec = await this.record(id);
+    return { files: await this.rt.store.listOutput(this.rt.store.paths(rec.experiment, rec.id)) };
+  }
+
+  /**
+   * Download. The router has decoded each segment once; ResultsStore.resolveOutputFile explains
+   * why the path cannot leave the job's output folder (no `..`, no second encoding, no absolute
+   * path, no symlink).
+   */
+  @Get(':id/files/*path')
+  @ApiOperation({ summary: 'download one output file' })
+  async download(
+    @Param('id') id: string,
+    @Param('path') rel: string | string[],
+    @Res() res: Response,
+  ) {
+    const rec = await this.record(id);
+    const requested = Array.isArray(rel) ? rel.join('/') : rel;
+    let file: string;
+    try {
+      file = await this.rt.store.resolveOutputFile(
+        this.rt.store.paths(rec.experiment, rec.id),
+        requested,
+      );
+    } catch (err) {
+      throw toHttp(err);
+    }
+    const fh = await open(file, 'r');
+    const { size } = await fh.stat();
+    res.status(200).set({
+      'Content-Type': 'application/octet-stream',
+      'Content-Length': String(size),
+      'Content-Disposition': `attachment; filename="${path.basename(file).replace(/"/g, '')}"`,
+      'X-Content-Type-Options': 'nosniff',
+    });
+    fh.createReadStream().pipe(res);
+  }
+}

@@ -1,0 +1,81 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { ExperimentFileError, loadExperiments, parseExperiment } from './experiment';
+
+const HELLO = `
+name: hello
+runner: process
+command: ["sh", "-c", "true"]
+timeout: 2m
+params:
+  type: object
+  properties: { name: { type: string }, epochs: { type: integer, minimum: 1 } }
+  required: [name]
+`;
+
+function dirWith(files: Record<string, string>): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'gsc-exp-'));
+  for (const [n, t] of Object.entries(files)) writeFileSync(path.join(dir, n), t);
+  return dir;
+}
+
+describe('experiment files', () => {
+  it('reads a valid file with its defaults and timeout', () => {
+    const e = parseExperiment('/x/hello.yaml', HELLO);
+    expect(e).toMatchObject({
+      name: 'hello',
+      runner: 'process',
+      gpus: 0,
+      attempts: 1,
+      timeoutMs: 120_000,
+    });
+  });
+
+  it('names the file, the field and the problem when a field is wrong', () => {
+    const dir = dirWith({ 'hello.yaml': HELLO.replace('runner: process', 'runner: podman') });
+    expect(() => loadExperiments(dir)).toThrow(ExperimentFileError);
+    expect(() => loadExperiments(dir)).toThrow(
+      /hello\.yaml: runner must be one of docker, process/,
+    );
+  });
+
+  it('names a missing required field', () => {
+    expect(() => parseExperiment('/x/hello.yaml', HELLO.replace(/command:.*\n/, ''))).toThrow(
+      /hello\.yaml: command is required/,
+    );
+  });
+
+  it('refuses a docker experiment without an image', () => {
+    expect(() =>
+      parseExperiment('/x/hello.yaml', HELLO.replace('runner: process', 'runner: docker')),
+    ).toThrow(/image is required/);
+  });
+
+  it('refuses a bad timeout and a name that differs from the file', () => {
+    expect(() => parseExperiment('/x/hello.yaml', HELLO.replace('2m', 'soon'))).toThrow(
+      /timeout expected a duration/,
+    );
+    expect(() => parseExperiment('/x/other.yaml', HELLO)).toThrow(
+      /name must match the file name 'other'/,
+    );
+  });
+
+  it('refuses a params schema that is not JSON Schema', () => {
+    const dir = dirWith({ 'hello.yaml': HELLO.replace('type: integer', 'type: whole') });
+    expect(() => loadExperiments(dir)).toThrow(/params is not a valid JSON Schema/);
+  });
+
+  it('validates job params against the schema, naming the field', () => {
+    const cat = loadExperiments(dirWith({ 'hello.yaml': HELLO }));
+    expect(cat.validateParams('hello', { name: 'a' })).toBeUndefined();
+    expect(cat.validateParams('hello', {})).toEqual({
+      field: 'params.name',
+      problem: 'is required',
+    });
+    expect(cat.validateParams('hello', { name: 'a', epochs: 0 })).toEqual({
+      field: 'params.epochs',
+      problem: 'must be >= 1',
+    });
+  });
+});

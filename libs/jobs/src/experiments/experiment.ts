@@ -1,0 +1,175 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import Ajv, { type ErrorObject, type ValidateFunction } from 'ajv';
+import addFormats from 'ajv-formats';
+import { parse as parseYaml } from 'yaml';
+import { parseDuration } from '../../../config/src';
+
+/** One installed experiment, as read from `EXPERIMENTS_DIR/<name>.yaml` (DESIGN.md). */
+export interface Experiment {
+  name: string;
+  runner: 'docker' | 'process';
+  image?: string;
+  command: string[];
+  gpus: number;
+  timeoutMs?: number;
+  attempts: number;
+  env: Record<string, string>;
+  /** The JSON Schema that a job's params must satisfy. */
+  params: Record<string, unknown>;
+  /** The file it came from, for messages. */
+  file: string;
+}
+
+/** Raised at start when an experiment file is wrong: names the file, the field and the problem. */
+export class ExperimentFileError extends Error {
+  constructor(
+    readonly file: string,
+    readonly field: string,
+    readonly problem: string,
+  ) {
+    super(`experiment file ${file}: ${field ? `${field} ` : ''}${problem}`);
+    this.name = 'ExperimentFileError';
+  }
+}
+
+// The file's own shape, checked with the same ajv the params use.
+const FILE_SCHEMA = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['name', 'runner', 'command', 'params'],
+  properties: {
+    name: { type: 'string', pattern: '^[a-z0-9-]+$', maxLength: 64 },
+    runner: { enum: ['docker', 'process'] },
+    image: { type: 'string', minLength: 1 },
+    command: { type: 'array', minItems: 1, items: { type: 'string' } },
+    gpus: { type: 'integer', minimum: 0, maximum: 64 },
+    timeout: { type: 'string' },
+    attempts: { type: 'integer', minimum: 1, maximum: 100 },
+    env: { type: 'object', additionalProperties: { type: 'string' } },
+    params: { type: 'object' },
+  },
+  if: { properties: { runner: { const: 'docker' } } },
+  then: { required: ['image'] },
+} as const;
+
+function newAjv(): Ajv {
+  const ajv = new Ajv({ allErrors: false, strict: false, coerceTypes: false });
+  addFormats(ajv);
+  return ajv;
+}
+
+/** `/epochs` → `params.epochs`; a missing property names itself. */
+export function describeAjvError(e: ErrorObject, root: string): { field: string; problem: string } {
+  const parts = e.instancePath.split('/').filter(Boolean);
+  if (e.keyword === 'required') parts.push(String(e.params.missingProperty));
+  if (e.keyword === 'additionalProperties') parts.push(String(e.params.additionalProperty));
+  const field = [root, ...parts].filter(Boolean).join('.');
+  const problem =
+    e.keyword === 'required'
+      ? 'is required'
+      : e.keyword === 'additionalProperties'
+        ? 'is not allowed'
+        : e.keyword === 'enum'
+          ? `must be one of ${(e.params.allowedValues as unknown[]).join(', ')}`
+          : (e.message ?? 'is invalid');
+  return { field, problem };
+}
+
+/** Installed experiments by name, with a compiled params validator for each. */
+export class ExperimentCatalog {
+  private readonly validators = new Map<string, ValidateFunction>();
+
+  constructor(private readonly byName: Map<string, Experiment>) {
+    const ajv = newAjv();
+    for (const exp of byName.values()) {
+      try {
+        this.validators.set(exp.name, ajv.compile(exp.params));
+      } catch (err) {
+        throw new ExperimentFileError(
+          exp.file,
+          'params',
+          `is not a valid JSON Schema: ${(err as Error).message}`,
+        );
+      }
+    }
+  }
+
+  list(): Experiment[] {
+    return [...this.byName.values()].sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  get(name: string): Experiment | undefined {
+    return this.byName.get(name);
+  }
+
+  /** Checks params against the experiment's schema; returns the first problem, naming the field. */
+  validateParams(name: string, params: unknown): { field: string; problem: string } | undefined {
+    const validate = this.validators.get(name);
+    if (!validate) throw new Error(`unknown experiment ${name}`);
+    if (validate(params)) return undefined;
+    return describeAjvError(validate.errors![0], 'params');
+  }
+}
+
+/** Parses and checks one experiment file's text. */
+export function parseExperiment(file: string, text: string): Experiment {
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (err) {
+    throw new ExperimentFileError(file, '', `is not valid YAML: ${(err as Error).message}`);
+  }
+  const validate = newAjv().compile(FILE_SCHEMA);
+  if (!validate(doc)) {
+    const { field, problem } = describeAjvError(validate.errors![0], '');
+    throw new ExperimentFileError(file, field || '(top level)', problem);
+  }
+  const d = doc as unknown as Record<string, unknown>;
+  let timeoutMs: number | undefined;
+  if (d.timeout !== undefined) {
+    try {
+      timeoutMs = parseDuration(d.timeout as string);
+    } catch (err) {
+      throw new ExperimentFileError(file, 'timeout', (err as Error).message);
+    }
+  }
+  const base = path.basename(file).replace(/\.ya?ml$/, '');
+  if (d.name !== base) {
+    throw new ExperimentFileError(file, 'name', `must match the file name '${base}'`);
+  }
+  return {
+    name: d.name,
+    runner: d.runner as 'docker' | 'process',
+    image: d.image as string | undefined,
+    command: d.command as string[],
+    gpus: (d.gpus as number | undefined) ?? 0,
+    timeoutMs,
+    attempts: (d.attempts as number | undefined) ?? 1,
+    env: (d.env as Record<string, string> | undefined) ?? {},
+    params: d.params as Record<string, unknown>,
+    file,
+  };
+}
+
+/**
+ * Reads every `*.yaml`/`*.yml` in `dir`. Any bad file throws ExperimentFileError, which stops the
+ * worker at start: a typo found at submit time would be found by a visitor instead.
+ */
+export function loadExperiments(dir: string): ExperimentCatalog {
+  let names: string[];
+  try {
+    names = readdirSync(dir).filter((n) => /\.ya?ml$/.test(n));
+  } catch (err) {
+    throw new ExperimentFileError(dir, '', `cannot be read: ${(err as Error).message}`);
+  }
+  const byName = new Map<string, Experiment>();
+  for (const n of names.sort()) {
+    const file = path.join(dir, n);
+    const exp = parseExperiment(file, readFileSync(file, 'utf8'));
+    if (byName.has(exp.name))
+      throw new ExperimentFileError(file, 'name', `'${exp.name}' is not unique`);
+    byName.set(exp.name, exp);
+  }
+  return new ExperimentCatalog(byName);
+}

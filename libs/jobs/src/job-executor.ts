@@ -1,0 +1,211 @@
+import type { Logger } from '../../config/src';
+import type { ExperimentCatalog } from './experiments/experiment';
+import type { GpuAllocator } from './gpu-allocator';
+import { isFinal, type JobRecord } from './job-record';
+import type { JobProcessor, ProcessResult, QueuedJob } from './queue/bullmq.adapter';
+import type { JobRecordsRepository } from './queue/job-records.repository';
+import type { RunOutcome, Runner } from './runner/runner';
+import type { ResultsStore } from './store/results.store';
+
+const SHUTDOWN = 'worker shutting down';
+const CANCELLED = 'cancelled';
+/** Endings wait out a Redis restart rather than being lost. */
+const PATIENT = { patient: true };
+
+type FinalState = 'succeeded' | 'failed' | 'cancelled';
+
+export interface ExecutorDeps {
+  catalog: ExperimentCatalog;
+  records: JobRecordsRepository;
+  store: ResultsStore;
+  runners: Map<string, Runner>;
+  gpus: GpuAllocator;
+  workerName: string;
+  user: { uid: number; gid?: number };
+  log: Logger;
+}
+
+/**
+ * Runs one pick-up of a job: state `running`, the runner, then the ending. Every ending releases
+ * the GPUs. A final record goes to disk first (fsynced job.json, after the output for
+ * `succeeded`), then to Redis: what the API reports as ended is already on disk.
+ */
+export class JobExecutor {
+  private readonly running = new Map<string, AbortController>();
+  private readonly onCancel = (id: string) => this.running.get(id)?.abort(CANCELLED);
+
+  constructor(private readonly d: ExecutorDeps) {
+    d.records.bus.on('cancel', this.onCancel);
+  }
+
+  get active(): number {
+    return this.running.size;
+  }
+
+  readonly process: JobProcessor = async (job, signal) => {
+    const exp = this.d.catalog.get(job.data.experiment);
+    const runner = exp && this.d.runners.get(exp.runner);
+    if (job.tries > 1 || !exp || !runner) {
+      // The uncommon paths read the record first.
+      const rec = await this.d.records.get(job.id, PATIENT);
+      if (!rec || isFinal(rec.state)) return { kind: 'done' };
+      if (!exp)
+        return this.end(rec, 'failed', {
+          error: `experiment '${rec.experiment}' is not installed on ${this.d.workerName}`,
+        });
+      if (!runner)
+        return this.end(rec, 'failed', { error: `no ${exp.runner} runner on this worker` });
+      // A worker died after writing the final job.json but before Redis heard: adopt the disk.
+      const onDisk = await this.d.store.readRecord(rec.experiment, rec.id);
+      if (onDisk && isFinal(onDisk.state)) return this.adopt(onDisk);
+      // Started before, and the worker that ran it went away mid-run, with no try left.
+      if (job.tries > job.maxTries) return this.end(rec, 'failed', { error: 'worker restarted' });
+    }
+    const gpus = this.d.gpus.acquire(exp.gpus);
+    if (!gpus) return { kind: 'later', delayMs: 1000, counted: false };
+    try {
+      return await this.runAttempt(job, gpus, runner, signal);
+    } finally {
+      this.d.gpus.release(gpus);
+    }
+  };
+
+  private async runAttempt(
+    job: QueuedJob,
+    gpus: string[],
+    runner: Runner,
+    bullSignal: AbortSignal,
+  ): Promise<ProcessResult> {
+    // Compare-and-set: a job cancelled (or removed) while queued does not start.
+    const started = await this.d.records.transition(
+      job.id,
+      ['queued', 'running'],
+      {
+        state: 'running',
+        startedAt: new Date().toISOString(),
+        worker: this.d.workerName,
+        gpu: gpus.length ? gpus.join(',') : null,
+        attempts: job.tries,
+        progress: 0,
+        exitCode: null,
+        error: null,
+      },
+      PATIENT,
+    );
+    if (!started?.changed) return { kind: 'done' };
+    let rec = started.record;
+    // The running record is written beside the start, not before it: Redis already says running.
+    const runningWritten = this.d.store.writeRecord(rec).catch(() => undefined);
+    const ctl = new AbortController();
+    const fromBull = () => ctl.abort(bullSignal.reason ?? CANCELLED);
+    bullSignal.addEventListener('abort', fromBull, { once: true });
+    this.running.set(rec.id, ctl);
+    let outcome: RunOutcome;
+    try {
+      outcome = await runner.run({
+        jobId: rec.id,
+        experiment: this.d.catalog.get(rec.experiment)!,
+        paths: this.d.store.paths(rec.experiment, rec.id),
+        gpus,
+        user: this.d.user,
+        signal: ctl.signal,
+        onProgress: (p) => {
+          rec = { ...rec, progress: p.percent, ...(p.message ? { message: p.message } : {}) };
+          const patch = { progress: p.percent, ...(p.message ? { message: p.message } : {}) };
+          this.d.records.transition(rec.id, ['running'], patch).catch(() => undefined);
+          job.setProgress(p.percent).catch(() => undefined);
+        },
+        onStarted: ({ pid }) => {
+          this.d.records
+            .transition(rec.id, ['running'], { pid } as Partial<JobRecord>)
+            .catch(() => undefined);
+        },
+      });
+    } finally {
+      this.running.delete(rec.id);
+      bullSignal.removeEventListener('abort', fromBull);
+      await runningWritten;
+    }
+    return this.finish(job, rec, outcome);
+  }
+
+  private async finish(job: QueuedJob, rec: JobRecord, o: RunOutcome): Promise<ProcessResult> {
+    const exitCode = 'exitCode' in o ? o.exitCode : null;
+    if (o.kind === 'aborted' && o.reason === SHUTDOWN) {
+      // Handed back untouched: another worker (or this one, restarted) runs it again.
+      await this.requeue(rec, { progress: 0 });
+      return { kind: 'later', delayMs: 0, counted: false };
+    }
+    const ms = { runMs: o.runMs };
+    if (o.kind === 'aborted') return this.end(rec, 'cancelled', { exitCode, error: null }, ms);
+    if (o.kind === 'timeout') return this.end(rec, 'failed', { exitCode, error: 'timeout' }, ms);
+    if (o.kind === 'exited' && o.exitCode === 0) {
+      return this.end(rec, 'succeeded', { exitCode: 0, progress: 100, error: null }, ms);
+    }
+    const error =
+      o.kind === 'error'
+        ? o.message
+        : o.signal
+          ? `killed by ${o.signal}`
+          : `exited with code ${o.exitCode}`;
+    if (job.tries < job.maxTries) {
+      await this.requeue(rec, { exitCode, error });
+      return { kind: 'retry', error };
+    }
+    return this.end(rec, 'failed', { exitCode, error }, ms);
+  }
+
+  private async requeue(rec: JobRecord, patch: Partial<JobRecord>): Promise<void> {
+    const back = await this.d.records.transition(
+      rec.id,
+      ['running'],
+      { ...patch, state: 'queued' },
+      PATIENT,
+    );
+    if (back?.changed) await this.d.store.writeRecord(back.record);
+  }
+
+  /** Ends the job: job.json (fsynced) first, then Redis, which tells every watcher. */
+  private async end(
+    rec: JobRecord,
+    state: FinalState,
+    patch: Partial<JobRecord>,
+    timing: { runMs?: number } = {},
+  ): Promise<ProcessResult> {
+    const final = { ...patch, state, finishedAt: new Date().toISOString() };
+    // For `succeeded` this also fsyncs the output before the record is renamed into place.
+    await this.d.store.writeFinal({ ...rec, ...final }, state === 'succeeded');
+    const t = await this.d.records.transition(rec.id, ['queued', 'running'], final, PATIENT);
+    if (t && !t.changed) {
+      // Someone else ended it first (cannot normally happen): the disk follows Redis.
+      await this.d.store.writeRecord(t.record);
+    } else if (t) {
+      this.d.log.info(
+        { job: rec.id, experiment: rec.experiment, state, error: t.record.error, ...timing },
+        'job ended',
+      );
+    }
+    return state === 'failed' ? { kind: 'fail', error: patch.error ?? state } : { kind: 'done' };
+  }
+
+  private async adopt(onDisk: JobRecord): Promise<ProcessResult> {
+    const { id, ...rest } = onDisk;
+    await this.d.records.transition(id, ['queued', 'running'], rest, PATIENT);
+    this.d.log.warn(
+      { job: id, state: onDisk.state },
+      'job had ended on disk before its worker stopped',
+    );
+    return onDisk.state === 'failed'
+      ? { kind: 'fail', error: onDisk.error ?? 'failed' }
+      : { kind: 'done' };
+  }
+
+  /** Stops every running job so it is handed back to the queue (worker shutdown). */
+  stopAll(): void {
+    for (const ctl of this.running.values()) ctl.abort(SHUTDOWN);
+  }
+
+  dispose(): void {
+    this.d.records.bus.off('cancel', this.onCancel);
+  }
+}

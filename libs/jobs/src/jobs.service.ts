@@ -1,0 +1,273 @@
+import { randomUUID } from 'node:crypto';
+import { readFile, rename } from 'node:fs/promises';
+import path from 'node:path';
+import type { DiskThreshold, Logger } from '../../config/src';
+import type { ExperimentCatalog } from './experiments/experiment';
+import { isFinal, type JobRecord, type JobState } from './job-record';
+import type { JobQueue, SlotKind } from './queue/bullmq.adapter';
+import type { JobRecordsRepository } from './queue/job-records.repository';
+import type { ResultsStore } from './store/results.store';
+
+/** Problems a caller can fix; the controller maps each to its status code. */
+export class JobRequestError extends Error {
+  constructor(
+    readonly status: 400 | 404 | 409 | 507,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface UploadedInput {
+  originalname: string;
+  path: string;
+}
+
+export interface SubmitRequest {
+  experiment: unknown;
+  params?: unknown;
+  priority?: unknown;
+  key?: unknown;
+  files?: UploadedInput[];
+}
+
+export interface JobsServiceDeps {
+  catalog: ExperimentCatalog;
+  records: JobRecordsRepository;
+  queue: JobQueue;
+  store: ResultsStore;
+  gpuCapacity: number;
+  minFreeDisk: DiskThreshold;
+  resultsTtlMs: number;
+  log: Logger;
+}
+
+/** Fields only the daemon uses; never shown by the API. */
+const INTERNAL = ['pid', 'key', 'priority'] as const;
+
+/** The public view of a record (DESIGN.md's `GET /jobs/:id`). */
+export function publicRecord(rec: JobRecord): JobRecord {
+  const out = { ...rec } as Record<string, unknown>;
+  for (const k of INTERNAL) delete out[k];
+  return out as unknown as JobRecord;
+}
+
+export const slotKind = (gpus: number): SlotKind => (gpus > 0 ? 'gpu' : 'cpu');
+
+/** Submitting, reading, listing and cancelling jobs; retention. */
+export class JobsService {
+  constructor(private readonly d: JobsServiceDeps) {}
+
+  async submit(req: SubmitRequest): Promise<{ record: JobRecord; created: boolean }> {
+    const shortage = await this.d.store.diskShortage(this.d.minFreeDisk);
+    if (shortage)
+      throw new JobRequestError(
+        507,
+        `${shortage}; free some space (or lower MIN_FREE_DISK) and submit again`,
+      );
+    if (typeof req.experiment !== 'string' || req.experiment === '') {
+      throw new JobRequestError(400, 'experiment is required: the name of an installed experiment');
+    }
+    const exp = this.d.catalog.get(req.experiment);
+    if (!exp) {
+      const known =
+        this.d.catalog
+          .list()
+          .map((e) => e.name)
+          .join(', ') || 'none';
+      throw new JobRequestError(
+        404,
+        `experiment '${req.experiment}' is not installed (installed: ${known})`,
+      );
+    }
+    const params = req.params ?? {};
+    const bad = this.d.catalog.validateParams(exp.name, params);
+    if (bad) throw new JobRequestError(400, `${bad.field} ${bad.problem}`);
+    const priority = parsePriority(req.priority);
+    if (exp.gpus > 0 && this.d.gpuCapacity === 0) {
+      throw new JobRequestError(
+        400,
+        `experiment '${exp.name}' needs ${exp.gpus} GPU(s) and this worker has none (GPU_DEVICES)`,
+      );
+    }
+    if (
+      req.key !== undefined &&
+      (typeof req.key !== 'string' || !/^[\x21-\x7e]{1,200}$/.test(req.key))
+    ) {
+      throw new JobRequestError(400, 'key must be 1-200 printable characters without spaces');
+    }
+    const id = randomUUID();
+    const key = req.key;
+    if (key) {
+      const existing = await this.d.records.claimKey(key, id, this.d.resultsTtlMs);
+      if (existing) {
+        const rec = await this.d.records.get(existing);
+        if (rec) return { record: rec, created: false };
+      }
+    }
+    const record: JobRecord = {
+      id,
+      experiment: exp.name,
+      state: 'queued',
+      progress: 0,
+      worker: null,
+      gpu: null,
+      attempts: 0,
+      createdAt: new Date().toISOString(),
+      startedAt: null,
+      finishedAt: null,
+      exitCode: null,
+      error: null,
+      ...(priority !== undefined ? { priority } : {}),
+      ...(key ? { key } : {}),
+    };
+    // Folder and record first (side by side), the queue entry last: a worker that picks the job
+    // up finds both. If anything fails, the record is marked failed rather than left queued.
+    try {
+      const [paths] = await Promise.all([
+        this.d.store.create(record, params),
+        this.d.records.create(record),
+      ]);
+      for (const f of req.files ?? []) {
+        await rename(f.path, path.join(paths.input, safeName(f.originalname)));
+      }
+      await this.d.queue.add(
+        slotKind(exp.gpus),
+        { id, experiment: exp.name },
+        { attempts: exp.attempts, priority },
+      );
+    } catch (err) {
+      if (key) await this.d.records.releaseKey(key).catch(() => undefined);
+      await this.d.records
+        .transition(id, ['queued'], {
+          state: 'failed',
+          error: 'not queued: submission failed',
+          finishedAt: new Date().toISOString(),
+        })
+        .catch(() => undefined);
+      throw err;
+    }
+    return { record, created: true };
+  }
+
+  async get(id: string): Promise<JobRecord> {
+    const rec = await this.d.records.get(id);
+    if (!rec) throw new JobRequestError(404, `no job '${id}'`);
+    return rec;
+  }
+
+  list(filter: { experiment?: string; state?: JobState; limit: number }): Promise<JobRecord[]> {
+    return this.d.records.list(filter);
+  }
+
+  /**
+   * A queued job is marked cancelled and taken off the queue (if a worker picked it up in
+   * between, the worker sees the mark and does not run it). A running one is asked to stop on
+   * whichever worker process runs it; its record turns `cancelled` when the process is gone.
+   */
+  async cancel(id: string): Promise<JobRecord> {
+    const rec = await this.get(id);
+    if (isFinal(rec.state)) return rec;
+    const exp = this.d.catalog.get(rec.experiment);
+    const t = await this.d.records.transition(id, ['queued'], {
+      state: 'cancelled',
+      finishedAt: new Date().toISOString(),
+    });
+    if (t?.changed) {
+      await this.d.store.writeRecord(t.record);
+      await this.d.queue.remove(slotKind(exp?.gpus ?? 0), id);
+      return t.record;
+    }
+    await this.d.records.publishCancel(id);
+    return this.waitForEnd(id, 5_000);
+  }
+
+  /** Resolves with the record once it is final, or as it is after `ms`. */
+  async waitForEnd(id: string, ms: number): Promise<JobRecord> {
+    return new Promise<JobRecord>((resolve, reject) => {
+      const done = (rec: JobRecord) => {
+        clearTimeout(timer);
+        this.d.records.bus.off(`event:${id}`, onEvent);
+        resolve(rec);
+      };
+      const onEvent = (rec: JobRecord) => {
+        if (isFinal(rec.state)) done(rec);
+      };
+      const timer = setTimeout(() => {
+        this.get(id).then(done, reject);
+      }, ms);
+      this.d.records.bus.on(`event:${id}`, onEvent);
+      this.get(id).then((rec) => isFinal(rec.state) && done(rec), reject);
+    });
+  }
+
+  /** Removes finished jobs older than RESULTS_TTL: folder, queue entry and record together. */
+  async sweep(now = Date.now()): Promise<number> {
+    let removed = 0;
+    for (const id of await this.d.records.createdBefore(now - this.d.resultsTtlMs)) {
+      const rec = await this.d.records.get(id);
+      if (!rec || !isFinal(rec.state)) continue;
+      const exp = this.d.catalog.get(rec.experiment);
+      await this.d.store.remove(rec.experiment, id);
+      await this.d.queue.remove(slotKind(exp?.gpus ?? 0), id);
+      await this.d.records.delete(rec);
+      removed++;
+    }
+    if (removed) this.d.log.info({ removed }, 'retention: old jobs removed');
+    return removed;
+  }
+
+  /**
+   * At start: jobs this worker (same WORKER_NAME) was running when it died are orphans. Their
+   * leftover process group is killed, and their queue lock dropped so the stalled check hands them
+   * back at once; the executor then retries them or fails them with "worker restarted".
+   */
+  async recoverOrphans(workerName: string): Promise<number> {
+    const running = await this.d.records.listByState('running');
+    let n = 0;
+    for (const rec of running.filter((r) => r.worker === workerName)) {
+      const pid = (rec as JobRecord & { pid?: number }).pid;
+      if (pid && (await isJobProcess(pid, rec.id))) {
+        try {
+          process.kill(-pid, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+      const exp = this.d.catalog.get(rec.experiment);
+      await this.d.queue.dropLock(slotKind(exp?.gpus ?? 0), rec.id);
+      n++;
+    }
+    if (n)
+      this.d.log.warn(
+        { jobs: n },
+        'jobs left running by a previous run of this worker are handed back',
+      );
+    return n;
+  }
+}
+
+/** True when `pid` still is that job's process (its environment names the job), not a reused pid. */
+async function isJobProcess(pid: number, id: string): Promise<boolean> {
+  try {
+    const env = await readFile(`/proc/${pid}/environ`, 'latin1');
+    return env.split('\0').includes(`JOB_ID=${id}`);
+  } catch {
+    return false;
+  }
+}
+
+function parsePriority(p: unknown): number | undefined {
+  if (p === undefined || p === null || p === '') return undefined;
+  const n = typeof p === 'string' ? Number(p) : p;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 1000) {
+    throw new JobRequestError(400, 'priority must be a whole number from 1 (first) to 1000');
+  }
+  return n;
+}
+
+/** An upload's file name reduced to one safe path segment inside input/. */
+function safeName(name: string): string {
+  const base = path.basename(name.replace(/\\/g, '/')).replace(/[^\w.+-]/g, '_');
+  return base === '' || base === '.' || base === '..' ? 'upload' : base.slice(0, 200);
+}

@@ -1,0 +1,164 @@
+import { DelayedError, Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
+import type { Logger } from '../../../config/src';
+import type { JobPayload } from '../job-record';
+import type { RedisBackend } from './redis-connection';
+
+/**
+ * The one file that imports BullMQ. Used directly rather than through @nestjs/bullmq because:
+ * the connection must wait for the embedded redis-server and the eviction-policy check; the two
+ * workers' concurrency comes from the validated config at run time; the processor needs BullMQ's
+ * AbortSignal (its third parameter, which WorkerHost.process does not receive); and shutdown must
+ * run in order (workers, queues, then Redis), which a Nest-owned connection does not allow.
+ */
+
+/** Which slots a job uses: CPU-only jobs and GPU jobs wait in separate queues. */
+export type SlotKind = 'cpu' | 'gpu';
+const QUEUE_NAME: Record<SlotKind, string> = { cpu: 'gsc-cpu', gpu: 'gsc-gpu' };
+const PREFIX = 'bull';
+
+/** One pick-up of a job by this worker, as the processor sees it. */
+export interface QueuedJob {
+  id: string;
+  data: JobPayload;
+  /** Tries started so far, this one included, not counting hand-backs at shutdown. */
+  tries: number;
+  maxTries: number;
+  setProgress(percent: number): Promise<void>;
+}
+
+/** What the processor decided about one pick-up. */
+export type ProcessResult =
+  | { kind: 'done' }
+  /** The job failed and may run again (BullMQ retries while attempts remain). */
+  | { kind: 'retry'; error: string }
+  /** The job failed for good. */
+  | { kind: 'fail'; error: string }
+  /** Not run now: back to the queue after `delayMs`; `counted: false` gives the try back. */
+  | { kind: 'later'; delayMs: number; counted: boolean };
+
+export type JobProcessor = (job: QueuedJob, signal: AbortSignal) => Promise<ProcessResult>;
+
+export interface QueueOptions {
+  attempts: number;
+  priority?: number;
+}
+
+export class JobQueue {
+  private readonly queues: Record<SlotKind, Queue>;
+  private readonly workers: Worker[] = [];
+
+  constructor(
+    private readonly backend: RedisBackend,
+    private readonly log: Logger,
+    private readonly retentionMs: number,
+  ) {
+    const connection = { ...backend.options, maxRetriesPerRequest: 3 };
+    this.queues = {
+      cpu: new Queue(QUEUE_NAME.cpu, { connection, prefix: PREFIX }),
+      gpu: new Queue(QUEUE_NAME.gpu, { connection, prefix: PREFIX }),
+    };
+    for (const q of Object.values(this.queues)) {
+      q.on('error', (err) => log.warn({ err: err.message }, 'queue connection error'));
+    }
+  }
+
+  async waitUntilReady(): Promise<void> {
+    await Promise.all(Object.values(this.queues).map((q) => q.waitUntilReady()));
+  }
+
+  /** Enqueues a job under its record id, so the id is also BullMQ's and a retry keeps it. */
+  async add(kind: SlotKind, payload: JobPayload, opts: QueueOptions): Promise<void> {
+    const age = Math.ceil(this.retentionMs / 1000);
+    await this.queues[kind].add('run', payload, {
+      jobId: payload.id,
+      attempts: opts.attempts,
+      priority: opts.priority,
+      backoff: { type: 'fixed', delay: 1000 },
+      // Finished BullMQ entries live as long as results (the sweep removes both together).
+      removeOnComplete: { age },
+      removeOnFail: { age },
+    });
+  }
+
+  /** Removes a job that is not running; false when it is locked by a worker or already gone. */
+  async remove(kind: SlotKind, id: string): Promise<boolean> {
+    try {
+      return (await this.queues[kind].remove(id)) === 1;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Drops the lock of a job whose worker process is known to be dead (this worker's previous
+   * incarnation), so the stalled-job check hands it back within one interval instead of waiting
+   * out the lock's expiry.
+   */
+  async dropLock(kind: SlotKind, id: string): Promise<void> {
+    const client = await this.queues[kind].client;
+    await client.del(`${PREFIX}:${QUEUE_NAME[kind]}:${id}:lock`);
+  }
+
+  /** Counts by BullMQ state, for health and the bench. */
+  async counts(kind: SlotKind): Promise<Record<string, number>> {
+    return this.queues[kind].getJobCounts(
+      'wait',
+      'active',
+      'delayed',
+      'prioritized',
+      'completed',
+      'failed',
+    );
+  }
+
+  /** Starts a worker for `kind` with `concurrency` slots running `processor`. */
+  startWorker(kind: SlotKind, concurrency: number, processor: JobProcessor): void {
+    const wrapped = async (job: Job<JobPayload>, token?: string, signal?: AbortSignal) => {
+      const free = Number((job.data as { freeStarts?: number }).freeStarts ?? 0);
+      const handle: QueuedJob = {
+        id: job.id!,
+        data: { id: job.data.id, experiment: job.data.experiment },
+        tries: job.attemptsStarted - free,
+        maxTries: job.opts.attempts ?? 1,
+        setProgress: (p) => job.updateProgress(p),
+      };
+      const result = await processor(handle, signal ?? new AbortController().signal);
+      switch (result.kind) {
+        case 'done':
+          return;
+        case 'retry':
+          throw new Error(result.error);
+        case 'fail':
+          throw new UnrecoverableError(result.error);
+        case 'later':
+          if (!result.counted)
+            await job.updateData({ ...job.data, freeStarts: free + 1 } as JobPayload);
+          await job.moveToDelayed(Date.now() + result.delayMs, token);
+          throw new DelayedError();
+      }
+    };
+    const worker = new Worker<JobPayload>(QUEUE_NAME[kind], wrapped, {
+      connection: { ...this.backend.options, maxRetriesPerRequest: null },
+      prefix: PREFIX,
+      concurrency,
+      // Lock renewed every 15 s; a job whose worker died is found by the stalled check. The
+      // processor itself decides whether another try is allowed ("worker restarted"), so BullMQ's
+      // own stalled limit is set out of the way.
+      lockDuration: 30_000,
+      stalledInterval: 5_000,
+      maxStalledCount: 1_000,
+    });
+    worker.on('error', (err) => this.log.warn({ err: err.message, queue: kind }, 'worker error'));
+    this.workers.push(worker);
+  }
+
+  /** Stops taking jobs; `force` does not wait for running ones (they were already stopped). */
+  async closeWorkers(force: boolean): Promise<void> {
+    await Promise.allSettled(this.workers.map((w) => w.close(force)));
+  }
+
+  async close(): Promise<void> {
+    await this.closeWorkers(true);
+    await Promise.allSettled(Object.values(this.queues).map((q) => q.close()));
+  }
+}

@@ -1,0 +1,189 @@
+import { EventEmitter } from 'node:events';
+import type { Logger } from '../../../config/src';
+import type { JobRecord, JobState } from '../job-record';
+import { connect, type Redis, type RedisBackend } from './redis-connection';
+
+const PREFIX = 'gsc';
+const recordKey = (id: string) => `${PREFIX}:job:${id}`;
+const INDEX = `${PREFIX}:jobs`;
+const keyKey = (key: string) => `${PREFIX}:key:${key}`;
+const EVENTS = `${PREFIX}:events`;
+const CANCEL = `${PREFIX}:cancel`;
+
+// State changes are compare-and-set in Redis, so a cancel and a start racing on two worker
+// processes cannot both win. Every change is published for SSE watchers on any process.
+const TRANSITION = `
+local raw = redis.call('GET', KEYS[1])
+if not raw then return false end
+local rec = cjson.decode(raw)
+local from = cjson.decode(ARGV[1])
+if #from > 0 then
+  local ok = false
+  for _, s in ipairs(from) do if rec.state == s then ok = true end end
+  if not ok then return {0, raw} end
+end
+local patch = cjson.decode(ARGV[2])
+for k, v in pairs(patch) do rec[k] = v end
+local out = cjson.encode(rec)
+redis.call('SET', KEYS[1], out)
+redis.call('PUBLISH', KEYS[2], out)
+return {1, out}
+`;
+
+/**
+ * Job records in Redis: the live, shared view of every job (`gsc:job:<id>` JSON, an index sorted
+ * by creation time, idempotency keys), plus the pub/sub channels for events and cancellation.
+ * job.json on disk mirrors each record for the results folder.
+ */
+export class JobRecordsRepository {
+  private readonly cmd: Redis;
+  /** For the executor: waits out a Redis restart instead of failing, so no ending is lost. */
+  private readonly patient: Redis;
+  private readonly sub: Redis;
+  /** `event:<id>` with the record on each change; `cancel` with a job id. */
+  readonly bus = new EventEmitter();
+
+  constructor(backend: RedisBackend, log: Logger) {
+    this.cmd = connect(backend.options, { maxRetriesPerRequest: 3 });
+    this.patient = connect(backend.options, { maxRetriesPerRequest: null });
+    this.sub = connect(backend.options, { maxRetriesPerRequest: null });
+    this.bus.setMaxListeners(0);
+    for (const c of [this.cmd, this.patient, this.sub])
+      c.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'));
+    this.sub.on('message', (channel: string, message: string) => {
+      if (channel === CANCEL) this.bus.emit('cancel', message);
+      else if (channel === EVENTS) {
+        const rec = parse(message);
+        if (rec) this.bus.emit(`event:${rec.id}`, rec);
+      }
+    });
+  }
+
+  async init(): Promise<void> {
+    await this.sub.subscribe(EVENTS, CANCEL);
+  }
+
+  /** Claims an idempotency key for `id`; returns the id that already holds it, if any. */
+  async claimKey(key: string, id: string, ttlMs: number): Promise<string | undefined> {
+    const ok = await this.cmd.set(keyKey(key), id, 'PX', ttlMs, 'NX');
+    if (ok === 'OK') return undefined;
+    return (await this.cmd.get(keyKey(key))) ?? undefined;
+  }
+
+  async releaseKey(key: string): Promise<void> {
+    await this.cmd.del(keyKey(key));
+  }
+
+  async create(rec: JobRecord): Promise<void> {
+    await this.cmd
+      .multi()
+      .set(recordKey(rec.id), JSON.stringify(rec))
+      .zadd(INDEX, Date.parse(rec.createdAt), rec.id)
+      .publish(EVENTS, JSON.stringify(rec))
+      .exec();
+  }
+
+  async get(id: string, opts: { patient?: boolean } = {}): Promise<JobRecord | undefined> {
+    const raw = await (opts.patient ? this.patient : this.cmd).get(recordKey(id));
+    return raw ? parse(raw) : undefined;
+  }
+
+  /**
+   * Applies `patch` when the job is in one of `from` (any state when empty). Returns the record
+   * after the change, or `{ changed: false, record }` as it was; undefined when no such job.
+   */
+  async transition(
+    id: string,
+    from: JobState[],
+    patch: Partial<JobRecord>,
+    opts: { patient?: boolean } = {},
+  ): Promise<{ changed: boolean; record: JobRecord } | undefined> {
+    const res = (await (opts.patient ? this.patient : this.cmd).eval(
+      TRANSITION,
+      2,
+      recordKey(id),
+      EVENTS,
+      JSON.stringify(from),
+      JSON.stringify(patch),
+    )) as [number, string] | null;
+    if (!res) return undefined;
+    return { changed: res[0] === 1, record: parse(res[1])! };
+  }
+
+  /** Newest first, optionally filtered; scans the index in pages until `limit` match. */
+  async list(filter: {
+    experiment?: string;
+    state?: JobState;
+    limit: number;
+  }): Promise<JobRecord[]> {
+    const out: JobRecord[] = [];
+    const page = Math.max(filter.limit, 100);
+    for (let start = 0; out.length < filter.limit; start += page) {
+      const ids = await this.cmd.zrevrange(INDEX, start, start + page - 1);
+      if (ids.length === 0) break;
+      const raws = await this.cmd.mget(ids.map(recordKey));
+      for (const raw of raws) {
+        const rec = raw ? parse(raw) : undefined;
+        if (!rec) continue;
+        if (filter.experiment && rec.experiment !== filter.experiment) continue;
+        if (filter.state && rec.state !== filter.state) continue;
+        out.push(rec);
+        if (out.length >= filter.limit) break;
+      }
+    }
+    return out;
+  }
+
+  /** Ids created before `beforeMs`, oldest first. */
+  async createdBefore(beforeMs: number, max = 1000): Promise<string[]> {
+    return this.cmd.zrangebyscore(INDEX, '-inf', `(${beforeMs}`, 'LIMIT', 0, max);
+  }
+
+  async listByState(state: JobState): Promise<JobRecord[]> {
+    return this.list({ state, limit: Number.MAX_SAFE_INTEGER });
+  }
+
+  async delete(rec: JobRecord): Promise<void> {
+    const m = this.cmd.multi().del(recordKey(rec.id)).zrem(INDEX, rec.id);
+    if (rec.key) m.del(keyKey(rec.key));
+    await m.exec();
+  }
+
+  /** Asks every worker process to stop job `id` if it runs it. */
+  async publishCancel(id: string): Promise<void> {
+    await this.cmd.publish(CANCEL, id);
+  }
+
+  async close(): Promise<void> {
+    this.bus.removeAllListeners();
+    await Promise.allSettled([this.sub.quit(), this.cmd.quit(), this.patient.quit()]);
+  }
+}
+
+const ORDER = [
+  'id',
+  'experiment',
+  'state',
+  'progress',
+  'worker',
+  'gpu',
+  'attempts',
+  'createdAt',
+  'startedAt',
+  'finishedAt',
+  'exitCode',
+  'error',
+];
+
+function parse(raw: string): JobRecord | undefined {
+  try {
+    const rec = JSON.parse(raw) as Record<string, unknown>;
+    // Lua's cjson does not keep key order: put the documented fields first, in DESIGN.md's order.
+    const out: Record<string, unknown> = {};
+    for (const k of ORDER) out[k] = rec[k] ?? null;
+    for (const [k, v] of Object.entries(rec)) if (!(k in out) && v !== null) out[k] = v;
+    return out as unknown as JobRecord;
+  } catch {
+    return undefined;
+  }
+}

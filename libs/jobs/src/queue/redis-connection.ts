@@ -1,0 +1,215 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import path from 'node:path';
+import IORedis, { type RedisOptions } from 'ioredis';
+import type { Logger } from '../../../config/src';
+
+/**
+ * The one file that imports ioredis (besides BullMQ's own use of it). Where the worker's Redis
+ * is: REDIS_URL, or an embedded redis-server that the worker starts, watches and stops.
+ */
+export interface RedisBackend {
+  /** ioredis options for new connections (BullMQ makes its own from these). */
+  options: RedisOptions;
+  describe: string;
+  stop(): Promise<void>;
+}
+
+export type Redis = IORedis;
+
+/** Options from a redis:// or rediss:// URL. */
+export function optionsFromUrl(url: string): RedisOptions {
+  const u = new URL(url);
+  if (u.protocol === 'redis-sentinel:') {
+    throw new Error('REDIS_URL: redis-sentinel:// is not supported by the job queue yet');
+  }
+  return {
+    host: u.hostname || '127.0.0.1',
+    port: u.port ? Number(u.port) : 6379,
+    username: u.username ? decodeURIComponent(u.username) : undefined,
+    password: u.password ? decodeURIComponent(u.password) : undefined,
+    db: u.pathname.length > 1 ? Number(u.pathname.slice(1)) : 0,
+    ...(u.protocol === 'rediss:' ? { tls: {} } : {}),
+  };
+}
+
+/** A plain connection for commands (not blocking; fails fast when Redis is away). */
+export function connect(options: RedisOptions, extra: RedisOptions = {}): Redis {
+  return new IORedis({ ...options, lazyConnect: false, ...extra });
+}
+
+/**
+ * Refuses a Redis that may evict keys: BullMQ keeps jobs in keys, and an evicting Redis silently
+ * loses queued work. INFO is used instead of CONFIG GET, which managed Redis often disables.
+ */
+export async function assertNoEviction(options: RedisOptions, describe: string): Promise<void> {
+  const r = connect(options, { maxRetriesPerRequest: 1, retryStrategy: () => null });
+  r.on('error', () => undefined); // the failed command says it
+  try {
+    const info = await r.info('memory');
+    const policy = /maxmemory_policy:(\S+)/.exec(info)?.[1];
+    if (policy && policy !== 'noeviction') {
+      throw new Error(
+        `Redis at ${describe} has maxmemory-policy '${policy}': BullMQ needs 'noeviction' or queued jobs can vanish. ` +
+          `Set it with: redis-cli CONFIG SET maxmemory-policy noeviction (and in redis.conf).`,
+      );
+    }
+  } finally {
+    r.disconnect();
+  }
+}
+
+async function freeLoopbackPort(): Promise<number> {
+  const srv = createServer();
+  srv.listen(0, '127.0.0.1');
+  await once(srv, 'listening');
+  const port = (srv.address() as { port: number }).port;
+  srv.close();
+  await once(srv, 'close');
+  return port;
+}
+
+/** Connects to REDIS_URL, or starts the embedded Redis; checks the eviction policy either way. */
+export async function openRedis(
+  redisUrl: string | undefined,
+  dataFolder: string,
+  log: Logger,
+): Promise<RedisBackend> {
+  if (redisUrl) {
+    const options = optionsFromUrl(redisUrl);
+    const describe = `${options.host}:${options.port}`;
+    await assertNoEviction(options, describe);
+    return { options, describe, stop: async () => undefined };
+  }
+  const embedded = await startEmbeddedRedis(path.resolve(dataFolder, 'redis'), log);
+  await assertNoEviction(embedded.options, embedded.describe);
+  return embedded;
+}
+
+/**
+ * Starts `redis-server` with AOF, noeviction and its data under `dir`, listening on a unix socket
+ * (mode 700: only this user) when the path is short enough, else on a free loopback port.
+ * Restarted if it dies; stopped (with a final AOF flush) by `stop()`.
+ */
+export async function startEmbeddedRedis(dir: string, log: Logger): Promise<RedisBackend> {
+  const probe = spawnSync('redis-server', ['--version']);
+  if (probe.error || probe.status !== 0) {
+    throw new Error(
+      'redis-server not found on PATH: install it (apt-get install redis-server) or set REDIS_URL',
+    );
+  }
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const pidFile = path.join(dir, 'redis.pid');
+  await stopLeftover(pidFile, log);
+  const socket = path.join(dir, 'redis.sock');
+  const useSocket = Buffer.byteLength(socket) < 100;
+  const port = useSocket ? 0 : await freeLoopbackPort();
+  const args = [
+    '--dir',
+    dir,
+    '--appendonly',
+    'yes',
+    '--appendfsync',
+    'everysec',
+    '--save',
+    '',
+    '--maxmemory-policy',
+    'noeviction',
+    '--bind',
+    '127.0.0.1',
+    '--port',
+    String(port),
+    '--daemonize',
+    'no',
+    '--logfile',
+    path.join(dir, 'redis.log'),
+    '--pidfile',
+    pidFile,
+    ...(useSocket ? ['--unixsocket', socket, '--unixsocketperm', '700'] : []),
+  ];
+  const options: RedisOptions = useSocket ? { path: socket } : { host: '127.0.0.1', port };
+  const describe = useSocket ? socket : `127.0.0.1:${port}`;
+  let child: ChildProcess | undefined;
+  let stopping = false;
+  const launch = (): ChildProcess => {
+    const c = spawn('redis-server', args, { stdio: 'ignore' });
+    c.on('exit', (code, signal) => {
+      if (stopping) return;
+      log.error(
+        { code, signal, redis: describe },
+        'embedded redis-server exited; restarting in 1s',
+      );
+      setTimeout(() => {
+        if (!stopping) child = launch();
+      }, 1000).unref();
+    });
+    return c;
+  };
+  child = launch();
+  // Wait until it answers.
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const r = connect(options, {
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+      lazyConnect: true,
+    });
+    r.on('error', () => undefined); // expected until it listens
+    try {
+      await r.connect();
+      await r.ping();
+      r.disconnect();
+      break;
+    } catch {
+      r.disconnect();
+      if (Date.now() > deadline) {
+        throw new Error(`embedded redis-server did not start; see ${path.join(dir, 'redis.log')}`);
+      }
+      await new Promise((res) => setTimeout(res, 50));
+    }
+  }
+  log.info({ redis: describe }, 'embedded redis-server started');
+  return {
+    options,
+    describe,
+    stop: async () => {
+      stopping = true;
+      const c = child;
+      if (!c || c.exitCode !== null || c.signalCode !== null) return;
+      const exited = once(c, 'exit');
+      c.kill('SIGTERM'); // redis-server flushes the AOF on SIGTERM
+      const timer = setTimeout(() => c.kill('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
+
+/**
+ * A redis-server left by a previous run of this worker that was killed (SIGKILL does not reach
+ * children) still holds the AOF in `dir`. Two servers on one AOF would corrupt it, so the old one
+ * is stopped (SIGTERM: it flushes its AOF) before the new one starts on the same data.
+ */
+async function stopLeftover(pidFile: string, log: Logger): Promise<void> {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(pidFile, 'utf8').trim());
+  } catch {
+    return;
+  }
+  const isRedis = () => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, 'latin1').startsWith('redis-server');
+    } catch {
+      return false;
+    }
+  };
+  if (!pid || !isRedis()) return;
+  log.warn({ pid }, 'stopping the embedded redis-server left by a previous run');
+  process.kill(pid, 'SIGTERM');
+  for (let i = 0; i < 200 && isRedis(); i++) await new Promise((r) => setTimeout(r, 50));
+  if (isRedis()) process.kill(pid, 'SIGKILL');
+  for (let i = 0; i < 100 && isRedis(); i++) await new Promise((r) => setTimeout(r, 50));
+}

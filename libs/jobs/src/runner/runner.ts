@@ -1,0 +1,48 @@
+import type { Experiment } from '../experiments/experiment';
+import type { ProgressUpdate } from './progress';
+
+/** Where one job's files live (DESIGN.md, "What a job sees"). */
+export interface JobPaths {
+  dir: string;
+  params: string;
+  input: string;
+  output: string;
+  log: string;
+}
+
+/** Everything a runner needs to run one attempt of one job. */
+export interface RunSpec {
+  jobId: string;
+  experiment: Experiment;
+  paths: JobPaths;
+  /** GPU ids assigned to this attempt (empty for a CPU-only job). */
+  gpus: string[];
+  user: { uid: number; gid?: number };
+  /** Aborted on cancel or worker shutdown; `signal.reason` says which. */
+  signal: AbortSignal;
+  onProgress(update: ProgressUpdate): void;
+  /** Called once the job's process exists, with what a later worker needs to stop an orphan. */
+  onStarted?(info: { pid: number }): void;
+}
+
+/**
+ * How an attempt ended. `exitCode` is recorded whenever the process got as far as exiting;
+ * `runMs` is the time from starting it to its exit, as the runner saw it (logged with the ending).
+ */
+export type RunOutcome = (
+  | { kind: 'exited'; exitCode: number | null; signal?: string }
+  | { kind: 'timeout'; exitCode: number | null }
+  | { kind: 'aborted'; reason: string; exitCode: number | null }
+  | { kind: 'error'; message: string }
+) & { runMs?: number };
+
+/**
+ * A way to run a job: the process runner here, the Docker runner next. A runner never throws for
+ * anything the job did; it resolves with the outcome, and has stopped everything it started.
+ */
+export interface Runner {
+  readonly kind: Experiment['runner'];
+  run(spec: RunSpec): Promise<RunOutcome>;
+  /** Releases what the runner holds (helper processes, connections); running jobs are not touched. */
+  close?(): void;
+}

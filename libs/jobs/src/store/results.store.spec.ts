@@ -1,0 +1,103 @@
+import {
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { atomicWrite, FileNotFoundError, ResultsStore, UnsafePathError } from './results.store';
+
+const ID = '0b9f7c1e-8a2d-4c3b-9e5f-1a2b3c4d5e6f';
+const OTHER = '1b9f7c1e-8a2d-4c3b-9e5f-1a2b3c4d5e6f';
+
+function setup() {
+  const data = mkdtempSync(path.join(tmpdir(), 'gsc-store-'));
+  const store = new ResultsStore(data);
+  const p = store.paths('hello', ID);
+  mkdirSync(path.join(p.output, 'sub'), { recursive: true });
+  writeFileSync(path.join(p.output, 'a.txt'), 'A');
+  writeFileSync(path.join(p.output, 'sub', 'b.txt'), 'B');
+  const other = store.paths('hello', OTHER);
+  mkdirSync(other.output, { recursive: true });
+  writeFileSync(path.join(other.output, 'secret.txt'), 'S');
+  writeFileSync(path.join(p.dir, 'params.json'), '{}');
+  return { store, p, other };
+}
+
+describe('results store', () => {
+  it('resolves plain relative paths inside the output folder', async () => {
+    const { store, p } = setup();
+    expect(await store.resolveOutputFile(p, 'a.txt')).toBe(path.join(p.output, 'a.txt'));
+    expect(await store.resolveOutputFile(p, 'sub/b.txt')).toBe(path.join(p.output, 'sub', 'b.txt'));
+  });
+
+  it.each([
+    '../params.json',
+    'sub/../../params.json',
+    '..',
+    './a.txt',
+    '/etc/passwd',
+    '%2e%2e/params.json',
+    '%252e%252e/params.json',
+    'sub\\..\\..\\params.json',
+    'a.txt\0.png',
+    'sub//b.txt',
+    '',
+  ])('refuses %j as unsafe', async (bad) => {
+    const { store, p } = setup();
+    await expect(store.resolveOutputFile(p, bad)).rejects.toBeInstanceOf(UnsafePathError);
+  });
+
+  it('refuses a symlink the job made, to a file outside or to another job', async () => {
+    const { store, p, other } = setup();
+    symlinkSync('/etc/passwd', path.join(p.output, 'passwd'));
+    symlinkSync(path.join(other.output, 'secret.txt'), path.join(p.output, 'peek.txt'));
+    symlinkSync(other.output, path.join(p.output, 'otherdir'));
+    symlinkSync(path.join(p.output, 'a.txt'), path.join(p.output, 'inside-link.txt'));
+    for (const f of ['passwd', 'peek.txt', 'otherdir/secret.txt', 'inside-link.txt']) {
+      await expect(store.resolveOutputFile(p, f)).rejects.toBeInstanceOf(UnsafePathError);
+    }
+  });
+
+  it('answers not found for a missing file or a folder', async () => {
+    const { store, p } = setup();
+    await expect(store.resolveOutputFile(p, 'nope.txt')).rejects.toBeInstanceOf(FileNotFoundError);
+    await expect(store.resolveOutputFile(p, 'sub')).rejects.toBeInstanceOf(FileNotFoundError);
+  });
+
+  it('refuses job ids and experiment names that are not plain', () => {
+    const { store } = setup();
+    expect(() => store.paths('hello', '../../etc')).toThrow(UnsafePathError);
+    expect(() => store.paths('../x', ID)).toThrow(UnsafePathError);
+  });
+
+  it('lists output files recursively without symlinks', async () => {
+    const { store, p } = setup();
+    symlinkSync('/etc/passwd', path.join(p.output, 'passwd'));
+    expect(await store.listOutput(p)).toEqual([
+      { path: 'a.txt', size: 1 },
+      { path: 'sub/b.txt', size: 1 },
+    ]);
+  });
+
+  it('writes records atomically, leaving no temporary file', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'gsc-atomic-'));
+    const f = path.join(dir, 'job.json');
+    await atomicWrite(f, 'one');
+    await atomicWrite(f, 'two');
+    expect(readFileSync(f, 'utf8')).toBe('two');
+    expect(readdirSync(dir)).toEqual(['job.json']);
+  });
+
+  it('reports a disk shortage below MIN_FREE_DISK with the reason', async () => {
+    const { store } = setup();
+    expect(await store.diskShortage({ percent: 0 })).toBeUndefined();
+    expect(await store.diskShortage({ percent: 100 })).toMatch(/below MIN_FREE_DISK 100%/);
+    expect(await store.diskShortage({ bytes: Number.MAX_SAFE_INTEGER })).toMatch(
+      /bytes, below MIN_FREE_DISK/,
+    );
+  });
+});

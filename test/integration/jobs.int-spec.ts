@@ -1,0 +1,366 @@
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { INestApplication } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { loadWorkerConfig, silentLogger, type Env } from '../../libs/config/src';
+import { JobsModule, JobsRuntime, type JobsOptions } from '../../libs/jobs/src';
+import { JobsClient, writeTestExperiments } from '../../libs/jobs/src/testing/client';
+import { startRedis, type TestRedis } from '../support/redis';
+
+jest.setTimeout(60_000);
+
+interface Worker {
+  app: INestApplication;
+  rt: JobsRuntime;
+  api: JobsClient;
+  data: string;
+  close(): Promise<void>;
+}
+
+/** The job module alone in a Nest app on a free port, against a real private Redis. */
+async function startWorker(
+  redis: TestRedis,
+  env: Env = {},
+  opts: Partial<JobsOptions> = {},
+): Promise<Worker> {
+  const data = mkdtempSync(path.join(tmpdir(), 'gsc-jobs-data-'));
+  const exp = mkdtempSync(path.join(tmpdir(), 'gsc-jobs-exp-'));
+  writeTestExperiments(exp, path.join(data, 'ran.log'), 1);
+  const config = loadWorkerConfig({
+    TUNNEL_KEY_FILE: '/unused',
+    REDIS_URL: redis.url,
+    DATA_FOLDER: data,
+    EXPERIMENTS_DIR: exp,
+    GPU_DEVICES: 'none',
+    WORKER_NAME: 'int-test',
+    ...env,
+  });
+  const app = await NestFactory.create(
+    JobsModule.forRoot(config, silentLogger(), { killGraceMs: 500, ...opts }),
+    {
+      logger: false,
+      abortOnError: false,
+    },
+  );
+  await app.listen(0, '127.0.0.1');
+  const api = new JobsClient((await app.getUrl()).replace('[::1]', '127.0.0.1'));
+  return { app, rt: app.get(JobsRuntime), api, data, close: () => app.close() };
+}
+
+describe('jobs against a real Redis', () => {
+  let redis: TestRedis;
+  let w: Worker;
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    w = await startWorker(redis);
+  });
+  afterAll(async () => {
+    await w?.close();
+    redis?.stop();
+  });
+
+  it('runs a job to success and writes its record, output and log on disk', async () => {
+    const id = await w.api.submit('hello', { name: 'Ada' });
+    const rec = await w.api.waitFor(id, ['succeeded', 'failed']);
+    expect(rec).toMatchObject({
+      id,
+      experiment: 'hello',
+      state: 'succeeded',
+      progress: 100,
+      exitCode: 0,
+      worker: 'int-test',
+      gpu: null,
+      attempts: 1,
+    });
+    const dir = path.join(w.data, 'jobs', 'hello', id);
+    expect(JSON.parse(readFileSync(path.join(dir, 'job.json'), 'utf8'))).toMatchObject({
+      state: 'succeeded',
+    });
+    expect(JSON.parse(readFileSync(path.join(dir, 'params.json'), 'utf8'))).toEqual({
+      name: 'Ada',
+    });
+    expect(readFileSync(path.join(dir, 'output', 'hello.txt'), 'utf8')).toContain('Ada');
+    expect(readFileSync(path.join(dir, 'logs', 'output.log'), 'utf8')).toContain(
+      '::progress:: 99 step 3',
+    );
+  });
+
+  it('returns the first job when the same idempotency key is submitted twice', async () => {
+    const first = await w.api.call('POST', '/jobs', {
+      experiment: 'quick',
+      params: {},
+      key: 'order-17',
+    });
+    const again = await w.api.call('POST', '/jobs', {
+      experiment: 'quick',
+      params: {},
+      key: 'order-17',
+    });
+    expect(first.status).toBe(201);
+    expect(again.status).toBe(200);
+    expect(again.body.id).toBe(first.body.id);
+  });
+
+  it('refuses invalid params naming the field, and an unknown experiment', async () => {
+    const bad = await w.api.call('POST', '/jobs', { experiment: 'hello', params: { name: 3 } });
+    expect(bad).toEqual({
+      status: 400,
+      body: { statusCode: 400, error: 'Bad Request', message: 'params.name must be string' },
+    });
+    const unknown = await w.api.call('POST', '/jobs', { experiment: 'nope', params: {} });
+    expect(unknown.status).toBe(404);
+    expect(unknown.body.message).toMatch(/experiment 'nope' is not installed/);
+  });
+
+  it('answers 400 for a malformed job id and 404 for an unknown one', async () => {
+    expect((await w.api.call('GET', '/jobs/..%2F..%2Fetc')).status).toBe(400);
+    expect((await w.api.call('GET', '/jobs/0b9f7c1e-8a2d-4c3b-9e5f-1a2b3c4d5e6f')).status).toBe(
+      404,
+    );
+  });
+
+  it('streams state and progress events, and answers 404 for events of an unknown job', async () => {
+    const id = await w.api.submit('hello', { name: 'Sse' });
+    const events = await w.api.events(id);
+    expect(events[events.length - 1]).toMatchObject({
+      event: 'state',
+      data: { id, state: 'succeeded' },
+    });
+    expect(events.some((e) => e.event === 'progress')).toBe(true);
+    const missing = await w.api.call('GET', '/jobs/0b9f7c1e-8a2d-4c3b-9e5f-1a2b3c4d5e6f/events');
+    expect(missing.status).toBe(404);
+  });
+
+  it('answers 503, not 500, while Redis is down, and recovers when it is back', async () => {
+    const id = await w.api.submit('quick');
+    await w.api.waitFor(id, ['succeeded']);
+    redis.kill();
+    try {
+      const r = await w.api.call('GET', `/jobs/${id}`);
+      expect(r.status).toBe(503);
+      expect(r.body.message).toMatch(/Redis/);
+    } finally {
+      await redis.start();
+    }
+    await w.api.waitFor(id, ['succeeded']);
+  });
+
+  it('puts multipart input files into input/ for the job', async () => {
+    const form = new FormData();
+    form.set('experiment', 'copy-input');
+    form.set('params', '{}');
+    form.append('data', new Blob(['a,b\n1,2\n']), 'table.csv');
+    form.append('data', new Blob(['x']), '../../evil.txt');
+    const res = await fetch(`${w.api.base}/jobs`, { method: 'POST', body: form });
+    expect(res.status).toBe(201);
+    const { id } = (await res.json()) as { id: string };
+    expect((await w.api.waitFor(id, ['succeeded', 'failed'])).state).toBe('succeeded');
+    const files = (await w.api.call('GET', `/jobs/${id}/files`)).body.files;
+    expect(files).toEqual([
+      { path: 'evil.txt', size: 1 },
+      { path: 'table.csv', size: 8 },
+    ]);
+    expect(existsSync(path.join(w.data, 'jobs', 'evil.txt'))).toBe(false);
+  });
+
+  it('retries a failing job while attempts remain, then fails with its exit code', async () => {
+    const id = await w.api.submit('flaky');
+    const rec = await w.api.waitFor(id, ['failed', 'succeeded']);
+    expect(rec).toMatchObject({
+      state: 'failed',
+      attempts: 2,
+      exitCode: 7,
+      error: 'exited with code 7',
+    });
+    expect(readFileSync(path.join(w.data, 'jobs', 'flaky', id, 'logs', 'output.log'), 'utf8')).toBe(
+      'try\ntry\n',
+    );
+  });
+
+  it('fails a job past its timeout with "timeout"', async () => {
+    const id = await w.api.submit('slow-timeout');
+    expect(await w.api.waitFor(id, ['failed', 'succeeded'])).toMatchObject({
+      state: 'failed',
+      error: 'timeout',
+    });
+  });
+
+  it('cancels a queued job so it never starts, and stops a running one', async () => {
+    const running = await w.api.submit('once');
+    await w.api.waitFor(running, ['running']);
+    const queued = await w.api.submit('quick');
+    const c1 = await w.api.call('DELETE', `/jobs/${queued}`);
+    expect(c1.body).toMatchObject({ state: 'cancelled', startedAt: null });
+    const c2 = await w.api.call('DELETE', `/jobs/${running}`);
+    expect(c2.status).toBe(200);
+    expect(await w.api.waitFor(running, ['cancelled', 'failed', 'succeeded'])).toMatchObject({
+      state: 'cancelled',
+    });
+    const later = await w.api.submit('quick');
+    await w.api.waitFor(later, ['succeeded']);
+    expect((await w.api.job(queued)).startedAt).toBeNull();
+  });
+
+  it('lists jobs newest first, filtered by experiment and state', async () => {
+    const a = await w.api.submit('quick');
+    await w.api.waitFor(a, ['succeeded']);
+    const b = await w.api.submit('quick');
+    await w.api.waitFor(b, ['succeeded']);
+    const list = (await w.api.call('GET', '/jobs?experiment=quick&state=succeeded&limit=2')).body;
+    expect(list.map((j: { id: string }) => j.id)).toEqual([b, a]);
+    expect((await w.api.call('GET', '/jobs?state=weird')).status).toBe(400);
+  });
+
+  it('removes finished jobs past RESULTS_TTL: folder, record and queue entry together', async () => {
+    const id = await w.api.submit('quick');
+    await w.api.waitFor(id, ['succeeded']);
+    const dir = path.join(w.data, 'jobs', 'quick', id);
+    expect(existsSync(dir)).toBe(true);
+    const removed = await w.rt.service.sweep(Date.now() + 31 * 24 * 3600 * 1000);
+    expect(removed).toBeGreaterThan(0);
+    expect(existsSync(dir)).toBe(false);
+    expect((await w.api.call('GET', `/jobs/${id}`)).status).toBe(404);
+    expect((await w.rt.queue.counts('cpu')).completed).toBe(0);
+  });
+
+  it('serves the OpenAPI document with every job route', async () => {
+    const doc = (await w.api.call('GET', '/docs-json')).body;
+    for (const p of [
+      '/experiments',
+      '/jobs',
+      '/jobs/{id}',
+      '/jobs/{id}/logs',
+      '/jobs/{id}/events',
+      '/jobs/{id}/files',
+    ]) {
+      expect(Object.keys(doc.paths)).toContain(p);
+    }
+  });
+});
+
+describe('GPU slots', () => {
+  let redis: TestRedis;
+  let w: Worker;
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    w = await startWorker(redis, { GPU_DEVICES: '0,1' });
+  });
+  afterAll(async () => {
+    await w?.close();
+    redis?.stop();
+  });
+
+  it('runs GPU jobs one per GPU, names it in CUDA_VISIBLE_DEVICES, and frees it on every ending', async () => {
+    const ids = [
+      await w.api.submit('gpu-probe', { fail: true }),
+      await w.api.submit('gpu-probe'),
+      await w.api.submit('gpu-probe'),
+      await w.api.submit('gpu-probe'),
+    ];
+    const recs = [];
+    for (const id of ids) recs.push(await w.api.waitFor(id, ['succeeded', 'failed']));
+    expect(recs.map((r) => r.state)).toEqual(['failed', 'succeeded', 'succeeded', 'succeeded']);
+    for (const r of recs) {
+      expect(['0', '1']).toContain(r.gpu);
+      const seen = readFileSync(
+        path.join(w.data, 'jobs', 'gpu-probe', r.id, 'output', 'gpu.txt'),
+        'utf8',
+      );
+      expect(seen.trim()).toBe(r.gpu);
+    }
+    // Never two jobs on one GPU at once.
+    const spans = recs.map((r) => ({
+      gpu: r.gpu,
+      from: Date.parse(r.startedAt),
+      to: Date.parse(r.finishedAt),
+    }));
+    for (const a of spans)
+      for (const b of spans)
+        if (a !== b && a.gpu === b.gpu) expect(a.to <= b.from || b.to <= a.from).toBe(true);
+    expect(w.rt.gpus.inUse()).toEqual({ '0': 0, '1': 0 });
+  });
+
+  it('keeps CPU-only jobs off the GPUs', async () => {
+    const id = await w.api.submit('quick');
+    expect(await w.api.waitFor(id, ['succeeded'])).toMatchObject({ gpu: null });
+  });
+});
+
+describe('job admission limits', () => {
+  let redis: TestRedis;
+
+  beforeAll(async () => {
+    redis = await startRedis();
+  });
+  afterAll(() => redis?.stop());
+
+  it('answers 507 with the reason when free disk is below MIN_FREE_DISK', async () => {
+    const w = await startWorker(redis, { MIN_FREE_DISK: '99.99%' });
+    try {
+      const r = await w.api.call('POST', '/jobs', { experiment: 'quick', params: {} });
+      expect(r.status).toBe(507);
+      expect(r.body.message).toMatch(/below MIN_FREE_DISK 99.99%/);
+    } finally {
+      await w.close();
+    }
+  });
+
+  it('answers 413 for an input file over the upload limit', async () => {
+    const w = await startWorker(redis, {}, { maxUploadBytes: 1024 });
+    try {
+      const form = new FormData();
+      form.set('experiment', 'copy-input');
+      form.append('data', new Blob([Buffer.alloc(4096)]), 'big.bin');
+      const res = await fetch(`${w.api.base}/jobs`, { method: 'POST', body: form });
+      expect(res.status).toBe(413);
+    } finally {
+      await w.close();
+    }
+  });
+
+  it('refuses a Redis whose maxmemory-policy is not noeviction, saying so', async () => {
+    const { execFileSync } = await import('node:child_process');
+    execFileSync('redis-cli', [
+      '-p',
+      String(redis.port),
+      'config',
+      'set',
+      'maxmemory-policy',
+      'allkeys-lru',
+    ]);
+    try {
+      await expect(startWorker(redis)).rejects.toThrow(
+        /maxmemory-policy 'allkeys-lru'.*noeviction/,
+      );
+    } finally {
+      execFileSync('redis-cli', [
+        '-p',
+        String(redis.port),
+        'config',
+        'set',
+        'maxmemory-policy',
+        'noeviction',
+      ]);
+    }
+  });
+
+  it('stops at start on a bad experiment file, naming file and field', async () => {
+    const exp = mkdtempSync(path.join(tmpdir(), 'gsc-jobs-bad-'));
+    writeFileSync(
+      path.join(exp, 'bad.yaml'),
+      'name: bad\nrunner: process\ncommand: "not a list"\nparams: {}\n',
+    );
+    const config = loadWorkerConfig({
+      TUNNEL_KEY_FILE: '/unused',
+      REDIS_URL: redis.url,
+      EXPERIMENTS_DIR: exp,
+      GPU_DEVICES: 'none',
+    });
+    await expect(JobsRuntime.start(config, silentLogger())).rejects.toThrow(
+      /bad\.yaml: command must be array/,
+    );
+  });
+});
