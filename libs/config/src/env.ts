@@ -88,8 +88,10 @@ const workerSchema = z.object({
   REDIS_URL: opt().transform(
     via((s?: string) => {
       if (s === undefined) return undefined;
-      if (!/^(redis|rediss|redis-sentinel):\/\//.test(s)) {
-        throw new Error(`expected redis://, rediss:// or redis-sentinel:// URL, got '${s}'`);
+      // The queue adapter (libs/jobs redis-connection) speaks redis:// and rediss:// only; refusing
+      // other schemes here names REDIS_URL at start instead of failing later in the queue.
+      if (!/^rediss?:\/\//.test(s)) {
+        throw new Error(`expected a redis:// or rediss:// URL (Sentinel is not supported yet), got '${s}'`);
       }
       return s;
     }),
