@@ -83,9 +83,9 @@ describe('worker configuration', () => {
     expect(loadWorkerConfig({ ...key, TUNNEL_TARGETS: 'ssh=127.0.0.1:22' }).tunnelTargets).toEqual({
       ssh: { host: '127.0.0.1', port: 22 },
     });
-    expect(issuesOf(() => loadWorkerConfig({ ...key, TUNNEL_TARGETS: 'api=127.0.0.1:1' }))[0]).toMatch(
-      /^TUNNEL_TARGETS: 'api' is always API_LISTEN/,
-    );
+    expect(
+      issuesOf(() => loadWorkerConfig({ ...key, TUNNEL_TARGETS: 'api=127.0.0.1:1' }))[0],
+    ).toMatch(/^TUNNEL_TARGETS: 'api' is always API_LISTEN/);
   });
 
   it('refuses a Redis URL of another scheme', () => {

@@ -91,7 +91,9 @@ const workerSchema = z.object({
       // The queue adapter (libs/jobs redis-connection) speaks redis:// and rediss:// only; refusing
       // other schemes here names REDIS_URL at start instead of failing later in the queue.
       if (!/^rediss?:\/\//.test(s)) {
-        throw new Error(`expected a redis:// or rediss:// URL (Sentinel is not supported yet), got '${s}'`);
+        throw new Error(
+          `expected a redis:// or rediss:// URL (Sentinel is not supported yet), got '${s}'`,
+        );
       }
       return s;
     }),
