@@ -91,11 +91,13 @@ describe('tunnel liveness, close and reconnect', () => {
     const p = await proxiedPair();
     const frozenAt = performance.now();
     p.relay.freeze();
-    expect(await closeReason(p.server)).toBe('ping timeout');
-    // The client finds it by its own ping timeout, or first sees the cut the server made.
-    expect(['ping timeout', 'connection lost']).toContain(await closeReason(p.client));
+    // Both ends ping: whichever times out first ends the session by ping timeout; the other
+    // may then see that cut first ('connection lost') instead of its own timeout.
+    const reasons = await Promise.all([closeReason(p.server), closeReason(p.client)]);
+    expect(reasons).toContain('ping timeout');
+    for (const r of reasons) expect(['ping timeout', 'connection lost']).toContain(r);
     expect(performance.now() - frozenAt).toBeLessThan(2000); // exact bound: liveness.spec.ts
-    expect(p.metrics.count('sessionDown:ping timeout')).toBe(1);
+    expect(p.metrics.count('sessionDown:ping timeout')).toBeGreaterThanOrEqual(1);
     await p.close();
   });
 

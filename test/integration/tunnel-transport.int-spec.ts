@@ -177,4 +177,47 @@ describe('tunnel transports', () => {
     expect(await res.text()).toBe('ok\n');
     await listener.close();
   });
+
+  it('closes connections that never ask for the upgrade, and caps open connections', async () => {
+    let sessions = 0;
+    const listener = await listenTunnel({
+      host: '127.0.0.1',
+      port: 0,
+      keys,
+      logger: silentLogger(),
+      onSession: (s) => {
+        sessions++;
+        echoStreams(s);
+      },
+      preUpgradeTimeoutMs: 2_500,
+      maxConnections: 20,
+    });
+    const port = listener.address().port;
+    const closed: boolean[] = [];
+    const open = (send?: string): Promise<Socket> =>
+      new Promise((resolve) => {
+        const sock = connect(port, '127.0.0.1', () => {
+          if (send) sock.write(send);
+          resolve(sock);
+        });
+        const i = closed.push(false) - 1;
+        sock.on('error', () => undefined);
+        sock.on('close', () => (closed[i] = true));
+      });
+    // Silent sockets, and sockets that start a request but never finish its headers.
+    const silent = await Promise.all(Array.from({ length: 10 }, () => open()));
+    const slow = await Promise.all(
+      Array.from({ length: 10 }, () => open('GET / HTTP/1.1\r\nHost: x\r\n')),
+    );
+    // The cap is full: one more is dropped at once, long before the pre-upgrade deadline.
+    const extra = await open();
+    await waitFor(() => closed[20], 2_000);
+    expect(closed.slice(0, 20).some((c) => !c)).toBe(true); // the others wait for the deadline
+    await waitFor(() => closed.every(Boolean), 8_000);
+    expect(silent.concat(slow, extra).every((s) => s.destroyed || s.readableEnded)).toBe(true);
+    // A real dialer still gets a session and a stream afterwards.
+    expect(await echoThrough(listener, keys, `ws://127.0.0.1:${port}`, {})).toBe('through');
+    expect(sessions).toBe(1);
+    await listener.close();
+  });
 });

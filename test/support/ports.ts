@@ -1,7 +1,9 @@
 import { createServer } from 'node:net';
 
-/** A TCP port that was free on 127.0.0.1 a moment ago (the OS picks it). */
-export async function freePort(): Promise<number> {
+/** Ports this test process handed out: never handed out twice. */
+const given = new Set<number>();
+
+function osPort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.once('error', reject);
@@ -11,6 +13,21 @@ export async function freePort(): Promise<number> {
       srv.close(() => resolve(port));
     });
   });
+}
+
+/**
+ * A TCP port that was free on 127.0.0.1 a moment ago (the OS picks it). The OS may pick the same
+ * port again for the next call, before the caller's daemon binds the first one (seen in CI: a
+ * relay given its tunnel's port), so a port is never returned twice in one test process.
+ */
+export async function freePort(): Promise<number> {
+  for (;;) {
+    const port = await osPort();
+    if (!given.has(port)) {
+      given.add(port);
+      return port;
+    }
+  }
 }
 
 /** Resolves once something accepts TCP connections on host:port, or rejects after `timeoutMs`. */

@@ -18,6 +18,8 @@ export interface TunnelDialerOptions {
   metrics?: TunnelMetrics;
   /** Called for each authenticated session (once per successful connection). */
   onSession(session: TunnelSession): void;
+  /** Called when a connection attempt fails, with what went wrong (for `/healthz`). */
+  onFailure?(detail: string): void;
   /** HTTP CONNECT proxy URL (HTTPS_PROXY), e.g. `http://proxy:3128`. */
   proxy?: string;
   backoff?: Partial<BackoffOptions>;
@@ -73,9 +75,9 @@ export class TunnelDialer {
     this.keys = keys;
   }
 
-  /** The session up now, if any. */
+  /** The session up now, if any (never one that has ended). */
   get current(): TunnelSession | undefined {
-    return this.session;
+    return this.session?.closeReason === undefined ? this.session : undefined;
   }
 
   private async run(): Promise<void> {
@@ -122,10 +124,11 @@ export class TunnelDialer {
       this.opts.onSession(session);
       return session;
     } catch (err) {
-      const reason = err instanceof HandshakeError ? err.reason : (err as Error).message;
+      const { reason, detail } = dialFailure(err);
       if (this.running) {
-        logger.warn({ url, reason }, 'tunnel connection failed');
+        logger.warn({ url, reason, detail }, 'tunnel connection failed');
         this.metrics.handshake('failed', reason);
+        this.opts.onFailure?.(detail);
       }
       return undefined;
     } finally {
@@ -143,4 +146,20 @@ export class TunnelDialer {
       this.wake = done;
     });
   }
+}
+
+/**
+ * Why a dial failed: `reason` is a fixed string (a metrics label, so its cardinality stays
+ * bounded: docs/PROTOCOL.md section 5), `detail` the full message for logs and `/healthz`.
+ */
+export function dialFailure(err: unknown): { reason: string; detail: string } {
+  if (err instanceof HandshakeError) return { reason: err.reason, detail: err.reason };
+  const e = err as NodeJS.ErrnoException;
+  const detail = e?.message ?? String(err);
+  const code = e?.code ?? '';
+  if (/CERT|SELF_SIGNED|ERR_TLS|ERR_SSL|HOSTNAME/.test(code))
+    return { reason: 'tls error', detail };
+  if (/^Unexpected server response/.test(detail)) return { reason: 'upgrade refused', detail };
+  if (/refused CONNECT|proxy/.test(detail)) return { reason: 'proxy refused', detail };
+  return { reason: 'connect failed', detail };
 }

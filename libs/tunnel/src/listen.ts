@@ -22,6 +22,10 @@ export interface ListenTunnelOptions {
   /** Unauthenticated connections allowed at once; more get HTTP 503. Default 64. */
   maxPending?: number;
   handshakeTimeoutMs?: number;
+  /** Time a connection has to ask for the upgrade (ms); default the handshake timeout, 5 s. */
+  preUpgradeTimeoutMs?: number;
+  /** Open connections at most (sessions included); default 1024. */
+  maxConnections?: number;
   pingIntervalMs?: SessionOptions['pingIntervalMs'];
   maxStreams?: SessionOptions['maxStreams'];
 }
@@ -84,6 +88,8 @@ export async function listenTunnel(opts: ListenTunnelOptions): Promise<TunnelLis
     host: opts.host,
     port: opts.port,
     tls: opts.tls,
+    preUpgradeTimeoutMs: opts.preUpgradeTimeoutMs ?? opts.handshakeTimeoutMs,
+    maxConnections: opts.maxConnections,
     admit: () => (pending >= maxPending ? 'too many pending' : undefined),
     onChannel,
     onRefused: refused,

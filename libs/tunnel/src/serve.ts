@@ -39,6 +39,11 @@ export function serveTargets(
       connected = true;
       splice(stream as TunnelStream, socket);
     });
+    // The stream can end before the target answers (the session was cut, or the peer reset it):
+    // the connection then has no one to serve, so it is not left open to the target.
+    stream.once('close', () => {
+      if (!connected) socket.destroy();
+    });
     socket.on('error', (err: NodeJS.ErrnoException) => {
       if (!connected) return refuse('target refused');
       logger.debug({ target, code: err.code }, 'tunnel target connection error');

@@ -7,7 +7,9 @@ import {
   FrameOpener,
   FrameSealer,
   Multiplexer,
+  SEND_WATERMARK,
   TARGET_NAME,
+  WINDOW_GROWTH_BUDGET,
 } from './protocol';
 import type { Frame, MuxEvent, SessionKeys } from './protocol';
 import { Liveness } from './liveness';
@@ -50,10 +52,17 @@ export class TunnelSession extends EventEmitter implements StreamHost {
   private readonly mux: Multiplexer;
   private readonly streams = new Map<number, TunnelStream>();
   private readonly creditQueue = new Set<TunnelStream>();
+  /** Streams with DATA to send and credit for it, served round-robin (insertion order). */
+  private readonly ready = new Set<TunnelStream>();
+  /** Bytes handed to the channel that it has not written out yet (see flushData). */
+  private unsent = 0;
+  private flushing = false;
   private readonly metrics: TunnelMetrics;
   private readonly log: Logger;
   private readonly liveness: Liveness;
   private creditScheduled = false;
+  /** What is left of WINDOW_GROWTH_BUDGET: bounds the receive windows beyond the initial ones. */
+  private growthLeft = WINDOW_GROWTH_BUDGET;
   private closedReason?: string;
   private readonly closed: Promise<string>;
 
@@ -147,6 +156,12 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     this.send({ type: 'data', sid, data });
   }
 
+  wantSend(stream: TunnelStream): void {
+    if (this.closedReason !== undefined) return;
+    this.ready.add(stream);
+    this.flushData();
+  }
+
   sendFin(sid: number): void {
     this.send({ type: 'fin', sid });
   }
@@ -163,9 +178,16 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     setImmediate(() => this.flushCredit());
   }
 
+  reserveGrowth(n: number): boolean {
+    if (n > this.growthLeft) return false;
+    this.growthLeft -= n;
+    return true;
+  }
+
   forget(stream: TunnelStream, reason: string): void {
     if (this.streams.get(stream.sid) !== stream) return;
     this.streams.delete(stream.sid);
+    this.growthLeft += stream.grown;
     this.mux.remove(stream.sid);
     this.metrics.streamClosed();
     if (reason !== 'done')
@@ -186,13 +208,45 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     this.creditQueue.clear();
   }
 
+  /**
+   * The fair send scheduler (docs/PROTOCOL.md, "Send scheduling"). Control frames go out at
+   * once (send); DATA waits in its stream (a write completes only once all of it was sent) and
+   * is sent from here: one frame of at most MAX_DATA per ready stream per turn, round-robin,
+   * and only while the channel holds less than SEND_WATERMARK unwritten bytes. So a bulk
+   * stream queues at most about one watermark ahead of another stream's frame, not its whole
+   * window. Each frame is sealed when it is sent, so the counter nonces follow the wire order.
+   */
+  private flushData(): void {
+    if (this.flushing) return; // re-entered from a write callback: the loop below goes on
+    this.flushing = true;
+    try {
+      while (this.unsent < SEND_WATERMARK && this.closedReason === undefined) {
+        const next = this.ready.values().next();
+        if (next.done) break;
+        const stream = next.value;
+        this.ready.delete(stream);
+        // Back of the queue if it has more; a stream that ran out of credit comes back by pump().
+        if (stream.sendNext()) this.ready.add(stream);
+      }
+    } finally {
+      this.flushing = false;
+    }
+  }
+
+  private readonly onSent = (n: number): void => {
+    this.unsent -= n;
+    if (this.ready.size > 0 && this.unsent < SEND_WATERMARK) this.flushData();
+  };
+
   private send(frame: Frame): void {
     if (this.closedReason !== undefined) return;
     const { header, body } = encodeFrame(frame);
     const wire = this.sealer.seal(header, body);
     if (!wire) return this.fail('counter exhausted');
-    this.channel.send(wire);
-    this.metrics.bytes('out', wire.length);
+    const n = wire.length;
+    this.unsent += n;
+    this.channel.send(wire, () => this.onSent(n));
+    this.metrics.bytes('out', n);
   }
 
   private onMessage(data: Buffer, binary: boolean): void {
@@ -278,6 +332,7 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     if (this.closedReason !== undefined) return;
     this.closedReason = reason;
     this.liveness.stop();
+    this.ready.clear();
     this.sealer.wipe();
     this.opener.wipe();
     for (const stream of [...this.streams.values()]) {

@@ -1,13 +1,17 @@
 import { Duplex } from 'node:stream';
-import { MAX_DATA, STREAM_WINDOW } from './protocol';
+import { MAX_DATA, MAX_STREAM_WINDOW, STREAM_WINDOW } from './protocol';
 
 /** What a stream needs from its session (implemented by TunnelSession). */
 export interface StreamHost {
   sendable(sid: number): number;
   sendData(sid: number, data: Buffer): void;
+  /** This stream has DATA waiting and may have credit: the scheduler will call sendNext(). */
+  wantSend(stream: TunnelStream): void;
   sendFin(sid: number): void;
   sendReset(sid: number, reason: string): void;
   scheduleCredit(stream: TunnelStream): void;
+  /** Takes `n` bytes of the session's window-growth budget; false if it has not that much. */
+  reserveGrowth(n: number): boolean;
   forget(stream: TunnelStream, reason: string): void;
 }
 
@@ -29,6 +33,8 @@ export class TunnelStream extends Duplex {
   private pending?: { chunk: Buffer; offset: number; cb: (err?: Error | null) => void };
   private received = 0;
   private credited = 0;
+  /** This stream's receive window now: STREAM_WINDOW, doubled while the reader keeps up. */
+  private window = STREAM_WINDOW;
   private finSent = false;
   private finReceived = false;
   private gone = false;
@@ -55,12 +61,34 @@ export class TunnelStream extends Duplex {
     this.destroy();
   }
 
-  /** Bytes our reader consumed that the peer has not been credited for yet. */
+  /** Window growth this stream holds of the session's budget (given back when it ends). */
+  get grown(): number {
+    return this.window - STREAM_WINDOW;
+  }
+
+  /**
+   * Credit for what our reader consumed, once that is a quarter of the window (else 0): not
+   * after every DATA, so a request/answer exchange costs one frame each way, not two (DATA +
+   * WINDOW), and the sender still has three quarters of its window in flight.
+   *
+   * Window growth: if the reader has consumed everything (its buffer is empty), the window and
+   * not the reader is what limits this stream, so the window doubles (up to MAX_STREAM_WINDOW,
+   * within the session's growth budget). A reader that falls behind never grows it.
+   */
   takeCredit(): number {
-    if (this.gone || this.finReceived) return 0;
-    const due = this.received - this.readableLength - this.credited;
-    this.credited += Math.max(due, 0);
-    return Math.max(due, 0);
+    const due = this.creditDue();
+    if (due < this.window / 4) return 0;
+    this.credited += due;
+    if (
+      this.readableLength === 0 &&
+      this.window < MAX_STREAM_WINDOW &&
+      this.host.reserveGrowth(this.window)
+    ) {
+      const extra = this.window;
+      this.window *= 2;
+      return due + extra;
+    }
+    return due;
   }
 
   /** DATA from the peer (already checked against our window by the multiplexer). */
@@ -69,7 +97,7 @@ export class TunnelStream extends Duplex {
     this.received += data.length;
     this.push(data);
     // Also recheck credit here: consumption that happened without a _read call is counted.
-    this.host.scheduleCredit(this);
+    this.maybeCredit();
   }
 
   /** FIN from the peer: end of its data. */
@@ -89,18 +117,26 @@ export class TunnelStream extends Duplex {
 
   /** More credit arrived: continue a write that was waiting for it. */
   pump(): void {
+    if (this.pending && !this.gone && this.host.sendable(this.sid) > 0) this.host.wantSend(this);
+  }
+
+  /**
+   * The session's scheduler gives this stream its turn: sends at most one DATA frame of the
+   * pending write (within credit), completes the write once all of it was sent (after the frame
+   * went out, so a FIN that follows can never overtake it). True if more can be sent now.
+   */
+  sendNext(): boolean {
     const p = this.pending;
-    if (!p || this.gone) return;
-    for (;;) {
-      const n = Math.min(p.chunk.length - p.offset, MAX_DATA, this.host.sendable(this.sid));
-      if (n <= 0) return;
-      this.host.sendData(this.sid, p.chunk.subarray(p.offset, p.offset + n));
-      p.offset += n;
-      if (p.offset === p.chunk.length) {
-        this.pending = undefined;
-        return p.cb();
-      }
+    if (!p || this.gone) return false;
+    const n = Math.min(p.chunk.length - p.offset, MAX_DATA, this.host.sendable(this.sid));
+    if (n <= 0) return false;
+    this.host.sendData(this.sid, p.chunk.subarray(p.offset, p.offset + n));
+    p.offset += n;
+    if (p.offset === p.chunk.length) {
+      this.pending = undefined;
+      p.cb(); // may start the next write at once (it sets pending and asks for a turn)
     }
+    return this.pending !== undefined && !this.gone && this.host.sendable(this.sid) > 0;
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
@@ -120,7 +156,33 @@ export class TunnelStream extends Duplex {
   }
 
   override _read(): void {
-    this.host.scheduleCredit(this);
+    this.maybeCredit();
+  }
+
+  /**
+   * Every consumption of buffered data goes through read() (pipe and 'readable' consumers
+   * alike); data pushed to a flowing reader with an empty buffer is consumed at once and counted
+   * in onData. Checking credit here, after the bytes left the buffer, means no consumption is
+   * ever missed (Readable stops calling _read until the next push).
+   */
+  override read(size?: number): unknown {
+    const chunk: unknown = super.read(size);
+    if (chunk !== null) this.maybeCredit();
+    return chunk;
+  }
+
+  /** Bytes our reader consumed that the peer has not been credited for yet. */
+  private creditDue(): number {
+    if (this.gone || this.finReceived) return 0;
+    return this.received - this.readableLength - this.credited;
+  }
+
+  /**
+   * No deadlock: a sender blocked on this stream has a full window unacknowledged, so once the
+   * reader consumed a quarter of it, the credit is due and goes out.
+   */
+  private maybeCredit(): void {
+    if (this.creditDue() >= this.window / 4) this.host.scheduleCredit(this);
   }
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {

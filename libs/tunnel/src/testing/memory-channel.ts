@@ -33,7 +33,11 @@ export function memoryChannels(): [MessageChannel & { sendText(s: string): void 
   });
   const make = (self: (typeof ends)[number], other: (typeof ends)[number]) => ({
     peer: self.peer,
-    send: (data: Buffer) => setImmediate(() => other.deliver(Buffer.from(data), true)),
+    send: (data: Buffer, sent?: () => void) =>
+      setImmediate(() => {
+        other.deliver(Buffer.from(data), true);
+        sent?.();
+      }),
     sendText: (text: string) => setImmediate(() => other.deliver(Buffer.from(text), false)),
     close: () => setImmediate(() => (self.end('connection lost'), other.end('connection lost'))),
     terminate: () => (self.end('connection lost'), other.end('connection lost')),

@@ -11,6 +11,13 @@ export interface WsListenerOptions {
   port: number;
   /** Serve wss:// with this certificate. */
   tls?: { cert: Buffer; key: Buffer };
+  /**
+   * A connection that has not asked for the upgrade within this time is closed (ms; default
+   * 5 000, the handshake timeout): silent or slow-header connections never hold a descriptor.
+   */
+  preUpgradeTimeoutMs?: number;
+  /** Open connections at most, sessions included; past it new ones are dropped at once. */
+  maxConnections?: number;
   /** Admits a new connection or names why not (e.g. 'too many pending'). */
   admit(): string | undefined;
   /** An accepted, not yet authenticated connection. */
@@ -34,10 +41,26 @@ function refuse(socket: Duplex, status: string): void {
  * an upgrade without `gpu-sidecar.v1` gets 400, one over the pending cap 503, before ws sees it.
  */
 export async function listenWebSocket(opts: WsListenerOptions): Promise<WsListener> {
+  const preUpgradeMs = opts.preUpgradeTimeoutMs ?? 5_000;
+  // The pending-handshake cap (listen.ts) only sees connections that became WebSockets. A flood
+  // of TCP (or TLS) connections that never send a request would otherwise sit until Node's own
+  // timeouts (minutes; headersTimeout does not fire on a connection that sent nothing), one
+  // descriptor each. So: the TLS handshake and the upgrade request must each come within
+  // `preUpgradeMs`, and the server holds at most `maxConnections` sockets.
   const server: Server = opts.tls
-    ? createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key })
+    ? createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key, handshakeTimeout: preUpgradeMs })
     : createHttpServer();
+  server.maxConnections = opts.maxConnections ?? 1024;
   const acceptor = new UpgradeAcceptor();
+  // The socket the HTTP layer sees: the TCP socket, or the TLS socket once TLS is up.
+  const upgraded = new WeakSet<Duplex>();
+  server.on(opts.tls ? 'secureConnection' : 'connection', (s: Duplex) => {
+    const timer = setTimeout(() => {
+      if (!upgraded.has(s)) s.destroy();
+    }, preUpgradeMs);
+    timer.unref();
+    s.once('close', () => clearTimeout(timer));
+  });
   server.on('request', (req: IncomingMessage, res) => {
     const ok = req.method === 'GET' && req.url === '/health';
     res
@@ -45,6 +68,7 @@ export async function listenWebSocket(opts: WsListenerOptions): Promise<WsListen
       .end(ok ? 'ok\n' : 'tunnel endpoint\n');
   });
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    upgraded.add(socket); // from here the handshake timeout (listen.ts) bounds it
     socket.on('error', () => socket.destroy());
     if (!offersVersion(req)) {
       opts.onRefused('unsupported version', remoteOf(req));

@@ -34,8 +34,11 @@ function wrap(ws: WebSocket, peer: string): MessageChannel {
   });
   return {
     peer,
-    send: (data) => {
-      if (ws.readyState === WebSocket.OPEN) ws.send(data, { binary: true });
+    send: (data, sent) => {
+      // ws calls back once the socket wrote the frame (or failed to); a closed socket never
+      // will, so `sent` runs on the next tick instead.
+      if (ws.readyState === WebSocket.OPEN) ws.send(data, { binary: true }, sent && (() => sent()));
+      else if (sent) process.nextTick(sent);
     },
     close: (code = 1000, reason = '') => ws.close(code, reason),
     terminate: () => ws.terminate(),
