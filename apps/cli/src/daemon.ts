@@ -7,10 +7,15 @@ import {
 } from '../../../libs/config/src';
 
 /** What a daemon's start function returns. */
-export interface Daemon {
+export interface Daemon<C = unknown> {
   close(): Promise<void>;
-  /** SIGHUP: reload what can change without a restart (tunnel keys). */
-  reload?(): Promise<void>;
+  /**
+   * SIGHUP: reload what can change without a restart. `next` is the environment validated
+   * again (the env file may have changed); daemons take only TUNNEL_KEY_FILE from it.
+   */
+  reload?(next?: C): Promise<void>;
+  /** SIGUSR2: take no new work and let the running work end; resolves when it has. */
+  drain?(): Promise<void>;
 }
 
 /** How long a clean stop may take before the process exits anyway: under the worker unit's
@@ -25,7 +30,7 @@ export async function runDaemon<C extends { logLevel: string }>(
   name: 'relay' | 'worker',
   envFile: string | undefined,
   load: (env: Env) => C,
-  start: (config: C, log: Logger) => Promise<Daemon>,
+  start: (config: C, log: Logger) => Promise<Daemon<C>>,
 ): Promise<void> {
   let config: C;
   try {
@@ -36,7 +41,7 @@ export async function runDaemon<C extends { logLevel: string }>(
     process.exit(2);
   }
   const log = createLogger(config.logLevel, name);
-  let daemon: Daemon;
+  let daemon: Daemon<C>;
   try {
     daemon = await start(config, log);
   } catch (err) {
@@ -66,10 +71,34 @@ export async function runDaemon<C extends { logLevel: string }>(
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+  // SIGUSR2 drains (several GPU hosts: taking one out): no new job, the running ones finish,
+  // then a clean stop and exit 0. Without a drain (the relay) it is only logged: Node's default
+  // for SIGUSR2 would end the process.
+  process.on('SIGUSR2', () => {
+    if (stopping) return;
+    if (!daemon.drain) {
+      log.warn(`SIGUSR2: the ${name} has nothing to drain`);
+      return;
+    }
+    log.info('SIGUSR2: draining, then stopping');
+    daemon.drain().then(
+      () => stop('SIGUSR2'),
+      (err: unknown) => log.error({ err }, 'drain failed; still running'),
+    );
+  });
   process.on('SIGHUP', () => {
     // A failed reload keeps the keys in use: a typo in a key file never takes the tunnel down.
-    daemon
-      .reload?.()
-      .catch((err: unknown) => log.error({ err }, `reload failed: ${(err as Error).message}`));
+    const failed = (err: unknown): void => {
+      const msg = err instanceof ConfigError ? err.issues.join('; ') : (err as Error).message;
+      log.error({ err }, `reload failed, keeping the keys in use: ${msg}`);
+    };
+    let next: C;
+    try {
+      // Read again so that an edited env file's TUNNEL_KEY_FILE list takes effect.
+      next = load(readEnvironment(process.env, envFile));
+    } catch (err) {
+      return failed(err);
+    }
+    daemon.reload?.(next).catch(failed);
   });
 }

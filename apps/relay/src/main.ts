@@ -16,7 +16,8 @@ import { TunnelPool } from './tunnel-pool';
 /** A running daemon: `close()` stops it cleanly (SIGTERM/SIGINT); `reload()` on SIGHUP. */
 export interface Daemon {
   close(): Promise<void>;
-  reload?(): Promise<void>;
+  /** SIGHUP, with the environment read again: only TUNNEL_KEY_FILE is taken from `next`. */
+  reload?(next?: RelayConfig): Promise<void>;
 }
 
 function listen(server: Server, host: string, port: number): Promise<void> {
@@ -50,36 +51,57 @@ export async function startRelay(config: RelayConfig, log: Logger): Promise<Daem
   const state: RelayState = { tunnels: () => pool.views() };
 
   const sockets = new Set<Socket>();
-  const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
-    if (pool.relay(socket)) return;
-    // No tunnel is up: close at once so the web app gets an immediate error, never a hang.
-    refused.inc({ reason: 'no tunnel' });
-    log.debug('connection refused: no tunnel up');
-    socket.destroy();
-  });
-  server.on('connection', (s) => {
-    sockets.add(s);
-    s.once('close', () => sockets.delete(s));
-  });
+  /** A listener whose every connection becomes a stream to `target` (RELAY_LISTEN: `api`). */
+  const relayServer = (target?: string): Server => {
+    const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
+      if (pool.relay(socket, target)) return;
+      // No tunnel is up: close at once so the web app gets an immediate error, never a hang.
+      refused.inc({ reason: 'no tunnel' });
+      log.debug({ target }, 'connection refused: no tunnel up');
+      socket.destroy();
+    });
+    server.on('connection', (s) => {
+      sockets.add(s);
+      s.once('close', () => sockets.delete(s));
+    });
+    return server;
+  };
+  const server = relayServer();
   await listen(server, config.relayListen.host, config.relayListen.port);
+  const forwards: Server[] = [];
+  for (const [target, { host, port }] of Object.entries(config.relayForwards)) {
+    const forward = relayServer(target);
+    forwards.push(forward);
+    await listen(forward, host, port);
+  }
 
   const admin = await NestFactory.create(RelayAdminModule.forRoot(registry, state), {
     logger: new NestPinoLogger(log),
     abortOnError: false,
   });
   await admin.listen(config.adminListen.port, config.adminListen.host);
-  log.info({ listen: server.address(), admin: await admin.getUrl() }, 'relay ready');
+  log.info(
+    {
+      listen: server.address(),
+      forwards: Object.fromEntries(
+        Object.keys(config.relayForwards).map((t, i) => [t, forwards[i].address()]),
+      ),
+      admin: await admin.getUrl(),
+    },
+    'relay ready',
+  );
 
   return {
-    reload: async () => {
-      pool.setKeys(await loadKeyRing(config.keyFiles));
+    reload: async (next) => {
+      await pool.reload((next ?? config).keyFiles);
       log.info('tunnel keys reloaded');
     },
     close: async () => {
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        for (const s of sockets) s.destroy();
-      });
+      const stopped = Promise.all(
+        [server, ...forwards].map((srv) => new Promise((resolve) => srv.close(resolve))),
+      );
+      for (const s of sockets) s.destroy();
+      await stopped;
       await pool.close();
       await admin.close();
       log.info('relay stopped');

@@ -3,6 +3,7 @@ import type { Socket } from 'node:net';
 import type { Logger, RelayConfig } from '../../../libs/config/src';
 import {
   listenTunnel,
+  loadKeyRing,
   splice,
   TunnelDialer,
   type KeyRing,
@@ -20,18 +21,23 @@ interface Entry {
   url: string;
   dialer?: TunnelDialer;
   session?: TunnelSession;
-  since?: Date;
+  sessionId?: number;
+  /** When the entry entered its current state. */
+  since: Date;
   lastError?: string;
 }
 
 /**
  * The relay's tunnels: one dialer per TUNNEL_CONNECT URL, plus the sessions workers open to
  * TUNNEL_LISTEN in reverse mode. A new stream goes to the authenticated session with the fewest
- * open streams; a session that closes is dropped from the choice at once.
+ * open streams. A session leaves the choice the moment it ends: its socket closing (a killed
+ * worker's kernel sends FIN or RST at once), an authenticated CLOSE, or a ping timeout for a
+ * peer that vanished without a word.
  */
 export class TunnelPool {
   private readonly entries: Entry[] = [];
   private listener?: TunnelListener;
+  private sessions = 0;
 
   constructor(
     private readonly config: RelayConfig,
@@ -42,7 +48,7 @@ export class TunnelPool {
 
   async start(): Promise<void> {
     for (const url of this.config.tunnelConnect) {
-      const entry: Entry = { url };
+      const entry: Entry = { url, since: new Date() };
       entry.dialer = new TunnelDialer({
         url,
         keys: this.keys,
@@ -50,6 +56,10 @@ export class TunnelPool {
         metrics: this.metrics,
         proxy: this.config.httpsProxy,
         onSession: (s) => this.attach(entry, s),
+        onFailure: (detail) => {
+          if (entry.lastError === undefined) entry.since = new Date();
+          entry.lastError = detail;
+        },
       });
       this.entries.push(entry);
       entry.dialer.start();
@@ -68,25 +78,28 @@ export class TunnelPool {
         logger: this.log,
         metrics: this.metrics,
         onSession: (s) => {
-          const entry: Entry = { url: `reverse:${s.peer}` };
+          const entry: Entry = { url: `reverse:${s.peer}`, since: new Date() };
           this.entries.push(entry);
           this.attach(entry, s, true);
         },
       });
+      this.log.info({ tunnel: this.listener.address(), tls: Boolean(tls) }, 'accepting tunnels');
     }
   }
 
   private attach(entry: Entry, session: TunnelSession, transient = false): void {
     entry.session = session;
+    entry.sessionId = ++this.sessions;
     entry.since = new Date();
+    entry.lastError = undefined;
     // Nothing is served to the worker: the relay only opens streams. A stream the peer tries
     // to open is refused by the session's default (no 'stream' consumer resets it).
-    session.on('stream', (_target: string, stream: { reset?: (r: string) => void }) =>
-      stream.reset?.('relay serves no targets'),
-    );
     session.once('close', (reason: string) => {
       entry.session = undefined;
+      entry.sessionId = undefined;
+      entry.since = new Date();
       entry.lastError = reason;
+      // A reverse session's entry goes with it: the worker dials again and gets a new one.
       if (transient) this.entries.splice(this.entries.indexOf(entry), 1);
     });
   }
@@ -101,12 +114,12 @@ export class TunnelPool {
     return best;
   }
 
-  /** Carries one accepted TCP connection to the worker's API; false when no tunnel is up. */
-  relay(socket: Socket): boolean {
+  /** Carries one accepted TCP connection to a worker target (the API); false with no tunnel up. */
+  relay(socket: Socket, target = API_TARGET): boolean {
     const session = this.pick();
     if (!session) return false;
     socket.setNoDelay(true);
-    const stream = session.openStream(API_TARGET) as TunnelStream;
+    const stream = session.openStream(target) as TunnelStream;
     stream.on('error', () => socket.destroy());
     socket.on('error', () => stream.destroy());
     splice(stream, socket);
@@ -120,15 +133,29 @@ export class TunnelPool {
     this.listener?.setKeys(keys);
   }
 
+  /**
+   * Loads TUNNEL_KEY_FILE again and uses it from the next handshake on. A file that cannot be
+   * used throws before anything changes, so the keys in use stay in force.
+   */
+  async reload(keyFiles: readonly string[]): Promise<void> {
+    const ring = await loadKeyRing(keyFiles);
+    this.setKeys(ring);
+    this.log.info({ keys: ring.fingerprints }, 'tunnel key ring loaded');
+  }
+
   views(): TunnelView[] {
-    return this.entries.map((e) => ({
-      url: e.url,
-      state: e.session && !e.session.closeReason ? 'up' : e.lastError ? 'down' : 'connecting',
-      streams: e.session?.openStreams ?? 0,
-      rttMs: e.session?.rttMs,
-      since: e.session ? e.since?.toISOString() : undefined,
-      lastError: e.lastError,
-    }));
+    return this.entries.map((e) => {
+      const up = e.session !== undefined && !e.session.closeReason;
+      return {
+        url: e.url,
+        state: up ? 'up' : e.lastError !== undefined ? 'down' : 'connecting',
+        session: up ? e.sessionId : undefined,
+        streams: e.session?.openStreams ?? 0,
+        rttMs: up ? e.session?.rttMs : undefined,
+        since: e.since.toISOString(),
+        lastError: e.lastError,
+      };
+    });
   }
 
   async close(): Promise<void> {
