@@ -6,6 +6,7 @@ import {
   parseGpuDevices,
   parseHostPort,
   parseList,
+  parseRedisUrl,
   parseTargets,
   parseTunnelUrl,
   parseUidGid,
@@ -45,6 +46,7 @@ const urls = () =>
 const hostPortOpt = () => opt().transform(via((s?: string) => (s ? parseHostPort(s) : undefined)));
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+const QUEUE_UI_MODES = ['readonly', 'off', 'admin'] as const;
 
 /** Variables both daemons read. */
 const common = {
@@ -70,6 +72,8 @@ const relaySchema = z
     ...common,
     RELAY_LISTEN: def('127.0.0.1:8001').transform(via(parseHostPort)),
     ADMIN_LISTEN: def('127.0.0.1:9464').transform(via(parseHostPort)),
+    // More local listeners, each relaying to a named worker target (TUNNEL_TARGETS there).
+    RELAY_FORWARDS: opt().transform(via((s?: string) => parseTargets(s ?? ''))),
   })
   .superRefine((v, ctx) => {
     if (v.TUNNEL_CONNECT.length === 0 && !v.TUNNEL_LISTEN) {
@@ -88,13 +92,8 @@ const workerSchema = z.object({
   REDIS_URL: opt().transform(
     via((s?: string) => {
       if (s === undefined) return undefined;
-      // The queue adapter (libs/jobs redis-connection) speaks redis:// and rediss:// only; refusing
-      // other schemes here names REDIS_URL at start instead of failing later in the queue.
-      if (!/^rediss?:\/\//.test(s)) {
-        throw new Error(
-          `expected a redis:// or rediss:// URL (Sentinel is not supported yet), got '${s}'`,
-        );
-      }
+      // Parsed here too (the queue adapter parses it again), so a bad URL names REDIS_URL at start.
+      parseRedisUrl(s);
       return s;
     }),
   ),
@@ -111,6 +110,10 @@ const workerSchema = z.object({
   HEALTH_CONTAINERS: def('').transform((s) => parseList(s)),
   RESULTS_TTL: def('30d').transform(via(parseDuration)),
   MIN_FREE_DISK: def('5%').transform(via(parseDiskThreshold)),
+  // The bull-board queue UI at /queues on API_LISTEN: readonly, off, or admin (retry/clean).
+  QUEUE_UI: z
+    .enum(QUEUE_UI_MODES, { message: `must be one of ${QUEUE_UI_MODES.join(', ')}` })
+    .default('readonly'),
 });
 
 /** Raised when the environment does not validate; `issues` name each variable and the fix. */
@@ -157,6 +160,7 @@ export function loadRelayConfig(env: Env) {
     tunnelConnect: v.TUNNEL_CONNECT,
     tunnelListen: v.TUNNEL_LISTEN,
     relayListen: v.RELAY_LISTEN,
+    relayForwards: v.RELAY_FORWARDS,
     adminListen: v.ADMIN_LISTEN,
     tls: tls(v),
     httpsProxy: v.HTTPS_PROXY,
@@ -193,6 +197,7 @@ export function loadWorkerConfig(env: Env) {
     healthContainers: v.HEALTH_CONTAINERS,
     resultsTtlMs: v.RESULTS_TTL,
     minFreeDisk: v.MIN_FREE_DISK,
+    queueUi: v.QUEUE_UI,
   });
 }
 

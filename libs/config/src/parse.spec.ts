@@ -4,6 +4,7 @@ import {
   parseDuration,
   parseGpuDevices,
   parseHostPort,
+  parseRedisUrl,
   parseUidGid,
 } from './parse';
 
@@ -60,5 +61,61 @@ describe('other formats', () => {
     expect(parseDiskThreshold('2GiB')).toEqual({ bytes: 2 * 1024 ** 3 });
     expect(() => parseDiskThreshold('100%')).toThrow(/below 100/);
     expect(() => parseDiskThreshold('lots')).toThrow(/percentage like 5%/);
+  });
+});
+
+describe('parseRedisUrl', () => {
+  it('reads a single server with credentials, db and TLS', () => {
+    expect(parseRedisUrl('rediss://app:p%40ss@redis.lab:6380/2')).toEqual({
+      kind: 'direct',
+      host: 'redis.lab',
+      port: 6380,
+      username: 'app',
+      password: 'p@ss',
+      db: 2,
+      tls: true,
+    });
+    expect(parseRedisUrl('redis://:secret@[::1]')).toMatchObject({
+      host: '::1',
+      port: 6379,
+      password: 'secret',
+      username: undefined,
+      db: 0,
+      tls: false,
+    });
+  });
+
+  it('reads a Sentinel list with the master name, db and sentinel password', () => {
+    expect(
+      parseRedisUrl(
+        'redis+sentinel://:pw@s1:26379,s2,10.0.0.3:26380/mymaster/1?sentinelPassword=sp',
+      ),
+    ).toEqual({
+      kind: 'sentinel',
+      sentinels: [
+        { host: 's1', port: 26379 },
+        { host: 's2', port: 26379 },
+        { host: '10.0.0.3', port: 26380 },
+      ],
+      name: 'mymaster',
+      username: undefined,
+      password: 'pw',
+      sentinelPassword: 'sp',
+      db: 1,
+      tls: false,
+    });
+    expect(parseRedisUrl('redis-sentinel://s1/m')).toMatchObject({ kind: 'sentinel', name: 'm' });
+  });
+
+  it.each([
+    ['http://redis:6379', 'expected redis://'],
+    ['redis://a:1,b:2', 'several hosts need redis+sentinel://'],
+    ['redis://host:99999', "bad host:port 'host:99999'"],
+    ['redis://host/abc', "database must be a number 0-99, got 'abc'"],
+    ['redis+sentinel://s1:26379', 'give the master name as the path'],
+    ['redis+sentinel:///m', 'no sentinel host given'],
+  ])('refuses %s, saying %s and the accepted forms', (url, msg) => {
+    expect(() => parseRedisUrl(url)).toThrow(msg);
+    expect(() => parseRedisUrl(url)).toThrow('redis+sentinel://[user:password@]host:port');
   });
 });

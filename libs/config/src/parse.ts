@@ -131,3 +131,95 @@ export function parseTargets(text: string): Record<string, HostPort> {
   }
   return out;
 }
+
+/** Where BullMQ's Redis is: one server, or a master found through Redis Sentinel. */
+export type RedisTarget = {
+  username?: string;
+  password?: string;
+  db: number;
+  tls: boolean;
+} & (
+  | { kind: 'direct'; host: string; port: number }
+  | {
+      kind: 'sentinel';
+      /** The sentinels to ask, in order. */
+      sentinels: { host: string; port: number }[];
+      /** The master's name as the sentinels know it (`sentinel monitor <name> ...`). */
+      name: string;
+      sentinelPassword?: string;
+    }
+);
+
+const REDIS_URL_HELP =
+  'redis://[user:password@]host:port[/db], rediss://... (TLS), or ' +
+  'redis+sentinel://[user:password@]host:port[,host:port...]/<master-name>[/db][?sentinelPassword=...]';
+
+function parseHostPortDefault(text: string, defaultPort: number): { host: string; port: number } {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^:[\]]+)(?::(\d{1,5}))?$/.exec(text);
+  const port = m?.[2] === undefined ? defaultPort : Number(m[2]);
+  if (!m || port < 1 || port > 65535) throw new Error(`bad host:port '${text}'`);
+  return { host: m[1].replace(/^\[|\]$/g, ''), port };
+}
+
+/**
+ * Parses REDIS_URL. `redis-sentinel://` is accepted as a synonym of `redis+sentinel://`.
+ * Written by hand because WHATWG URL cannot hold the comma-separated host list that Sentinel
+ * needs; user and password are percent-decoded as in a URL.
+ */
+export function parseRedisUrl(text: string): RedisTarget {
+  const m =
+    /^(redis|rediss|redis\+sentinel|redis-sentinel|rediss\+sentinel):\/\/(?:([^@/]*)@)?([^/?#]*)(\/[^?#]*)?(?:\?([^#]*))?$/.exec(
+      text.trim(),
+    );
+  if (!m) throw new Error(`expected ${REDIS_URL_HELP}, got '${text}'`);
+  const [, scheme, auth, hosts, pathPart = '', query = ''] = m;
+  let username: string | undefined;
+  let password: string | undefined;
+  if (auth !== undefined) {
+    const i = auth.indexOf(':');
+    const u = i < 0 ? auth : auth.slice(0, i);
+    const p = i < 0 ? undefined : auth.slice(i + 1);
+    username = u ? decodeURIComponent(u) : undefined;
+    password = p ? decodeURIComponent(p) : undefined;
+  }
+  const segments = pathPart.split('/').filter(Boolean);
+  const params = new URLSearchParams(query);
+  const tls = scheme.startsWith('rediss') || params.get('tls') === '1';
+  const dbOf = (s: string | undefined) => {
+    if (s === undefined) return 0;
+    if (!/^\d{1,2}$/.test(s)) throw new Error(`database must be a number 0-99, got '${s}'`);
+    return Number(s);
+  };
+  const wrap = (fn: () => RedisTarget): RedisTarget => {
+    try {
+      return fn();
+    } catch (err) {
+      throw new Error(`${(err as Error).message}: expected ${REDIS_URL_HELP}`);
+    }
+  };
+  if (scheme === 'redis' || scheme === 'rediss') {
+    return wrap(() => {
+      if (hosts.includes(',')) throw new Error('several hosts need redis+sentinel://');
+      if (segments.length > 1) throw new Error(`unexpected path '${pathPart}'`);
+      const hp = parseHostPortDefault(hosts || '127.0.0.1', 6379);
+      return { kind: 'direct', ...hp, username, password, db: dbOf(segments[0]), tls };
+    });
+  }
+  return wrap(() => {
+    const sentinels = parseList(hosts).map((h) => parseHostPortDefault(h, 26379));
+    if (sentinels.length === 0) throw new Error('no sentinel host given');
+    if (segments.length === 0 || segments.length > 2 || !/^[\w.-]+$/.test(segments[0])) {
+      throw new Error('give the master name as the path, e.g. /mymaster');
+    }
+    return {
+      kind: 'sentinel',
+      sentinels,
+      name: segments[0],
+      username,
+      password,
+      sentinelPassword: params.get('sentinelPassword') ?? undefined,
+      db: dbOf(segments[1]),
+      tls,
+    };
+  });
+}

@@ -4,6 +4,8 @@ export * from './job-record';
 export * from './jobs.module';
 export * from './jobs.runtime';
 export * from './jobs.service';
+export * from './runner/docker.engine';
+export * from './runner/docker.runner';
 export * from './runner/progress';
 export * from './runner/runner';
 export * from './runner/process.runner';

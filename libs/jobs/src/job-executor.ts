@@ -5,13 +5,14 @@ import { isFinal, type JobRecord } from './job-record';
 import type { JobProcessor, ProcessResult, QueuedJob } from './queue/bullmq.adapter';
 import type { JobRecordsRepository } from './queue/job-records.repository';
 import type { RunOutcome, Runner } from './runner/runner';
-import type { ResultsStore } from './store/results.store';
+import { DISK_FULL, isNoSpace, type ResultsStore } from './store/results.store';
 
 const SHUTDOWN = 'worker shutting down';
 const CANCELLED = 'cancelled';
+/** How soon a job whose runner is unavailable (Docker unreachable) is looked at again. */
+const UNAVAILABLE_RETRY_MS = 2_000;
 /** Endings wait out a Redis restart rather than being lost. */
 const PATIENT = { patient: true };
-
 type FinalState = 'succeeded' | 'failed' | 'cancelled';
 
 export interface ExecutorDeps {
@@ -58,9 +59,24 @@ export class JobExecutor {
       // A worker died after writing the final job.json but before Redis heard: adopt the disk.
       const onDisk = await this.d.store.readRecord(rec.experiment, rec.id);
       if (onDisk && isFinal(onDisk.state)) return this.adopt(onDisk);
+      const finished = await this.finishedBefore(job);
+      if (finished) return finished;
       // Started before, and the worker that ran it went away mid-run, with no try left.
       if (job.tries > job.maxTries) return this.end(rec, 'failed', { error: 'worker restarted' });
     }
+    const down = await runner.unavailable?.();
+    if (down) {
+      // Waits in the queue (the try is given back) until the runner can start jobs again; one
+      // cancelled meanwhile is dropped.
+      const rec = await this.d.records.get(job.id, PATIENT);
+      if (!rec || isFinal(rec.state)) return { kind: 'done' };
+      this.warnOnce(`${exp.runner} jobs wait: ${down}`);
+      return { kind: 'later', delayMs: UNAVAILABLE_RETRY_MS, counted: false };
+    }
+    // Again once the runner is available: the Docker runner's reconciliation, which may have run
+    // just now, is what marks a container that finished while no worker watched.
+    const finished = await this.finishedBefore(job);
+    if (finished) return finished;
     const gpus = this.d.gpus.acquire(exp.gpus);
     if (!gpus) return { kind: 'later', delayMs: 1000, counted: false };
     try {
@@ -69,6 +85,31 @@ export class JobExecutor {
       this.d.gpus.release(gpus);
     }
   };
+
+  /**
+   * A try of this job exited 0 (its `logs/exited-0` mark) but its worker died before recording
+   * the end: it is recorded succeeded now, never run a second time. Undefined: run it.
+   */
+  private async finishedBefore(job: QueuedJob): Promise<ProcessResult | undefined> {
+    if (!(await this.d.store.exitedOk(job.data.experiment, job.id))) return undefined;
+    const rec = await this.d.records.get(job.id, PATIENT);
+    if (!rec || isFinal(rec.state)) return { kind: 'done' };
+    this.d.log.warn(
+      { job: rec.id, experiment: rec.experiment },
+      'job had exited 0 before its worker stopped: recorded succeeded, not run again',
+    );
+    return this.end(rec, 'succeeded', { exitCode: 0, progress: 100, error: null });
+  }
+
+  private lastWarning = { text: '', at: 0 };
+
+  /** The same warning at most once a minute, so a long outage does not flood the log. */
+  private warnOnce(text: string): void {
+    const now = Date.now();
+    if (text === this.lastWarning.text && now - this.lastWarning.at < 60_000) return;
+    this.lastWarning = { text, at: now };
+    this.d.log.warn(text);
+  }
 
   private async runAttempt(
     job: QueuedJob,
@@ -130,11 +171,18 @@ export class JobExecutor {
   }
 
   private async finish(job: QueuedJob, rec: JobRecord, o: RunOutcome): Promise<ProcessResult> {
-    const exitCode = 'exitCode' in o ? o.exitCode : null;
+    const exitCode = ('exitCode' in o ? o.exitCode : null) ?? null;
     if (o.kind === 'aborted' && o.reason === SHUTDOWN) {
       // Handed back untouched: another worker (or this one, restarted) runs it again.
       await this.requeue(rec, { progress: 0 });
       return { kind: 'later', delayMs: 0, counted: false };
+    }
+    if (o.kind === 'unavailable') {
+      // The runner could not even start it (Docker went away meanwhile): back to the queue, the
+      // try given back, like a job that found the runner unavailable before it started.
+      this.warnOnce(`${rec.experiment} jobs wait: ${o.reason}`);
+      await this.requeue(rec, { progress: 0 });
+      return { kind: 'later', delayMs: UNAVAILABLE_RETRY_MS, counted: false };
     }
     const ms = { runMs: o.runMs };
     if (o.kind === 'aborted') return this.end(rec, 'cancelled', { exitCode, error: null }, ms);
@@ -148,6 +196,12 @@ export class JobExecutor {
         : o.signal
           ? `killed by ${o.signal}`
           : `exited with code ${o.exitCode}`;
+    // The log could not be written for lack of space, or the job failed with the disk full: it
+    // fails as "disk full", without another try (it would meet the same full disk).
+    if ((o.kind === 'error' && isNoSpace(o.message)) || (await this.d.store.isFull())) {
+      this.d.log.error({ job: rec.id, experiment: rec.experiment, detail: error }, DISK_FULL);
+      return this.end(rec, 'failed', { exitCode, error: DISK_FULL }, ms);
+    }
     if (job.tries < job.maxTries) {
       await this.requeue(rec, { exitCode, error });
       return { kind: 'retry', error };
@@ -162,7 +216,9 @@ export class JobExecutor {
       { ...patch, state: 'queued' },
       PATIENT,
     );
-    if (back?.changed) await this.d.store.writeRecord(back.record);
+    // The disk mirror is best effort here (Redis is the truth until the end): a full disk
+    // must not keep the job from going back to the queue.
+    if (back?.changed) await this.d.store.writeRecord(back.record).catch(() => undefined);
   }
 
   /** Ends the job: job.json (fsynced) first, then Redis, which tells every watcher. */
@@ -172,20 +228,44 @@ export class JobExecutor {
     patch: Partial<JobRecord>,
     timing: { runMs?: number } = {},
   ): Promise<ProcessResult> {
-    const final = { ...patch, state, finishedAt: new Date().toISOString() };
-    // For `succeeded` this also fsyncs the output before the record is renamed into place.
-    await this.d.store.writeFinal({ ...rec, ...final }, state === 'succeeded');
+    let final: Partial<JobRecord> & { state: FinalState } = {
+      ...patch,
+      state,
+      finishedAt: new Date().toISOString(),
+    };
+    try {
+      // For `succeeded` this also fsyncs the output before the record is renamed into place.
+      await this.d.store.writeFinal({ ...rec, ...final }, state === 'succeeded');
+    } catch (err) {
+      // The final job.json could not be written (the disk filled up, or worse). Nothing on disk
+      // says the job ended; Redis must still hear an ending, and never `succeeded`, since its
+      // output may not be on disk: a success becomes "disk full" (or the write's error).
+      const why = isNoSpace(err) ? DISK_FULL : `cannot write job.json: ${(err as Error).message}`;
+      this.d.log.error({ job: rec.id, err: (err as Error).message }, 'final job.json not written');
+      if (state === 'succeeded')
+        final = { ...final, state: 'failed', progress: rec.progress, error: why };
+      // One more try of the (smaller, unfsynced-output) record; a failure leaves Redis the truth.
+      await this.d.store.writeFinal({ ...rec, ...final }, false).catch(() => undefined);
+    }
     const t = await this.d.records.transition(rec.id, ['queued', 'running'], final, PATIENT);
     if (t && !t.changed) {
       // Someone else ended it first (cannot normally happen): the disk follows Redis.
       await this.d.store.writeRecord(t.record);
     } else if (t) {
       this.d.log.info(
-        { job: rec.id, experiment: rec.experiment, state, error: t.record.error, ...timing },
+        {
+          job: rec.id,
+          experiment: rec.experiment,
+          state: final.state,
+          error: t.record.error,
+          ...timing,
+        },
         'job ended',
       );
     }
-    return state === 'failed' ? { kind: 'fail', error: patch.error ?? state } : { kind: 'done' };
+    return final.state === 'failed'
+      ? { kind: 'fail', error: final.error ?? 'failed' }
+      : { kind: 'done' };
   }
 
   private async adopt(onDisk: JobRecord): Promise<ProcessResult> {

@@ -2,12 +2,14 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger, WorkerConfig } from '../../config/src';
 import { loadExperiments, type ExperimentCatalog } from './experiments/experiment';
-import { GpuAllocator } from './gpu-allocator';
+import { GpuAllocator, resolveGpuDevices, type GpuInventory } from './gpu-allocator';
 import { JobExecutor } from './job-executor';
 import { JobsService } from './jobs.service';
 import { JobQueue } from './queue/bullmq.adapter';
 import { JobRecordsRepository } from './queue/job-records.repository';
 import { openRedis, type RedisBackend } from './queue/redis-connection';
+import { DockerEngine, type ContainerEngine } from './runner/docker.engine';
+import { DockerRunner, type DockerStatus } from './runner/docker.runner';
 import { HelperLauncher } from './runner/launcher';
 import { ProcessRunner } from './runner/process.runner';
 import type { Runner } from './runner/runner';
@@ -21,6 +23,10 @@ export interface JobsOptions {
   maxUploadBytes: number;
   /** How often the retention sweep runs. */
   sweepIntervalMs: number;
+  /** GPU detection and health (from the health monitor); without it GPU_DEVICES is taken as given. */
+  gpuInventory?: GpuInventory;
+  /** The engine the Docker runner uses; DOCKER_HOST's by default (tests wrap it to look inside). */
+  dockerEngine?: ContainerEngine;
 }
 
 export const DEFAULT_JOBS_OPTIONS: JobsOptions = {
@@ -29,10 +35,8 @@ export const DEFAULT_JOBS_OPTIONS: JobsOptions = {
   sweepIntervalMs: 60 * 60 * 1000,
 };
 
-/** GPU ids this worker hands out. `all` means none until GPU detection lands (next issue). */
-export function gpuIds(config: WorkerConfig): string[] {
-  return config.gpuDevices.kind === 'list' ? [...config.gpuDevices.ids] : [];
-}
+/** What /health/ready reports of the Docker Engine; `required` when an experiment runs in Docker. */
+export type DockerReadiness = DockerStatus & { required: boolean };
 
 /**
  * Everything the job system holds, started in order (experiments, Redis, queue, workers) and
@@ -40,6 +44,7 @@ export function gpuIds(config: WorkerConfig): string[] {
  */
 export class JobsRuntime {
   private sweepTimer?: NodeJS.Timeout;
+  private drained?: Promise<void>;
 
   private constructor(
     readonly catalog: ExperimentCatalog,
@@ -51,6 +56,7 @@ export class JobsRuntime {
     readonly gpus: GpuAllocator,
     readonly options: JobsOptions,
     private readonly runners: Map<string, Runner>,
+    private readonly docker: DockerRunner,
     private readonly backend: RedisBackend,
     private readonly log: Logger,
   ) {}
@@ -74,12 +80,28 @@ export class JobsRuntime {
     await records.init();
     const queue = new JobQueue(backend, log, config.resultsTtlMs);
     await queue.waitUntilReady();
-    const gpus = new GpuAllocator(gpuIds(config), config.gpuSlotsPerDevice);
+    const inventory = options.gpuInventory;
+    const devices = await resolveGpuDevices(config.gpuDevices, inventory, (msg) => log.warn(msg));
+    const gpus = new GpuAllocator(
+      devices,
+      config.gpuSlotsPerDevice,
+      inventory ? (id) => inventory.isHealthy(id) : undefined,
+    );
+    const docker = new DockerRunner({
+      engine: options.dockerEngine ?? new DockerEngine(config.dockerHost),
+      host: config.dockerHost,
+      workerName: config.workerName,
+      killGraceMs: options.killGraceMs,
+      log,
+      // A container that finished while no worker watched: its job succeeded, not run again.
+      onExitedOk: (job, experiment) => store.markExitedOk(experiment, job),
+    });
     const runners = new Map<string, Runner>([
       [
         'process',
         new ProcessRunner({ killGraceMs: options.killGraceMs, launcher: new HelperLauncher() }),
       ],
+      ['docker', docker],
     ]);
     const executor = new JobExecutor({
       catalog,
@@ -111,9 +133,13 @@ export class JobsRuntime {
       gpus,
       options,
       runners,
+      docker,
       backend,
       log,
     );
+    // Containers first (stopped and removed), then the records: a job handed back by
+    // recoverOrphans can never meet its old container still running.
+    await rt.reconcileContainers(catalog);
     await service.recoverOrphans(config.workerName);
     queue.startWorker('cpu', config.workerConcurrency, executor.process);
     if (gpus.capacity > 0) queue.startWorker('gpu', gpus.capacity, executor.process);
@@ -134,6 +160,57 @@ export class JobsRuntime {
       'job queue ready',
     );
     return rt;
+  }
+
+  /**
+   * The Docker Engine as /health/ready needs it: reachable or why not, NVIDIA runtime, and whether
+   * any installed experiment needs Docker at all. Cheap: the answer is reused for 3 s.
+   */
+  async dockerStatus(): Promise<DockerReadiness> {
+    const required = this.catalog.list().some((e) => e.runner === 'docker');
+    return { ...(await this.docker.status()), required };
+  }
+
+  /**
+   * Removes this worker's leftover job containers (its previous run died; containers outlive it).
+   * Docker unreachable now: done as soon as it answers, before any Docker job starts.
+   */
+  private async reconcileContainers(catalog: ExperimentCatalog): Promise<void> {
+    const status = await this.docker.status();
+    if (status.reachable) {
+      try {
+        await this.docker.reconcile();
+        return;
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message }, 'leftover job containers not checked yet');
+      }
+    } else if (catalog.list().some((e) => e.runner === 'docker')) {
+      this.log.warn({ reason: status.reason }, 'Docker jobs wait until Docker answers');
+    }
+    this.docker.reconcileLater();
+  }
+
+  /** True once drain() was called: this worker takes no new job. */
+  get draining(): boolean {
+    return this.drained !== undefined;
+  }
+
+  /**
+   * Drains this worker (several GPU hosts: taking one out): its queue workers stop fetching jobs,
+   * and this resolves once every job it was running has ended on its own. Queued jobs stay in
+   * Redis for the other workers. close() afterwards stops the rest.
+   */
+  drain(): Promise<void> {
+    this.drained ??= (async () => {
+      this.log.info(
+        { running: this.executor.active },
+        'draining: taking no new job, letting the running ones finish',
+      );
+      // close(false) is BullMQ's graceful close: no new fetch, waits for the active jobs.
+      await this.queue.closeWorkers(false);
+      this.log.info('drained: no job running on this worker');
+    })();
+    return this.drained;
   }
 
   /** Running jobs are stopped and handed back to the queue; then queue, Redis. */

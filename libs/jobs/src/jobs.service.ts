@@ -6,7 +6,7 @@ import type { ExperimentCatalog } from './experiments/experiment';
 import { isFinal, type JobRecord, type JobState } from './job-record';
 import type { JobQueue, SlotKind } from './queue/bullmq.adapter';
 import type { JobRecordsRepository } from './queue/job-records.repository';
-import type { ResultsStore } from './store/results.store';
+import { isNoSpace, type ResultsStore } from './store/results.store';
 
 /** Problems a caller can fix; the controller maps each to its status code. */
 export class JobRequestError extends Error {
@@ -137,17 +137,54 @@ export class JobsService {
         { attempts: exp.attempts, priority },
       );
     } catch (err) {
-      if (key) await this.d.records.releaseKey(key).catch(() => undefined);
-      await this.d.records
-        .transition(id, ['queued'], {
-          state: 'failed',
-          error: 'not queued: submission failed',
-          finishedAt: new Date().toISOString(),
-        })
-        .catch(() => undefined);
+      // Never left `queued` with no queue entry (it would wait forever): marked failed, in Redis
+      // and on disk. Redis may be what failed: this waits for it in the background (patient),
+      // while the caller hears 503 and may submit again.
+      if (isNoSpace(err)) {
+        // Refused before it reached the queue (the disk filled up since the last free-space
+        // reading): no trace is left, as for any other 507.
+        await this.forget(record);
+        throw new JobRequestError(
+          507,
+          `disk full: no space left in ${this.d.store.root}; free some space and submit again`,
+        );
+      }
+      void this.abandon(record, key);
       throw err;
     }
     return { record, created: true };
+  }
+
+  private async forget(record: JobRecord): Promise<void> {
+    await Promise.allSettled([
+      this.d.records.delete(record),
+      this.d.store.remove(record.experiment, record.id),
+    ]);
+  }
+
+  /** A submission that failed half-way: its record ends failed and its key is freed. */
+  private async abandon(record: JobRecord, key: string | undefined): Promise<void> {
+    try {
+      const t = await this.d.records.transition(
+        record.id,
+        ['queued'],
+        {
+          state: 'failed',
+          error: 'not queued: submission failed',
+          finishedAt: new Date().toISOString(),
+        },
+        { patient: true },
+      );
+      if (key) await this.d.records.releaseKey(key);
+      if (t?.changed) await this.d.store.writeRecord(t.record);
+      // Redis never heard of it: the folder would be an orphan no retention sweep finds.
+      else if (!t) await this.d.store.remove(record.experiment, record.id);
+    } catch (err) {
+      this.d.log.warn(
+        { job: record.id, err: (err as Error).message },
+        'failed submission not marked',
+      );
+    }
   }
 
   async get(id: string): Promise<JobRecord> {
@@ -221,6 +258,9 @@ export class JobsService {
    * At start: jobs this worker (same WORKER_NAME) was running when it died are orphans. Their
    * leftover process group is killed, and their queue lock dropped so the stalled check hands them
    * back at once; the executor then retries them or fails them with "worker restarted".
+   * Their containers (Docker jobs) were already stopped and removed by the Docker runner's
+   * reconciliation, which JobsRuntime runs just before this: a job handed back here can never
+   * meet its old container still running.
    */
   async recoverOrphans(workerName: string): Promise<number> {
     const running = await this.d.records.listByState('running');

@@ -1,7 +1,7 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ExperimentFileError, loadExperiments, parseExperiment } from './experiment';
+import { ExperimentFileError, loadExperiments, parseExperiment, parseMemory } from './experiment';
 
 const HELLO = `
 name: hello
@@ -77,5 +77,33 @@ describe('experiment files', () => {
       field: 'params.epochs',
       problem: 'must be >= 1',
     });
+  });
+
+  it('reads the docker limits: network, memory and cpus', () => {
+    const docker = HELLO.replace('runner: process', 'runner: docker\nimage: busybox:latest');
+    expect(parseExperiment('/x/hello.yaml', docker)).toMatchObject({
+      network: false,
+      image: 'busybox:latest',
+    });
+    const e = parseExperiment('/x/hello.yaml', `${docker}network: true\nmemory: 1.5g\ncpus: 0.5\n`);
+    expect(e).toMatchObject({ network: true, memoryBytes: 1.5 * 1024 ** 3, cpus: 0.5 });
+    expect(parseMemory('512m')).toBe(512 * 1024 * 1024);
+    expect(parseMemory('2048')).toBe(2048);
+  });
+
+  it('refuses docker limits on a process experiment and a memory Docker would refuse', () => {
+    expect(() => parseExperiment('/x/hello.yaml', `${HELLO}memory: 512m\n`)).toThrow(
+      /hello\.yaml: memory applies only to `runner: docker`/,
+    );
+    const docker = HELLO.replace('runner: process', 'runner: docker\nimage: busybox');
+    expect(() => parseExperiment('/x/hello.yaml', `${docker}memory: 1m\n`)).toThrow(
+      /memory must be at least 6m/,
+    );
+    expect(() => parseExperiment('/x/hello.yaml', `${docker}memory: lots\n`)).toThrow(
+      /memory must match pattern/,
+    );
+    expect(() => parseExperiment('/x/hello.yaml', `${docker}cpus: 0\n`)).toThrow(
+      /cpus must be > 0/,
+    );
   });
 });

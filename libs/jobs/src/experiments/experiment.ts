@@ -15,6 +15,12 @@ export interface Experiment {
   timeoutMs?: number;
   attempts: number;
   env: Record<string, string>;
+  /** docker only: the container gets a network (`network: true`); none by default. */
+  network?: boolean;
+  /** docker only: memory limit in bytes (`memory: 512m`), swap included. */
+  memoryBytes?: number;
+  /** docker only: CPU limit in CPUs (`cpus: 1.5`). */
+  cpus?: number;
   /** The JSON Schema that a job's params must satisfy. */
   params: Record<string, unknown>;
   /** The file it came from, for messages. */
@@ -47,6 +53,9 @@ const FILE_SCHEMA = {
     timeout: { type: 'string' },
     attempts: { type: 'integer', minimum: 1, maximum: 100 },
     env: { type: 'object', additionalProperties: { type: 'string' } },
+    network: { type: 'boolean' },
+    memory: { type: 'string', pattern: '^[0-9]+(\\.[0-9]+)?[bkmgBKMG]?$' },
+    cpus: { type: 'number', exclusiveMinimum: 0, maximum: 1024 },
     params: { type: 'object' },
   },
   if: { properties: { runner: { const: 'docker' } } },
@@ -134,6 +143,19 @@ export function parseExperiment(file: string, text: string): Experiment {
       throw new ExperimentFileError(file, 'timeout', (err as Error).message);
     }
   }
+  const dockerOnly = ['network', 'memory', 'cpus'].find((k) => d[k] !== undefined);
+  if (dockerOnly && d.runner !== 'docker') {
+    // A limit the process runner cannot enforce is refused rather than silently ignored.
+    throw new ExperimentFileError(file, dockerOnly, 'applies only to `runner: docker`');
+  }
+  let memoryBytes: number | undefined;
+  if (d.memory !== undefined) {
+    memoryBytes = parseMemory(d.memory as string);
+    // Docker refuses less than 6 MiB; say so at start rather than at the first job.
+    if (memoryBytes < 6 * 1024 * 1024) {
+      throw new ExperimentFileError(file, 'memory', 'must be at least 6m (Docker refuses less)');
+    }
+  }
   const base = path.basename(file).replace(/\.ya?ml$/, '');
   if (d.name !== base) {
     throw new ExperimentFileError(file, 'name', `must match the file name '${base}'`);
@@ -147,9 +169,21 @@ export function parseExperiment(file: string, text: string): Experiment {
     timeoutMs,
     attempts: (d.attempts as number | undefined) ?? 1,
     env: (d.env as Record<string, string> | undefined) ?? {},
+    network: (d.network as boolean | undefined) ?? false,
+    ...(memoryBytes !== undefined ? { memoryBytes } : {}),
+    ...(d.cpus !== undefined ? { cpus: d.cpus as number } : {}),
     params: d.params as Record<string, unknown>,
     file,
   };
+}
+
+const MEMORY_UNITS: Record<string, number> = { b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
+
+/** Docker's memory notation (`512m`, `2g`, `1.5g`, bytes without a unit) → bytes. */
+export function parseMemory(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)([bkmg]?)$/i.exec(text.trim());
+  if (!m) throw new Error(`expected a size like 512m or 2g, got '${text}'`);
+  return Math.floor(Number(m[1]) * MEMORY_UNITS[(m[2] || 'b').toLowerCase()]);
 }
 
 /**

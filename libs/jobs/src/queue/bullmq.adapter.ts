@@ -13,7 +13,7 @@ import type { RedisBackend } from './redis-connection';
 
 /** Which slots a job uses: CPU-only jobs and GPU jobs wait in separate queues. */
 export type SlotKind = 'cpu' | 'gpu';
-const QUEUE_NAME: Record<SlotKind, string> = { cpu: 'gsc-cpu', gpu: 'gsc-gpu' };
+export const QUEUE_NAME: Record<SlotKind, string> = { cpu: 'gsc-cpu', gpu: 'gsc-gpu' };
 const PREFIX = 'bull';
 
 /** One pick-up of a job by this worker, as the processor sees it. */
@@ -109,6 +109,11 @@ export class JobQueue {
       'completed',
       'failed',
     );
+  }
+
+  /** The BullMQ queues themselves, for the bull-board UI (apps/worker/src/queues-ui.ts). */
+  bullQueues(): Queue[] {
+    return Object.values(this.queues);
   }
 
   /** Starts a worker for `kind` with `concurrency` slots running `processor`. */

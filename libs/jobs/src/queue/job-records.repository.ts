@@ -3,6 +3,12 @@ import type { Logger } from '../../../config/src';
 import type { JobRecord, JobState } from '../job-record';
 import { connect, type Redis, type RedisBackend } from './redis-connection';
 
+/** A job's state changed (or it was created: no `previous`), by this process. */
+export interface StateChange {
+  record: JobRecord;
+  previous?: JobState;
+}
+
 const PREFIX = 'gsc';
 const recordKey = (id: string) => `${PREFIX}:job:${id}`;
 const INDEX = `${PREFIX}:jobs`;
@@ -22,12 +28,13 @@ if #from > 0 then
   for _, s in ipairs(from) do if rec.state == s then ok = true end end
   if not ok then return {0, raw} end
 end
+local prev = rec.state
 local patch = cjson.decode(ARGV[2])
 for k, v in pairs(patch) do rec[k] = v end
 local out = cjson.encode(rec)
 redis.call('SET', KEYS[1], out)
 redis.call('PUBLISH', KEYS[2], out)
-return {1, out}
+return {1, out, prev}
 `;
 
 /**
@@ -40,7 +47,10 @@ export class JobRecordsRepository {
   /** For the executor: waits out a Redis restart instead of failing, so no ending is lost. */
   private readonly patient: Redis;
   private readonly sub: Redis;
-  /** `event:<id>` with the record on each change; `cancel` with a job id. */
+  /**
+   * `event:<id>` with the record on each change (from any process); `cancel` with a job id;
+   * `state` (StateChange) for each change of state made by this process (for metrics).
+   */
   readonly bus = new EventEmitter();
 
   constructor(backend: RedisBackend, log: Logger) {
@@ -57,6 +67,11 @@ export class JobRecordsRepository {
         if (rec) this.bus.emit(`event:${rec.id}`, rec);
       }
     });
+  }
+
+  /** The command connection, for the health probe (PING, INFO, CONFIG GET: reads only). */
+  get client(): Redis {
+    return this.cmd;
   }
 
   async init(): Promise<void> {
@@ -81,6 +96,7 @@ export class JobRecordsRepository {
       .zadd(INDEX, Date.parse(rec.createdAt), rec.id)
       .publish(EVENTS, JSON.stringify(rec))
       .exec();
+    this.bus.emit('state', { record: rec } satisfies StateChange);
   }
 
   async get(id: string, opts: { patient?: boolean } = {}): Promise<JobRecord | undefined> {
@@ -105,9 +121,13 @@ export class JobRecordsRepository {
       EVENTS,
       JSON.stringify(from),
       JSON.stringify(patch),
-    )) as [number, string] | null;
+    )) as [number, string, string?] | null;
     if (!res) return undefined;
-    return { changed: res[0] === 1, record: parse(res[1])! };
+    const record = parse(res[1])!;
+    if (res[0] === 1 && res[2] !== record.state) {
+      this.bus.emit('state', { record, previous: res[2] as JobState } satisfies StateChange);
+    }
+    return { changed: res[0] === 1, record };
   }
 
   /** Newest first, optionally filtered; scans the index in pages until `limit` match. */

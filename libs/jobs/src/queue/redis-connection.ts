@@ -4,7 +4,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import IORedis, { type RedisOptions } from 'ioredis';
-import type { Logger } from '../../../config/src';
+import { parseRedisUrl, type Logger } from '../../../config/src';
 
 /**
  * The one file that imports ioredis (besides BullMQ's own use of it). Where the worker's Redis
@@ -19,20 +19,36 @@ export interface RedisBackend {
 
 export type Redis = IORedis;
 
-/** Options from a redis:// or rediss:// URL. */
+/**
+ * ioredis options from REDIS_URL: one server, or a master through Redis Sentinel (ioredis asks
+ * the sentinels for the master and follows a failover; BullMQ uses the same options).
+ */
 export function optionsFromUrl(url: string): RedisOptions {
-  const u = new URL(url);
-  if (u.protocol === 'redis-sentinel:') {
-    throw new Error('REDIS_URL: redis-sentinel:// is not supported by the job queue yet');
-  }
-  return {
-    host: u.hostname || '127.0.0.1',
-    port: u.port ? Number(u.port) : 6379,
-    username: u.username ? decodeURIComponent(u.username) : undefined,
-    password: u.password ? decodeURIComponent(u.password) : undefined,
-    db: u.pathname.length > 1 ? Number(u.pathname.slice(1)) : 0,
-    ...(u.protocol === 'rediss:' ? { tls: {} } : {}),
+  const t = parseRedisUrl(url);
+  const common: RedisOptions = {
+    username: t.username,
+    password: t.password,
+    db: t.db,
+    ...(t.tls ? { tls: {} } : {}),
   };
+  if (t.kind === 'direct') return { ...common, host: t.host, port: t.port };
+  return {
+    ...common,
+    sentinels: t.sentinels,
+    name: t.name,
+    sentinelPassword: t.sentinelPassword,
+    // Reconnect as soon as a sentinel announces +switch-master, instead of writing on to a demoted
+    // master until its connection breaks (writes there would be lost when it resyncs).
+    failoverDetector: true,
+    ...(t.tls ? { enableTLSForSentinelMode: true } : {}),
+  };
+}
+
+/** Where REDIS_URL points, for logs and errors: never the password. */
+export function describeRedisUrl(url: string): string {
+  const t = parseRedisUrl(url);
+  if (t.kind === 'direct') return `${t.host}:${t.port}`;
+  return `sentinel master '${t.name}' via ${t.sentinels.map((s) => `${s.host}:${s.port}`).join(',')}`;
 }
 
 /** A plain connection for commands (not blocking; fails fast when Redis is away). */
@@ -79,7 +95,7 @@ export async function openRedis(
 ): Promise<RedisBackend> {
   if (redisUrl) {
     const options = optionsFromUrl(redisUrl);
-    const describe = `${options.host}:${options.port}`;
+    const describe = describeRedisUrl(redisUrl);
     await assertNoEviction(options, describe);
     return { options, describe, stop: async () => undefined };
   }

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 
 /** One process to start: its own process group, output appended to `log`. */
@@ -12,6 +12,8 @@ export interface LaunchRequest {
   uid?: number;
   gid?: number;
   log: string;
+  /** Written (`0`) as soon as the process exits 0, before the end is reported (runner.ts). */
+  exitMark?: string;
 }
 
 export type LaunchStart = { pid: number } | { error: string };
@@ -37,13 +39,17 @@ const PREFIX = '::progress::';
 // The body shared by both launchers: spawn detached, log everything, report progress lines.
 // Kept as plain JavaScript so the helper below can run it with `node -e`.
 const LAUNCH_JS = `
-function launchOne(spawn, createWriteStream, createInterface, req, onStart, onLine, onEnd) {
+function launchOne(spawn, createWriteStream, createInterface, writeFileSync, req, onStart, onLine, onEnd) {
   let done = false;
   const finish = (end) => { if (!done) { done = true; onEnd(end); } };
   const log = createWriteStream(req.log, { flags: 'a' });
   let logError;
-  log.on('error', (e) => { logError = logError || e; });
   let child;
+  // A log that cannot be written (the disk is full) ends the job: its output could not be kept.
+  log.on('error', (e) => {
+    logError = logError || e;
+    if (child && child.pid) { try { process.kill(-child.pid, 'SIGKILL'); } catch (x) {} }
+  });
   try {
     child = spawn(req.cmd, req.args, {
       cwd: req.cwd, env: req.env, detached: true, stdio: ['ignore', 'pipe', 'pipe'],
@@ -62,6 +68,7 @@ function launchOne(spawn, createWriteStream, createInterface, req, onStart, onLi
     if (line.startsWith(${JSON.stringify(PREFIX)})) onLine(line);
   });
   child.on('close', (code, signal) => {
+    if (code === 0 && req.exitMark) { try { writeFileSync(req.exitMark, '0\\n'); } catch (e) {} }
     const end = () => finish(logError ? { error: 'cannot write ' + req.log + ': ' + logError.message } : { code, signal });
     if (log.closed || log.destroyed) end(); else { log.once('close', end); log.end(); }
   });
@@ -86,6 +93,7 @@ export class DirectLauncher implements Launcher {
       spawn,
       createWriteStream,
       createInterface,
+      writeFileSync,
       req,
       started.resolve,
       onProgressLine,
@@ -99,26 +107,35 @@ export class DirectLauncher implements Launcher {
 
 const HELPER_JS = `${LAUNCH_JS}
 const { spawn } = require('node:child_process');
-const { createWriteStream } = require('node:fs');
+const { createWriteStream, writeFileSync } = require('node:fs');
 const { createInterface } = require('node:readline');
 const groups = new Set();
+let live = 0;
+let leaving = false;
 const killAll = () => {
   for (const pid of groups) { try { process.kill(-pid, 'SIGKILL'); } catch {} }
   groups.clear();
 };
 // The daemon went away (even by SIGKILL): no job outlives it, nobody would record its end. A send
 // to a dead daemon fails through its callback, never as an uncaught error; and whatever way this
-// helper ends, its jobs end with it.
-process.on('disconnect', () => { killAll(); process.exit(0); });
+// helper ends, its jobs end with it. It waits (2 s at most) for the killed jobs' ends to be seen,
+// so a job that had exited 0 just before still leaves its exit mark.
+process.on('disconnect', () => {
+  killAll();
+  leaving = true;
+  if (live === 0) process.exit(0);
+  setTimeout(() => process.exit(0), 2000);
+});
 process.on('uncaughtException', () => { killAll(); process.exit(1); });
 process.on('exit', killAll);
 process.on('message', (m) => {
   const send = (msg) => { if (process.connected) process.send({ id: m.id, ...msg }, () => {}); };
   let pid;
-  launchOne(spawn, createWriteStream, createInterface, m.req,
-    (s) => { if (s.pid) { pid = s.pid; groups.add(pid); } send({ start: s }); },
+  live++;
+  launchOne(spawn, createWriteStream, createInterface, writeFileSync, m.req,
+    (s) => { if (s.pid) { pid = s.pid; groups.add(pid); if (leaving) killAll(); } send({ start: s }); },
     (line) => send({ line }),
-    (end) => { groups.delete(pid); send({ end }); });
+    (end) => { groups.delete(pid); live--; send({ end }); if (leaving && live === 0) process.exit(0); });
 });
 `;
 

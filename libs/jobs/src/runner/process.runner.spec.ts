@@ -1,10 +1,11 @@
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Experiment } from '../experiments/experiment';
 import { DirectLauncher, HelperLauncher } from './launcher';
 import { ProcessRunner } from './process.runner';
-import type { RunSpec } from './runner';
+import { isNoSpace } from '../store/results.store';
+import { exitMark, type RunSpec } from './runner';
 import type { ProgressUpdate } from './progress';
 
 function spec(
@@ -116,6 +117,26 @@ describe.each([
     s.onStarted = (i) => (pid = i.pid);
     setTimeout(() => ctl.abort('cancelled'), 200);
     expect(await runner.run(s)).toMatchObject({ kind: 'aborted', reason: 'cancelled' });
+    expect(await settledGroup(pid)).toEqual([]);
+  });
+
+  it('leaves the exited-0 mark when, and only when, the job exits 0', async () => {
+    const ok = spec('echo fine');
+    expect(await runner.run(ok.s)).toMatchObject({ kind: 'exited', exitCode: 0 });
+    expect(readFileSync(exitMark(ok.s.paths), 'utf8')).toBe('0\n');
+    const bad = spec('exit 4');
+    expect(await runner.run(bad.s)).toMatchObject({ kind: 'exited', exitCode: 4 });
+    expect(existsSync(exitMark(bad.s.paths))).toBe(false);
+  });
+
+  it('ends a job whose log cannot be written (no space left) and names the error', async () => {
+    const { s } = spec('yes 0123456789abcdef0123456789abcdef');
+    s.paths = { ...s.paths, log: '/dev/full' };
+    let pid = 0;
+    s.onStarted = (i) => (pid = i.pid);
+    const out = await runner.run(s);
+    expect(out).toMatchObject({ kind: 'error', message: expect.stringMatching(/ENOSPC/) });
+    expect(isNoSpace((out as { message: string }).message)).toBe(true);
     expect(await settledGroup(pid)).toEqual([]);
   });
 

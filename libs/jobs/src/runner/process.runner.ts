@@ -1,6 +1,6 @@
 import { DirectLauncher, type Launcher } from './launcher';
 import { parseProgressLine } from './progress';
-import type { RunOutcome, RunSpec, Runner } from './runner';
+import { exitMark, type RunOutcome, type RunSpec, type Runner } from './runner';
 
 export interface ProcessRunnerOptions {
   /** Time between SIGTERM and SIGKILL when a job is stopped. */
@@ -51,6 +51,7 @@ export class ProcessRunner implements Runner {
         cwd: spec.paths.dir,
         env: jobEnv(spec, this.opts.path ?? process.env.PATH ?? '/usr/bin:/bin'),
         log: spec.paths.log,
+        exitMark: exitMark(spec.paths),
         ...(asOther ? { uid: spec.user.uid, gid: spec.user.gid ?? spec.user.uid } : {}),
       },
       (line) => {

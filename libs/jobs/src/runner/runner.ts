@@ -1,3 +1,4 @@
+import path from 'node:path';
 import type { Experiment } from '../experiments/experiment';
 import type { ProgressUpdate } from './progress';
 
@@ -9,6 +10,13 @@ export interface JobPaths {
   output: string;
   log: string;
 }
+
+/**
+ * The mark a runner leaves when a try of the job exited 0, before the daemon records the end:
+ * `logs/exited-0` (in logs/, which a Docker job cannot write). A worker that died between that
+ * exit and the record finds it and records the success instead of running the job again.
+ */
+export const exitMark = (p: JobPaths): string => path.join(path.dirname(p.log), 'exited-0');
 
 /** Everything a runner needs to run one attempt of one job. */
 export interface RunSpec {
@@ -33,16 +41,26 @@ export type RunOutcome = (
   | { kind: 'exited'; exitCode: number | null; signal?: string }
   | { kind: 'timeout'; exitCode: number | null }
   | { kind: 'aborted'; reason: string; exitCode: number | null }
-  | { kind: 'error'; message: string }
+  | { kind: 'error'; message: string; exitCode?: number | null }
+  /**
+   * The job never got to run for a reason outside it (the Docker Engine went away between the
+   * check and the start): handed back to the queue without using a try.
+   */
+  | { kind: 'unavailable'; reason: string }
 ) & { runMs?: number };
 
 /**
- * A way to run a job: the process runner here, the Docker runner next. A runner never throws for
+ * A way to run a job: as a plain process or as a Docker container. A runner never throws for
  * anything the job did; it resolves with the outcome, and has stopped everything it started.
  */
 export interface Runner {
   readonly kind: Experiment['runner'];
   run(spec: RunSpec): Promise<RunOutcome>;
+  /**
+   * Why no job of this runner can start now (e.g. the Docker Engine is unreachable), or
+   * undefined. Such jobs wait in the queue without using a try.
+   */
+  unavailable?(): Promise<string | undefined>;
   /** Releases what the runner holds (helper processes, connections); running jobs are not touched. */
   close?(): void;
 }

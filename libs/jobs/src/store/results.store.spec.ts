@@ -8,7 +8,13 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { atomicWrite, FileNotFoundError, ResultsStore, UnsafePathError } from './results.store';
+import {
+  atomicWrite,
+  FileNotFoundError,
+  isNoSpace,
+  ResultsStore,
+  UnsafePathError,
+} from './results.store';
 
 const ID = '0b9f7c1e-8a2d-4c3b-9e5f-1a2b3c4d5e6f';
 const OTHER = '1b9f7c1e-8a2d-4c3b-9e5f-1a2b3c4d5e6f';
@@ -99,5 +105,37 @@ describe('results store', () => {
     expect(await store.diskShortage({ bytes: Number.MAX_SAFE_INTEGER })).toMatch(
       /bytes, below MIN_FREE_DISK/,
     );
+  });
+
+  it('records and finds the exited-0 mark of a job', async () => {
+    const { store, p } = setup();
+    mkdirSync(path.dirname(p.log), { recursive: true });
+    expect(await store.exitedOk('hello', ID)).toBe(false);
+    await store.markExitedOk('hello', ID);
+    expect(await store.exitedOk('hello', ID)).toBe(true);
+    expect(await store.exitedOk('hello', OTHER)).toBe(false);
+    // A bad id is never a path.
+    expect(await store.exitedOk('hello', '../x')).toBe(false);
+  });
+
+  it('leaves no temporary file when a final record cannot be written', async () => {
+    const { store, p } = setup();
+    // job.json is a folder: the rename fails, as a full disk makes the write fail.
+    mkdirSync(path.join(p.dir, 'job.json'));
+    const rec = { id: ID, experiment: 'hello', state: 'succeeded' } as never;
+    await expect(store.writeFinal(rec, true)).rejects.toThrow();
+    await expect(atomicWrite(path.join(p.dir, 'job.json'), 'x')).rejects.toThrow();
+    expect(readdirSync(p.dir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+  });
+
+  it('tells a full disk from other errors', async () => {
+    const { store } = setup();
+    expect(isNoSpace(Object.assign(new Error('x'), { code: 'ENOSPC' }))).toBe(true);
+    expect(
+      isNoSpace('cannot write /x/logs/output.log: ENOSPC: no space left on device, write'),
+    ).toBe(true);
+    expect(isNoSpace(Object.assign(new Error('x'), { code: 'EACCES' }))).toBe(false);
+    expect(isNoSpace('exited with code 1')).toBe(false);
+    expect(await store.isFull()).toBe(false);
   });
 });

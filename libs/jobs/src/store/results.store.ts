@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { constants as fsc, type StatsFs } from 'node:fs';
 import {
   lstat,
+  unlink,
   mkdir,
   open,
   readdir,
@@ -10,10 +11,11 @@ import {
   rename,
   rm,
   statfs,
+  writeFile,
 } from 'node:fs/promises';
 import path from 'node:path';
 import type { DiskThreshold } from '../../../config/src';
-import type { JobPaths } from '../runner/runner';
+import { exitMark, type JobPaths } from '../runner/runner';
 import { isFinal, type JobRecord } from '../job-record';
 
 /** Job ids are UUIDs; anything else is refused before it gets near a path. */
@@ -75,6 +77,24 @@ export class ResultsStore {
     });
   }
 
+  /**
+   * Whether some try of the job exited 0 (the `logs/exited-0` mark that the runners leave): a
+   * worker that died between that exit and the record must not run the job a second time.
+   */
+  async exitedOk(experiment: string, id: string): Promise<boolean> {
+    try {
+      await lstat(exitMark(this.paths(experiment, id)));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Leaves the `logs/exited-0` mark (a leftover container found stopped with exit code 0). */
+  async markExitedOk(experiment: string, id: string): Promise<void> {
+    await writeFile(exitMark(this.paths(experiment, id)), '0\n');
+  }
+
   async readRecord(experiment: string, id: string): Promise<JobRecord | undefined> {
     try {
       const p = this.paths(experiment, id);
@@ -98,12 +118,31 @@ export class ResultsStore {
     const p = this.paths(record.experiment, record.id);
     const file = path.join(p.dir, 'job.json');
     const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
-    await Promise.all([
-      writeSynced(tmp, JSON.stringify(record, null, 2) + '\n'),
-      ...(withOutput ? [syncTree(p.output), syncPath(p.log).catch(() => undefined)] : []),
-    ]);
-    await rename(tmp, file);
+    try {
+      await Promise.all([
+        writeSynced(tmp, JSON.stringify(record, null, 2) + '\n'),
+        ...(withOutput ? [syncTree(p.output), syncPath(p.log).catch(() => undefined)] : []),
+      ]);
+      await rename(tmp, file);
+    } catch (err) {
+      // No half-written temporary file left behind (a full disk makes this path common).
+      await unlink(tmp).catch(() => undefined);
+      throw err;
+    }
     await syncPath(p.dir);
+  }
+
+  /**
+   * True when DATA_FOLDER's filesystem has (next to) no space left for jobs: less than 1 MiB
+   * available to unprivileged writers. Asked afresh (no cache): it decides how a job ends.
+   */
+  async isFull(): Promise<boolean> {
+    try {
+      const s = await statfs(this.root);
+      return s.bavail * s.bsize < FULL_BELOW_BYTES;
+    } catch {
+      return false;
+    }
   }
 
   /** Files the job wrote to output/, as paths relative to it (symlinks are not listed). */
@@ -187,6 +226,20 @@ export class ResultsStore {
 
 export class FileNotFoundError extends Error {}
 
+/** The error of a job that ended because DATA_FOLDER's filesystem filled up (README: "Disk full"). */
+export const DISK_FULL = 'disk full';
+
+/** True for an ENOSPC (or EDQUOT) error, or a message that carries one. */
+export function isNoSpace(err: unknown): boolean {
+  const code = (err as { code?: string } | undefined)?.code;
+  if (code === 'ENOSPC' || code === 'EDQUOT') return true;
+  const msg = typeof err === 'string' ? err : (err as { message?: string } | undefined)?.message;
+  return /\bENOSPC\b|\bEDQUOT\b|no space left on device/i.test(msg ?? '');
+}
+
+/** Free space under which a failing job is taken to have failed for lack of it. */
+export const FULL_BELOW_BYTES = 1024 * 1024;
+
 /**
  * Writes `file` so that a crash leaves either the old or the new content: temp file, rename.
  * `durable` (the default) adds fsync of the file before the rename and of the folder after it,
@@ -198,8 +251,13 @@ export async function atomicWrite(
   { durable = true }: { durable?: boolean } = {},
 ): Promise<void> {
   const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
-  await writeSynced(tmp, content, durable);
-  await rename(tmp, file);
+  try {
+    await writeSynced(tmp, content, durable);
+    await rename(tmp, file);
+  } catch (err) {
+    await unlink(tmp).catch(() => undefined);
+    throw err;
+  }
   if (durable) await syncPath(path.dirname(file));
 }
 

@@ -1,0 +1,433 @@
+import { createWriteStream } from 'node:fs';
+import { lchown } from 'node:fs/promises';
+import { createInterface } from 'node:readline';
+import type { ContainerCreateOptions } from 'dockerode';
+import type { Logger } from '../../../config/src';
+import type { ContainerEngine } from './docker.engine';
+import { parseProgressLine } from './progress';
+import type { RunOutcome, RunSpec, Runner } from './runner';
+
+/** Labels on every job container; the health probe and reconciliation filter on the worker's. */
+export const LABELS = {
+  worker: 'gpu-sidecar.worker',
+  job: 'gpu-sidecar.job',
+  experiment: 'gpu-sidecar.experiment',
+} as const;
+
+/** What `/health/ready` and `doctor` need to know about the engine. */
+export interface DockerStatus {
+  reachable: boolean;
+  reason?: string;
+  /** Whether `docker info` lists the `nvidia` runtime (informative; GPU jobs are the real test). */
+  nvidiaRuntime?: boolean;
+}
+
+export interface DockerRunnerOptions {
+  engine: ContainerEngine;
+  /** DOCKER_HOST, for messages. */
+  host: string;
+  workerName: string;
+  /** Time between SIGTERM and SIGKILL when a job is stopped. */
+  killGraceMs: number;
+  log: Logger;
+  /** How long a status answer is reused. */
+  statusTtlMs?: number;
+  /**
+   * Told of a leftover container that had exited 0 on its own (the job finished while no worker
+   * watched it), before the container is removed: the job is then recorded succeeded, not run
+   * again (JobsRuntime leaves the `logs/exited-0` mark).
+   */
+  onExitedOk?(job: string, experiment: string): Promise<void>;
+}
+
+/** One container per job, named after it: Docker itself refuses a second one (409). */
+export const containerName = (jobId: string): string => `gsc-job-${jobId}`;
+
+/**
+ * The container for one attempt. Safe by default: the image comes only from the experiment file;
+ * the job folder is mounted read-only (the job cannot rewrite its record or log) with only
+ * output/ writable; it runs as JOB_UID with every capability dropped and no-new-privileges (a
+ * setuid binary in the image cannot regain root); no network unless the experiment asks.
+ */
+export function containerOptions(spec: RunSpec, workerName: string): ContainerCreateOptions {
+  const exp = spec.experiment;
+  const gpus = spec.gpus.join(',');
+  const env: Record<string, string> = {
+    ...exp.env,
+    JOB_ID: spec.jobId,
+    JOB_DIR: '/job',
+    JOB_PARAMS: '/job/params.json',
+    JOB_INPUT: '/job/input',
+    JOB_OUTPUT: '/job/output',
+    // Set even when empty: CUDA images bake NVIDIA_VISIBLE_DEVICES=all in, and on a host whose
+    // default runtime is nvidia a CPU-only job would otherwise see every GPU.
+    CUDA_VISIBLE_DEVICES: gpus,
+    NVIDIA_VISIBLE_DEVICES: gpus,
+    CUDA_DEVICE_ORDER: 'PCI_BUS_ID',
+  };
+  const { uid, gid } = spec.user;
+  return {
+    name: containerName(spec.jobId),
+    Image: exp.image,
+    Cmd: exp.command,
+    Env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
+    WorkingDir: '/job',
+    User: `${uid}:${gid ?? uid}`,
+    Labels: {
+      [LABELS.worker]: workerName,
+      [LABELS.job]: spec.jobId,
+      [LABELS.experiment]: exp.name,
+    },
+    AttachStdout: true,
+    AttachStderr: true,
+    HostConfig: {
+      Binds: [`${spec.paths.dir}:/job:ro`, `${spec.paths.output}:/job/output:rw`],
+      ...(exp.network ? {} : { NetworkMode: 'none' }),
+      CapDrop: ['ALL'],
+      SecurityOpt: ['no-new-privileges'],
+      ...(exp.memoryBytes ? { Memory: exp.memoryBytes, MemorySwap: exp.memoryBytes } : {}),
+      ...(exp.cpus ? { NanoCpus: Math.round(exp.cpus * 1e9) } : {}),
+      ...(spec.gpus.length
+        ? {
+            DeviceRequests: [
+              { Driver: 'nvidia', DeviceIDs: [...spec.gpus], Capabilities: [['gpu']] },
+            ],
+          }
+        : {}),
+    },
+  };
+}
+
+type StopReason = { kind: 'timeout' } | { kind: 'aborted'; reason: string };
+
+const statusCode = (err: unknown): number | undefined =>
+  (err as { statusCode?: number }).statusCode;
+const engineMessage = (err: unknown): string =>
+  (err as { json?: { message?: string } }).json?.message ?? (err as Error).message ?? String(err);
+const UNREACHABLE = new Set([
+  'ENOENT',
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'EACCES',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+]);
+const isUnreachable = (err: unknown): boolean =>
+  UNREACHABLE.has((err as { code?: string }).code ?? '');
+/** How often leftover containers are looked for again while the engine could not be asked. */
+const RECONCILE_RETRY_MS = 2_000;
+
+/**
+ * Runs a job as one Docker container on its GPUs; removed when the job ends, whichever way.
+ * Containers of this worker that no run of this process owns are removed by `reconcile` (at
+ * start, and again once the engine is back after it could not be reached).
+ */
+export class DockerRunner implements Runner {
+  readonly kind = 'docker' as const;
+  /** Jobs inside `run()` now: reconciliation never touches their containers. */
+  private readonly jobs = new Set<string>();
+  private cached?: { at: number; value: Promise<DockerStatus> };
+  private pendingReconcile = false;
+  private reconcileTimer?: NodeJS.Timeout;
+
+  constructor(private readonly o: DockerRunnerOptions) {}
+
+  /** Reachability (and the NVIDIA runtime), asked at most once per `statusTtlMs` (3 s). */
+  status(): Promise<DockerStatus> {
+    const now = Date.now();
+    if (this.cached && now - this.cached.at < (this.o.statusTtlMs ?? 3_000))
+      return this.cached.value;
+    const value = withTimeout(this.o.engine.info(), 5_000).then(
+      (i): DockerStatus => ({ reachable: true, nvidiaRuntime: i.runtimes.includes('nvidia') }),
+      (err): DockerStatus => ({ reachable: false, reason: this.unreachable(err) }),
+    );
+    this.cached = { at: now, value };
+    return value;
+  }
+
+  /** Why no job can start now (the engine is unreachable), or undefined. */
+  async unavailable(): Promise<string | undefined> {
+    const s = await this.status();
+    if (!s.reachable) {
+      this.pendingReconcile = true;
+      return s.reason;
+    }
+    if (this.pendingReconcile) {
+      this.pendingReconcile = false;
+      await this.reconcile().catch(() => (this.pendingReconcile = true));
+    }
+    return undefined;
+  }
+
+  /**
+   * Stops and removes every container labelled with this WORKER_NAME whose job is not being run by
+   * this process: left by a previous run of this worker that died (containers outlive the
+   * daemon). Containers of other workers are never touched: the label filter is exact.
+   */
+  async reconcile(): Promise<number> {
+    const mine = await this.o.engine.listByLabel(LABELS.worker, this.o.workerName);
+    let n = 0;
+    for (const c of mine) {
+      if (c.labels[LABELS.worker] !== this.o.workerName) continue;
+      const job = c.labels[LABELS.job];
+      if (this.jobs.has(job)) continue;
+      if (c.state === 'exited' && job && this.o.onExitedOk) {
+        const end = await this.o.engine.inspectEnd(c.id);
+        // Exit 0 is the job's success, whatever OOMKilled says (the runner's own rule).
+        if (end?.exitCode === 0) {
+          await this.o
+            .onExitedOk(job, c.labels[LABELS.experiment] ?? '')
+            .catch((err: Error) =>
+              this.o.log.warn({ job, err: err.message }, 'finished job container not recorded'),
+            );
+        }
+      }
+      await this.o.engine.remove(c.id);
+      this.o.log.warn(
+        { container: c.id.slice(0, 12), job: c.labels[LABELS.job] },
+        'removed a job container left by a previous run of this worker',
+      );
+      n++;
+    }
+    return n;
+  }
+
+  /**
+   * Reconciles before the next Docker job starts (the engine could not be asked now), and in the
+   * background every 2 s until it could: a container whose removal failed while the engine was
+   * away is removed once it is back, even when no Docker job comes after it.
+   */
+  reconcileLater(): void {
+    this.pendingReconcile = true;
+    this.cached = undefined;
+    if (this.reconcileTimer) return;
+    this.reconcileTimer = setInterval(() => {
+      if (!this.pendingReconcile) {
+        clearInterval(this.reconcileTimer);
+        this.reconcileTimer = undefined;
+        return;
+      }
+      this.pendingReconcile = false;
+      this.reconcile().catch(() => (this.pendingReconcile = true));
+    }, RECONCILE_RETRY_MS);
+    this.reconcileTimer.unref();
+  }
+
+  close(): void {
+    clearInterval(this.reconcileTimer);
+    this.reconcileTimer = undefined;
+  }
+
+  /** The engine could not be reached before the container ran: the job waits, no try used. */
+  private lost(err: unknown): RunOutcome {
+    this.reconcileLater();
+    return { kind: 'unavailable', reason: this.unreachable(err) };
+  }
+
+  async run(spec: RunSpec): Promise<RunOutcome> {
+    if (spec.signal.aborted)
+      return { kind: 'aborted', reason: reasonOf(spec.signal), exitCode: null };
+    this.jobs.add(spec.jobId);
+    try {
+      try {
+        await this.handOutput(spec);
+      } catch (err) {
+        return {
+          kind: 'error',
+          message: `cannot hand output/ to JOB_UID: ${(err as Error).message}`,
+        };
+      }
+      let id: string;
+      try {
+        id = await this.create(spec);
+      } catch (err) {
+        if (isUnreachable(err)) return this.lost(err);
+        return { kind: 'error', message: this.explain(err, spec) };
+      }
+      try {
+        return await this.runContainer(id, spec);
+      } finally {
+        await this.o.engine.remove(id).catch((err: Error) => {
+          // Docker went away: the container is removed once it is back (reconcile).
+          this.reconcileLater();
+          this.o.log.warn({ job: spec.jobId, err: err.message }, 'job container not removed yet');
+        });
+      }
+    } finally {
+      this.jobs.delete(spec.jobId);
+    }
+  }
+
+  /**
+   * output/ is the only folder the container may write, as JOB_UID. The daemon created it;
+   * lchown changes that folder alone and never follows a link.
+   */
+  private async handOutput(spec: RunSpec): Promise<void> {
+    const { uid, gid } = spec.user;
+    if (process.getuid?.() === 0 && uid !== 0) await lchown(spec.paths.output, uid, gid ?? uid);
+  }
+
+  private async create(spec: RunSpec): Promise<string> {
+    const opts = containerOptions(spec, this.o.workerName);
+    try {
+      return await this.o.engine.create(opts);
+    } catch (err) {
+      if (statusCode(err) !== 409) throw err;
+      // A container for this job already exists: an earlier try of this worker whose removal
+      // could not happen yet. Removed first, so one job never has two containers.
+      const name = containerName(spec.jobId);
+      const labels = await this.o.engine.labelsOf(name);
+      if (labels && labels[LABELS.worker] !== this.o.workerName) {
+        throw new Error(
+          `container ${name} exists and belongs to worker '${labels[LABELS.worker] ?? '?'}'`,
+        );
+      }
+      await this.o.engine.remove(name);
+      return this.o.engine.create(opts);
+    }
+  }
+
+  private async runContainer(id: string, spec: RunSpec): Promise<RunOutcome> {
+    const engine = this.o.engine;
+    const log = createWriteStream(spec.paths.log, { flags: 'a' });
+    let logError: Error | undefined;
+    log.on('error', (e) => (logError ??= e));
+    const closeLog = () => new Promise<void>((r) => log.end(r));
+    let attached;
+    try {
+      attached = await engine.attach(id);
+    } catch (err) {
+      await closeLog();
+      if (isUnreachable(err)) return this.lost(err);
+      return { kind: 'error', message: this.explain(err, spec) };
+    }
+    const outputDone = Promise.all([
+      lines(attached.stdout, (line) => {
+        log.write(line + '\n');
+        const p = parseProgressLine(line);
+        if (p) spec.onProgress(p);
+      }),
+      lines(attached.stderr, (line) => log.write(line + '\n')),
+    ]);
+
+    // Set from the abort listener and the timer: an object, so reads after an await see it.
+    const st: { running: boolean; stop?: StopReason } = { running: false };
+    let killTimer: NodeJS.Timeout | undefined;
+    const signalStop = () => {
+      engine.kill(id, 'SIGTERM').catch(() => undefined);
+      killTimer = setTimeout(() => {
+        engine.kill(id, 'SIGKILL').catch(() => undefined);
+      }, this.o.killGraceMs);
+    };
+    const stop = (why: StopReason) => {
+      if (st.stop) return;
+      st.stop = why;
+      if (st.running) signalStop();
+    };
+    const onAbort = () => stop({ kind: 'aborted', reason: reasonOf(spec.signal) });
+    if (spec.signal.aborted) onAbort();
+    else spec.signal.addEventListener('abort', onAbort, { once: true });
+    let timer: NodeJS.Timeout | undefined;
+    const t0 = performance.now();
+    try {
+      if (st.stop) return { kind: 'aborted', reason: reasonOf(spec.signal), exitCode: null };
+      try {
+        await engine.start(id);
+      } catch (err) {
+        if (isUnreachable(err)) return this.lost(err);
+        return { kind: 'error', message: this.explain(err, spec) };
+      }
+      st.running = true;
+      if (st.stop) signalStop();
+      const timeout = spec.experiment.timeoutMs;
+      if (timeout) timer = setTimeout(() => stop({ kind: 'timeout' }), timeout);
+      let waitCode: number;
+      try {
+        waitCode = await engine.wait(id);
+      } catch (err) {
+        this.reconcileLater();
+        return {
+          kind: 'error',
+          message: `lost the Docker Engine while the job ran: ${engineMessage(err)}`,
+        };
+      }
+      const runMs = Math.round((performance.now() - t0) * 10) / 10;
+      // The attach stream ends with the container; a short cap in case the engine keeps it open.
+      await Promise.race([outputDone, sleep(2_000)]);
+      const end = await engine.inspectEnd(id).catch(() => undefined);
+      const exitCode = end?.exitCode ?? waitCode;
+      const why = stopped(st);
+      if (why?.kind === 'timeout') return { kind: 'timeout', exitCode, runMs };
+      if (why) return { kind: 'aborted', reason: why.reason, exitCode, runMs };
+      // OOMKilled means some process of the container was; a job that survived it and exited 0
+      // decided for itself.
+      if (end?.oomKilled && exitCode !== 0)
+        return { kind: 'error', message: 'out of memory', exitCode, runMs };
+      if (logError) {
+        return { kind: 'error', message: `cannot write ${spec.paths.log}: ${logError.message}` };
+      }
+      return { kind: 'exited', exitCode, runMs };
+    } finally {
+      clearTimeout(timer);
+      clearTimeout(killTimer);
+      spec.signal.removeEventListener('abort', onAbort);
+      attached.close();
+      await closeLog();
+    }
+  }
+
+  /** An engine error as a message that says what to do. */
+  private explain(err: unknown, spec: RunSpec): string {
+    const msg = engineMessage(err);
+    if (isUnreachable(err)) return this.unreachable(err);
+    if (statusCode(err) === 404 && /no such image/i.test(msg)) {
+      return `image ${spec.experiment.image} not found on this host; docker.sh pull or docker load it`;
+    }
+    if (spec.gpus.length && /device driver|nvidia|runtime/i.test(msg)) {
+      return (
+        `this GPU job needs NVIDIA's container runtime, which this Docker Engine lacks: install ` +
+        `nvidia-container-toolkit, run 'nvidia-ctk runtime configure --runtime=docker' and ` +
+        `restart Docker (Docker said: ${msg})`
+      );
+    }
+    return `docker: ${msg}`;
+  }
+
+  private unreachable(err: unknown): string {
+    return `Docker Engine at ${this.o.host} is unreachable: ${engineMessage(err)}`;
+  }
+}
+
+/** Read through a call: TypeScript cannot see the listener set it across the awaits. */
+const stopped = (st: { stop?: StopReason }): StopReason | undefined => st.stop;
+
+function reasonOf(signal: AbortSignal): string {
+  return String(signal.reason ?? 'cancelled');
+}
+
+function lines(stream: NodeJS.ReadableStream, onLine: (line: string) => void): Promise<void> {
+  return new Promise((resolve) => {
+    const rl = createInterface({ input: stream, crlfDelay: Infinity });
+    rl.on('line', onLine);
+    rl.on('close', resolve);
+  });
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(t);
+        reject(e instanceof Error ? e : new Error(String(e)));
+      },
+    );
+  });
+}
