@@ -1,4 +1,5 @@
 import 'reflect-metadata';
+import type { Server } from 'node:http';
 import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import {
@@ -7,38 +8,73 @@ import {
   type Logger,
   type WorkerConfig,
 } from '../../../libs/config/src';
+import { JobsRuntime } from '../../../libs/jobs/src';
 import { createRegistry, createTunnelMetrics } from '../../../libs/metrics/src';
+import { HealthMonitor } from './health/monitor';
+import { mountQueuesUi } from './queues-ui';
 import { startWorkerTunnels } from './tunnel';
 import { WorkerModule } from './worker.module';
 
-/** A running daemon: `close()` stops it cleanly (SIGTERM/SIGINT); `reload()` on SIGHUP. */
+/**
+ * A running daemon: `close()` stops it cleanly (SIGTERM/SIGINT); `reload()` on SIGHUP;
+ * `drain()` on SIGUSR2 (take no new job, let the running ones finish; then the daemon exits).
+ */
 export interface Daemon {
   close(): Promise<void>;
-  reload?(): Promise<void>;
+  /** SIGHUP, with the environment read again: only TUNNEL_KEY_FILE is taken from `next`. */
+  reload?(next?: WorkerConfig): Promise<void>;
+  drain?(): Promise<void>;
 }
 
-/** Starts the worker daemon: the job API on API_LISTEN, then the tunnels that lead to it. */
+/**
+ * Starts the worker daemon: health probes (GPU detection feeds the allocator), the job system,
+ * the API on API_LISTEN (jobs, /health, /metrics, /queues), then the tunnels that lead to it.
+ */
 export async function startWorker(config: WorkerConfig, log: Logger): Promise<Daemon> {
   log.info({ config: describeConfig(config) }, 'worker starting');
-  const app = await NestFactory.create<NestExpressApplication>(WorkerModule.forRoot(config, log), {
-    logger: new NestPinoLogger(log),
-    abortOnError: false,
-  });
-  app.disable('x-powered-by');
-  await app.listen(config.apiListen.port, config.apiListen.host);
-  const url = await app.getUrl();
-  // Tunnels come up last, so the first stream through them finds the API listening.
+  // One registry for everything the worker measures, tunnels included: served at /metrics.
   const registry = createRegistry('worker');
-  const tunnels = await startWorkerTunnels(config, log, createTunnelMetrics(registry));
-  log.info({ api: url }, 'worker ready');
+  const tunnelMetrics = createTunnelMetrics(registry);
+  const monitor = new HealthMonitor({ config, log, registry });
+  const app = await NestFactory.create<NestExpressApplication>(
+    WorkerModule.forRoot(config, log, { gpuInventory: monitor.gpuInventory() }, monitor),
+    { logger: new NestPinoLogger(log), abortOnError: false },
+  );
+  app.disable('x-powered-by');
+  const rt = app.get(JobsRuntime);
+  monitor.attachJobs(rt);
+  mountQueuesUi(app, rt, config.queueUi);
+  let tunnels: Awaited<ReturnType<typeof startWorkerTunnels>>;
+  try {
+    await monitor.start();
+    await app.listen(config.apiListen.port, config.apiListen.host);
+    // Tunnels come up last, so the first stream through them finds the API listening.
+    tunnels = await startWorkerTunnels(config, log, tunnelMetrics);
+  } catch (err) {
+    await monitor.stop();
+    await app.close();
+    throw err;
+  }
+  const url = await app.getUrl();
+  monitor.attachTunnels(() => tunnels.sessions());
+  log.info({ api: url, queueUi: config.queueUi }, 'worker ready');
   return {
-    reload: async () => {
-      await tunnels.reload();
+    // The API and the tunnels stay up while draining: status, logs and files keep answering.
+    drain: () => rt.drain(),
+    reload: async (next) => {
+      await tunnels.reload(next?.keyFiles);
       log.info('tunnel keys reloaded');
     },
     close: async () => {
       await tunnels.close();
+      await monitor.stop();
+      // Long-lived answers (SSE, logs?follow=1) and requests cut half-way would hold the HTTP
+      // server's close until the stop deadline: they get 2 s, then their connections are ended.
+      const server: Server = app.getHttpServer();
+      const cut = setTimeout(() => server.closeAllConnections(), 2_000);
+      cut.unref();
       await app.close();
+      clearTimeout(cut);
       log.info('worker stopped');
     },
   };

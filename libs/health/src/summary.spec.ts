@@ -87,4 +87,50 @@ describe('summarizeHealth', () => {
     });
     expect(failing.problems).toEqual(['gpu: nvidia-smi exit: exited 9']);
   });
+
+  it('Docker unreachable: not ready only when a docker experiment needs it; silent when nothing does', () => {
+    const containers = {
+      ok: false,
+      watching: false,
+      containers: [],
+      error: { reason: 'unreachable' as const, message: 'connect ENOENT', at: new Date() },
+    };
+    const down = { reachable: false, reason: 'Docker Engine is unreachable' };
+    expect(summarizeHealth({ containers, docker: { ...down, required: true } })).toEqual({
+      status: 'down',
+      ready: false,
+      problems: ['docker: Docker Engine is unreachable (a docker experiment is installed)'],
+    });
+    expect(summarizeHealth({ containers, docker: { ...down, required: false } })).toEqual({
+      status: 'ok',
+      ready: true,
+      problems: [],
+    });
+    expect(
+      summarizeHealth({ containers, docker: { ...down, required: false }, servicesWatched: true }),
+    ).toEqual({
+      status: 'degraded',
+      ready: true,
+      problems: ['docker: unreachable: connect ENOENT'],
+    });
+  });
+
+  it('a queue that does not answer makes the worker not ready; a missing nvidia-smi gets a hint', () => {
+    expect(summarizeHealth({ queue: { ok: false, error: 'Connection is closed.' } })).toEqual({
+      status: 'down',
+      ready: false,
+      problems: ['queue: not answering: Connection is closed.'],
+    });
+    const missing = summarizeHealth({
+      gpu: {
+        gpus: [],
+        missing: [],
+        stale: true,
+        error: { reason: 'missing', message: 'nvidia-smi not found on PATH', at: new Date() },
+      },
+    });
+    expect(missing.problems).toEqual([
+      'gpu: nvidia-smi missing: nvidia-smi not found on PATH (set GPU_DEVICES=none on a host without GPUs)',
+    ]);
+  });
 });

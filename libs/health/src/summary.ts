@@ -8,6 +8,12 @@ export interface HealthInputs {
   containers?: ContainerSnapshot;
   redis?: RedisStatus;
   disk?: DiskStatus;
+  /** The Docker Engine; `required` when an installed experiment runs in Docker. */
+  docker?: { reachable: boolean; reason?: string; required: boolean };
+  /** Whether HEALTH_CONTAINERS names any container (then Docker matters even if not required). */
+  servicesWatched?: boolean;
+  /** The BullMQ queue: whether its last count answered. */
+  queue?: { ok: boolean; error?: string };
 }
 
 export interface HealthSummary {
@@ -21,13 +27,21 @@ export interface HealthSummary {
 
 /**
  * Pure: folds the probes' last results into one verdict for /health and /health/ready.
- * Redis down/misconfigured or a full DATA_FOLDER makes the worker not ready; GPU, container and
- * Docker problems degrade it (a GPU-less or Docker-less job can still run).
+ * Redis down/misconfigured, the queue not answering, a full DATA_FOLDER, or Docker unreachable
+ * while a docker experiment is installed make the worker not ready; GPU and container problems
+ * degrade it (a GPU-less job can still run).
  */
 export function summarizeHealth(h: HealthInputs): HealthSummary {
   const fatal: string[] = [];
   const warn: string[] = [];
   if (h.redis && !h.redis.healthy) fatal.push(...h.redis.problems.map((p) => `redis: ${p}`));
+  if (h.queue && !h.queue.ok) fatal.push(`queue: not answering: ${h.queue.error ?? 'unknown'}`);
+  const dockerDown = h.docker !== undefined && !h.docker.reachable;
+  if (dockerDown && h.docker!.required) {
+    fatal.push(`docker: ${h.docker!.reason ?? 'unreachable'} (a docker experiment is installed)`);
+  }
+  // Docker matters only when a docker experiment or HEALTH_CONTAINERS needs it.
+  const dockerMatters = h.docker === undefined || h.docker.required || h.servicesWatched === true;
   if (h.disk?.belowThreshold) {
     const t = h.disk.threshold;
     fatal.push(
@@ -36,7 +50,11 @@ export function summarizeHealth(h: HealthInputs): HealthSummary {
     );
   }
   if (h.gpu) {
-    if (h.gpu.error) warn.push(`gpu: nvidia-smi ${h.gpu.error.reason}: ${h.gpu.error.message}`);
+    if (h.gpu.error) {
+      const hint =
+        h.gpu.error.reason === 'missing' ? ' (set GPU_DEVICES=none on a host without GPUs)' : '';
+      warn.push(`gpu: nvidia-smi ${h.gpu.error.reason}: ${h.gpu.error.message}${hint}`);
+    }
     for (const g of h.gpu.gpus) {
       if (!g.healthy && !h.gpu.error)
         warn.push(`gpu ${g.index} (${g.uuid}): ${g.reasons.join('; ')}`);
@@ -46,7 +64,8 @@ export function summarizeHealth(h: HealthInputs): HealthSummary {
   }
   if (h.containers) {
     if (!h.containers.ok && h.containers.error) {
-      warn.push(`docker: ${h.containers.error.reason}: ${h.containers.error.message}`);
+      if (dockerMatters && !(dockerDown && h.docker!.required))
+        warn.push(`docker: ${h.containers.error.reason}: ${h.containers.error.message}`);
     } else {
       for (const c of h.containers.containers) {
         if (c.kind !== 'service') continue;

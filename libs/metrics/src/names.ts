@@ -1,4 +1,4 @@
-import { Counter, Gauge, type Registry } from './registry';
+import { Counter, Gauge, Histogram, type Registry } from './registry';
 
 /**
  * Metric names users already know (NOTES.md, "Familiar metric names"): DCGM exporter,
@@ -26,6 +26,9 @@ export const METRIC = {
   GPU_HEALTHY: 'gpu_healthy',
   GPU_PROBE_ERRORS: 'gpu_probe_errors_total',
   GPU_PROBE_UP: 'gpu_probe_up',
+  GPU_DEVICES_SEEN: 'gpu_devices',
+  GPU_DEVICES_MISSING: 'gpu_devices_missing',
+  GPU_MAX_TEMP: 'gpu_max_temperature_celsius',
   // cAdvisor family (label name) plus ours for state.
   CONTAINER_MEMORY_USAGE_BYTES: 'container_memory_usage_bytes',
   CONTAINER_CPU_USAGE_SECONDS: 'container_cpu_usage_seconds_total',
@@ -46,6 +49,13 @@ export const METRIC = {
   REDIS_MEMORY_USED_BYTES: 'redis_memory_used_bytes',
   REDIS_PING_SECONDS: 'redis_ping_latency_seconds',
   REDIS_HEALTHY: 'redis_healthy',
+  // BullMQ's name (bull_exporter / BullMQ's own OpenTelemetry), then ours for jobs.
+  BULLMQ_JOB_COUNT: 'bullmq_job_count',
+  JOBS: 'gpu_sidecar_jobs',
+  JOBS_FINISHED: 'gpu_sidecar_jobs_finished_total',
+  JOB_RUN_SECONDS: 'gpu_sidecar_job_run_seconds',
+  JOB_WAIT_SECONDS: 'gpu_sidecar_job_wait_seconds',
+  DOCKER_UP: 'gpu_sidecar_docker_up',
 } as const;
 
 export const DCGM_LABELS = ['gpu', 'UUID', 'modelName', 'Hostname'] as const;
@@ -66,6 +76,9 @@ export interface GpuMetricDefs {
   healthy: Gauge<'gpu' | 'uuid'>;
   probeErrors: Counter<'reason'>;
   probeUp: Gauge<string>;
+  seen: Gauge<string>;
+  missing: Gauge<string>;
+  maxTemp: Gauge<string>;
 }
 
 export function defineGpuMetrics(registry: Registry): GpuMetricDefs {
@@ -100,6 +113,21 @@ export function defineGpuMetrics(registry: Registry): GpuMetricDefs {
     probeUp: new Gauge({
       name: METRIC.GPU_PROBE_UP,
       help: '1 when the last nvidia-smi query succeeded',
+      registers,
+    }),
+    seen: new Gauge({
+      name: METRIC.GPU_DEVICES_SEEN,
+      help: 'GPUs selected by GPU_DEVICES that the last good nvidia-smi query reported',
+      registers,
+    }),
+    missing: new Gauge({
+      name: METRIC.GPU_DEVICES_MISSING,
+      help: 'GPU_DEVICES entries that nvidia-smi no longer reports (a lost GPU)',
+      registers,
+    }),
+    maxTemp: new Gauge({
+      name: METRIC.GPU_MAX_TEMP,
+      help: 'GPU_MAX_TEMP: at this temperature a GPU gets no new job',
       registers,
     }),
   };
@@ -170,5 +198,61 @@ export function defineHostMetrics(registry: Registry): HostMetricDefs {
     redisMemory: g(METRIC.REDIS_MEMORY_USED_BYTES, "Redis INFO memory's used_memory"),
     redisPing: g(METRIC.REDIS_PING_SECONDS, 'Round trip of the last PING, seconds'),
     redisHealthy: g(METRIC.REDIS_HEALTHY, '1 when Redis is up with noeviction and AOF'),
+  };
+}
+
+/** Queue and job metrics (libs/jobs/src/jobs.metrics.ts records them). */
+export interface JobMetricDefs {
+  bullmq: Gauge<'queue' | 'state'>;
+  jobs: Gauge<'experiment' | 'state'>;
+  finished: Counter<'experiment' | 'state'>;
+  run: Histogram<'experiment'>;
+  wait: Histogram<'experiment'>;
+  dockerUp: Gauge<string>;
+}
+
+/** Seconds, from a quick job to a long training run. */
+const JOB_BUCKETS = [1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400];
+
+export function defineJobMetrics(registry: Registry): JobMetricDefs {
+  const registers = [registry];
+  return {
+    bullmq: new Gauge({
+      name: METRIC.BULLMQ_JOB_COUNT,
+      help: 'BullMQ jobs by queue and state (the same in every worker of one Redis: use max)',
+      labelNames: ['queue', 'state'] as const,
+      registers,
+    }),
+    jobs: new Gauge({
+      name: METRIC.JOBS,
+      help: 'Job records by experiment and state (shared by the workers of one Redis: use max)',
+      labelNames: ['experiment', 'state'] as const,
+      registers,
+    }),
+    finished: new Counter({
+      name: METRIC.JOBS_FINISHED,
+      help: 'Jobs this worker process moved to a final state (succeeded, failed, cancelled)',
+      labelNames: ['experiment', 'state'] as const,
+      registers,
+    }),
+    run: new Histogram({
+      name: METRIC.JOB_RUN_SECONDS,
+      help: 'Job run time, start to end, for jobs this worker process ended',
+      labelNames: ['experiment'] as const,
+      buckets: JOB_BUCKETS,
+      registers,
+    }),
+    wait: new Histogram({
+      name: METRIC.JOB_WAIT_SECONDS,
+      help: 'Time from submission to start, for jobs this worker process started',
+      labelNames: ['experiment'] as const,
+      buckets: JOB_BUCKETS,
+      registers,
+    }),
+    dockerUp: new Gauge({
+      name: METRIC.DOCKER_UP,
+      help: '1 when the Docker Engine (DOCKER_HOST) answers',
+      registers,
+    }),
   };
 }

@@ -69,6 +69,7 @@ export class ContainerProbe extends EventEmitter {
   private again = false;
   private unsubscribe?: () => void;
   private subscribing = false;
+  private subscribeError?: string;
   private readonly log: Logger;
 
   constructor(private readonly opts: ContainerProbeOptions) {
@@ -164,8 +165,13 @@ export class ContainerProbe extends EventEmitter {
           }
         },
       );
+      this.subscribeError = undefined;
     } catch (err) {
-      this.log.warn({ err: (err as Error).message }, 'cannot subscribe to Docker events');
+      // Said once until it works again: without Docker this would repeat every interval.
+      const message = (err as Error).message;
+      if (message !== this.subscribeError)
+        this.log.warn({ err: message }, 'cannot subscribe to Docker events');
+      this.subscribeError = message;
     } finally {
       this.subscribing = false;
     }

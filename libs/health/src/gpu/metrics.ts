@@ -17,9 +17,10 @@ export class GpuMetrics {
   private readonly host: string;
   private known = new Map<string, { gpu: string; UUID: string; modelName: string }>();
 
-  constructor(registry: Registry, opts: { hostname?: string } = {}) {
+  constructor(registry: Registry, opts: { hostname?: string; maxTemp?: number } = {}) {
     this.defs = defineGpuMetrics(registry);
     this.host = opts.hostname ?? hostname();
+    if (opts.maxTemp !== undefined) this.defs.maxTemp.set(opts.maxTemp);
   }
 
   /** Counts one failed query (gpu_probe_errors_total{reason}). */
@@ -31,6 +32,10 @@ export class GpuMetrics {
     const d = this.defs;
     if (snap.error) this.probeError(snap.error.reason);
     d.probeUp.set(snap.stale && snap.error ? 0 : 1);
+    if (!snap.stale) {
+      d.seen.set(snap.gpus.length);
+      d.missing.set(snap.missing.length);
+    }
     const seen = new Set<string>();
     for (const g of snap.gpus) {
       const id = { gpu: String(g.index), UUID: g.uuid, modelName: g.name };

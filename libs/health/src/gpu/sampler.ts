@@ -171,7 +171,10 @@ export class GpuSampler extends EventEmitter {
         error: { reason: r.reason, message: r.message, at: new Date() },
         durationMs: r.durationMs,
       };
-      this.log.warn({ reason: r.reason, err: r.message }, 'GPU probe failed');
+      // Said once per kind of failure: a host without a driver would otherwise log every interval.
+      const same = this.last.error?.reason === r.reason && this.last.error.message === r.message;
+      if (same) this.log.debug({ reason: r.reason, err: r.message }, 'GPU probe failed');
+      else this.log.warn({ reason: r.reason, err: r.message }, 'GPU probe failed');
     }
     for (const g of snap.gpus) {
       const was = this.last.gpus.find((p) => p.uuid === g.uuid);

@@ -1,0 +1,86 @@
+import { Controller, Get, Inject, Res } from '@nestjs/common';
+import {
+  HealthCheck,
+  HealthCheckService,
+  HealthIndicatorService,
+  type HealthCheckResult,
+} from '@nestjs/terminus';
+import type { Response } from 'express';
+import { HealthMonitor, type Readiness } from './monitor';
+
+/**
+ * `/health` (everything, for a person and `gpu-sidecar status`), `/health/live` (the process
+ * answers) and `/health/ready` (it can take jobs: Redis and the queue answer, DATA_FOLDER above
+ * MIN_FREE_DISK, Docker reachable when a docker experiment is installed). 503 when not ready.
+ */
+@Controller('health')
+export class HealthController {
+  constructor(
+    @Inject(HealthMonitor) private readonly monitor: HealthMonitor,
+    @Inject(HealthCheckService) private readonly health: HealthCheckService,
+    @Inject(HealthIndicatorService) private readonly indicator: HealthIndicatorService,
+  ) {}
+
+  @Get()
+  async report(@Res({ passthrough: true }) res: Response) {
+    const report = await this.monitor.report();
+    res.status(report.status === 'down' ? 503 : 200);
+    return report;
+  }
+
+  @Get('live')
+  @HealthCheck()
+  live(): Promise<HealthCheckResult> {
+    // Answering at all is the proof: the event loop runs and the HTTP server accepts.
+    return this.health.check([() => this.indicator.check('process').up({ pid: process.pid })]);
+  }
+
+  @Get('ready')
+  @HealthCheck()
+  async ready(): Promise<HealthCheckResult> {
+    const r = await this.monitor.readiness();
+    return this.health.check([
+      () => this.redis(r),
+      () => this.queue(r),
+      () => this.disk(r),
+      () => this.docker(r),
+    ]);
+  }
+
+  private redis({ redis }: Readiness) {
+    const check = this.indicator.check('redis');
+    if (!redis) return check.down({ message: 'the job queue is not started' });
+    const data = { latencyMs: redis.latencyMs, problems: redis.problems };
+    return redis.healthy ? check.up(data) : check.down(data);
+  }
+
+  private queue({ queue }: Readiness) {
+    const check = this.indicator.check('queue');
+    return queue.ok ? check.up({ counts: queue.counts }) : check.down({ message: queue.error });
+  }
+
+  private disk({ disk, diskError }: Readiness) {
+    const check = this.indicator.check('disk');
+    if (!disk) return check.down({ message: diskError });
+    const data = {
+      path: disk.path,
+      freeBytes: disk.freeBytes,
+      freePercent: Math.round(disk.freePercent * 10) / 10,
+      threshold: disk.threshold,
+    };
+    return disk.belowThreshold
+      ? check.down({ ...data, message: 'free space under MIN_FREE_DISK' })
+      : check.up(data);
+  }
+
+  /** Docker unreachable makes the worker not ready only when a docker experiment needs it. */
+  private docker({ docker }: Readiness) {
+    const check = this.indicator.check('docker');
+    if (!docker) return check.up({ required: false });
+    const data = { reachable: docker.reachable, required: docker.required };
+    if (docker.reachable) return check.up({ ...data, nvidiaRuntime: docker.nvidiaRuntime });
+    return docker.required
+      ? check.down({ ...data, message: docker.reason ?? 'unreachable' })
+      : check.up({ ...data, reason: docker.reason });
+  }
+}

@@ -1,0 +1,247 @@
+import type { Logger, WorkerConfig } from '../../../../libs/config/src';
+import {
+  ContainerMetrics,
+  ContainerProbe,
+  dockerContainerSource,
+  GpuMetrics,
+  GpuSampler,
+  HostMetrics,
+  nvidiaSmiQuery,
+  probeDisk,
+  probeHost,
+  probeRedis,
+  summarizeHealth,
+  type ContainerSource,
+  type DiskStatus,
+  type GpuQuery,
+  type HealthSummary,
+  type HostStatus,
+  type RedisStatus,
+} from '../../../../libs/health/src';
+import type { DockerReadiness, GpuInventory, JobsRuntime } from '../../../../libs/jobs/src';
+import { JobMetrics } from '../../../../libs/jobs/src/jobs.metrics';
+import type { Registry } from '../../../../libs/metrics/src';
+import type { TunnelSession } from '../../../../libs/tunnel/src';
+
+export interface HealthMonitorOptions {
+  config: WorkerConfig;
+  log: Logger;
+  registry: Registry;
+  /** nvidia-smi from PATH by default. */
+  gpuQuery?: GpuQuery;
+  /** DOCKER_HOST's engine by default. */
+  containerSource?: ContainerSource;
+}
+
+/** One tunnel as /health shows it. */
+export interface TunnelView {
+  peer: string;
+  streams: number;
+  rttMs?: number;
+}
+
+/** What the readiness check reads: each part live (Redis, disk, queue) or cached 3 s (Docker). */
+export interface Readiness {
+  redis?: RedisStatus;
+  queue: { ok: boolean; error?: string; counts?: Record<string, Record<string, number>> };
+  disk?: DiskStatus;
+  diskError?: string;
+  docker?: DockerReadiness;
+}
+
+/**
+ * The worker's health: the GPU sampler, the container probe, and Redis, DATA_FOLDER and host
+ * probes every GPU_SAMPLE_INTERVAL; all of them asynchronous, so none blocks the event loop
+ * (NOTES.md: systeminformation's graphics() would). It owns the worker's metric recorders and
+ * answers /health, /health/ready and /metrics.
+ */
+export class HealthMonitor {
+  /** Absent with GPU_DEVICES=none: nvidia-smi is then never run. */
+  readonly gpu?: GpuSampler;
+  readonly containers: ContainerProbe;
+  private readonly host: HostMetrics;
+  private rt?: JobsRuntime;
+  private jobMetrics?: JobMetrics;
+  private tunnels: () => TunnelSession[] = () => [];
+  private hostStatus?: HostStatus;
+  private timer?: NodeJS.Timeout;
+  private probing?: Promise<void>;
+  private running = false;
+
+  constructor(private readonly o: HealthMonitorOptions) {
+    const { config, log, registry } = o;
+    if (config.gpuDevices.kind !== 'none') {
+      const gpuMetrics = new GpuMetrics(registry, {
+        hostname: config.workerName,
+        maxTemp: config.gpuMaxTemp,
+      });
+      this.gpu = new GpuSampler({
+        query: o.gpuQuery ?? nvidiaSmiQuery(),
+        selection: config.gpuDevices,
+        maxTemp: config.gpuMaxTemp,
+        intervalMs: config.gpuSampleIntervalMs,
+        onSnapshot: (s) => gpuMetrics.record(s),
+        logger: log,
+      });
+    }
+    const containerMetrics = new ContainerMetrics(registry);
+    this.containers = new ContainerProbe({
+      source: o.containerSource ?? dockerContainerSource(config.dockerHost),
+      workerName: config.workerName,
+      names: config.healthContainers,
+      intervalMs: config.gpuSampleIntervalMs,
+      onSnapshot: (s) => containerMetrics.record(s),
+      logger: log,
+    });
+    this.host = new HostMetrics(registry);
+  }
+
+  /** GPU detection and health for the allocator (JobsOptions.gpuInventory). */
+  gpuInventory(): GpuInventory {
+    return {
+      detect: async () => {
+        if (!this.gpu) return [];
+        const s = await this.gpu.sample();
+        return s.stale ? [] : s.gpus.map((g) => ({ index: g.index, uuid: g.uuid }));
+      },
+      isHealthy: (uuid) => this.gpu?.isHealthy(uuid) ?? false,
+    };
+  }
+
+  /** The job system, once Nest built it: Redis probe, queue and job metrics. */
+  attachJobs(rt: JobsRuntime): void {
+    this.rt = rt;
+    this.jobMetrics = new JobMetrics(this.o.registry, rt.records, rt.queue);
+  }
+
+  attachTunnels(sessions: () => TunnelSession[]): void {
+    this.tunnels = sessions;
+  }
+
+  /** First samples of everything (awaited), then one every GPU_SAMPLE_INTERVAL. */
+  async start(): Promise<void> {
+    this.running = true;
+    await Promise.all([this.gpu?.start(), this.containers.start(), this.probe()]);
+    this.schedule();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    clearTimeout(this.timer);
+    await Promise.all([this.gpu?.stop(), this.containers.stop(), this.probing]);
+    this.jobMetrics?.close();
+  }
+
+  private schedule(): void {
+    if (!this.running) return;
+    this.timer = setTimeout(() => {
+      void this.probe().finally(() => this.schedule());
+    }, this.o.config.gpuSampleIntervalMs);
+    this.timer.unref();
+  }
+
+  /** Host, disk and Redis, recorded as metrics; never two rounds at once. */
+  private probe(): Promise<void> {
+    this.probing ??= (async () => {
+      const [host] = await Promise.all([
+        probeHost().catch(() => undefined),
+        this.readiness().catch(() => undefined),
+      ]);
+      if (host) {
+        this.hostStatus = host;
+        this.host.host(host);
+      }
+    })().finally(() => (this.probing = undefined));
+    return this.probing;
+  }
+
+  /** Live Redis, queue and disk probes, Docker's cached status; also recorded as metrics. */
+  async readiness(): Promise<Readiness> {
+    const { config } = this.o;
+    const [redis, queue, disk, docker] = await Promise.all([
+      this.rt ? probeRedis(this.rt.records.client) : undefined,
+      this.queueCounts(),
+      probeDisk(config.dataFolder, config.minFreeDisk).then(
+        (d) => d,
+        (err: Error) => err.message,
+      ),
+      this.rt?.dockerStatus().catch((err: Error): DockerReadiness => ({
+        reachable: false,
+        reason: err.message,
+        required: true,
+      })),
+    ]);
+    if (redis) this.host.redis(redis);
+    if (typeof disk !== 'string') this.host.disk(disk);
+    if (docker) this.jobMetrics?.defs.dockerUp.set(docker.reachable ? 1 : 0);
+    return {
+      redis,
+      queue,
+      ...(typeof disk === 'string' ? { diskError: disk } : { disk }),
+      docker,
+    };
+  }
+
+  private async queueCounts(): Promise<Readiness['queue']> {
+    if (!this.jobMetrics) return { ok: false, error: 'the job queue is not started' };
+    const counts = await this.jobMetrics.refreshQueues();
+    return counts
+      ? { ok: true, counts: { [`gsc-cpu`]: counts.cpu, [`gsc-gpu`]: counts.gpu } }
+      : { ok: false, error: this.jobMetrics.queueError };
+  }
+
+  /** GET /health: everything, with one verdict. */
+  async report(): Promise<HealthSummary & Record<string, unknown>> {
+    const { config } = this.o;
+    const ready = await this.readiness();
+    const gpu = this.gpu?.snapshot();
+    const containers = this.containers.snapshot();
+    const summary = summarizeHealth({
+      gpu,
+      containers,
+      redis: ready.redis,
+      disk: ready.disk,
+      docker: ready.docker,
+      servicesWatched: config.healthContainers.length > 0,
+      queue: ready.queue,
+    });
+    if (ready.diskError) {
+      summary.problems.unshift(`disk: ${ready.diskError}`);
+      summary.status = 'down';
+      summary.ready = false;
+    }
+    const tunnels: TunnelView[] = this.tunnels().map((s) => ({
+      peer: s.peer,
+      streams: s.openStreams,
+      ...(s.rttMs !== undefined ? { rttMs: Math.round(s.rttMs * 100) / 100 } : {}),
+    }));
+    return {
+      ...summary,
+      worker: config.workerName,
+      gpus: gpu
+        ? {
+            enabled: true,
+            maxTemp: config.gpuMaxTemp,
+            sampledAt: gpu.sampledAt,
+            stale: gpu.stale,
+            error: gpu.error,
+            missing: gpu.missing,
+            devices: gpu.gpus,
+          }
+        : { enabled: false, devices: [] },
+      containers,
+      redis: ready.redis,
+      queue: ready.queue,
+      disk: ready.disk ?? { error: ready.diskError },
+      host: this.hostStatus,
+      tunnels,
+      docker: ready.docker,
+    };
+  }
+
+  /** GET /metrics: gauges read from Redis first, then the registry's text. */
+  async metrics(): Promise<string> {
+    await Promise.all([this.jobMetrics?.refreshRecords(), this.readiness().catch(() => undefined)]);
+    return this.o.registry.metrics();
+  }
+}
