@@ -1,8 +1,8 @@
-import { execFileSync } from 'node:child_process';
-import { chmodSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { exitCode, runCli } from '../support/daemon';
-import { testDockerHost } from '../support/docker';
+import { exitCode, ROOT, runCli } from '../support/daemon';
+import { TEST_IMAGE, testDockerHost } from '../support/docker';
 import { freePort } from '../support/ports';
 import { startRedis, type TestRedis } from '../support/redis';
 import { keygen, startPair, type Pair } from '../support/system';
@@ -104,6 +104,159 @@ describe('gpu-sidecar doctor', () => {
     expect(mismatch.code).toBe(1);
     expect(mismatch.out).toMatch(
       /^FAIL tunnel: .*handshake failed.*— fix: the peer refused our key: compare the fingerprints/m,
+    );
+  });
+});
+
+/**
+ * A private dockerd that believes the NVIDIA Container Toolkit is installed: the `nvidia`
+ * runtime is registered (an alias of runc) and test/fixtures/nvidia-toolkit is first on its
+ * PATH, so dockerd accepts GPU DeviceRequests and runs the fake prestart hook, which puts an
+ * `nvidia-smi` listing two pretend H100s into the container. Docker, the DeviceRequest and the
+ * container are real; the driver and GPUs are not.
+ */
+async function startFakeToolkitDocker(dir: string): Promise<{ host: string; stop(): void }> {
+  if (spawnSync('id', ['-u'], { encoding: 'utf8' }).stdout.trim() !== '0')
+    throw new Error('this test starts a private dockerd: run it as root (CI does)');
+  mkdirSync(dir, { recursive: true });
+  const host = `unix://${dir}/docker.sock`;
+  const fixture = path.join(ROOT, 'test', 'fixtures', 'nvidia-toolkit');
+  const child = spawn(
+    'dockerd',
+    [
+      '--host',
+      host,
+      '--data-root',
+      `${dir}/data`,
+      '--exec-root',
+      `${dir}/exec`,
+      '--pidfile',
+      `${dir}/dockerd.pid`,
+      '--iptables=false',
+      '--ip6tables=false',
+      '--bridge=none',
+      '--add-runtime',
+      'nvidia=runc',
+    ],
+    {
+      env: {
+        ...process.env,
+        PATH: `${fixture}:${path.dirname(process.execPath)}:${process.env.PATH}`,
+      },
+      stdio: 'ignore',
+      detached: true,
+    },
+  );
+  const env = { ...process.env, DOCKER_HOST: host };
+  for (let i = 0; spawnSync('docker', ['version'], { env }).status !== 0; i++) {
+    if (i > 150) throw new Error(`the fake-toolkit dockerd did not answer (log: ${dir})`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  execFileSync(path.join(ROOT, 'scripts', 'make-test-image.sh'), [TEST_IMAGE], { env });
+  return {
+    host,
+    stop: () => {
+      child.kill('SIGTERM');
+      for (let i = 0; i < 100 && existsSync(`${dir}/dockerd.pid`); i++) spawnSync('sleep', ['0.1']);
+      try {
+        rmSync(dir, { recursive: true, force: true });
+      } catch {
+        /* a mount dockerd left behind: the folder is under the pair's temporary dir anyway */
+      }
+    },
+  };
+}
+
+describe('gpu-sidecar doctor: GPUs visible inside a container', () => {
+  let pair: Pair;
+  let redis: TestRedis;
+  let fake: { host: string; stop(): void } | undefined;
+  let env: Record<string, string>;
+  const gpuExperiment = (dir: string, image: string) => {
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(
+      path.join(dir, 'train.yaml'),
+      `name: train\nrunner: docker\nimage: ${image}\ncommand: [sh, -c, 'true']\ngpus: 1\nparams: { type: object }\n`,
+    );
+    return dir;
+  };
+  const line = (out: string) =>
+    out.split('\n').find((l) => l.includes('GPUs in a container')) ?? out;
+
+  beforeAll(async () => {
+    pair = await startPair();
+    redis = await startRedis();
+    env = {
+      TUNNEL_KEY_FILE: pair.keyFile,
+      DATA_FOLDER: path.join(pair.dir, 'gpu-doctor-data'),
+      EXPERIMENTS_DIR: gpuExperiment(path.join(pair.dir, 'gpu-experiments'), TEST_IMAGE),
+      GPU_DEVICES: 'all',
+      REDIS_URL: redis.url,
+      DOCKER_HOST: testDockerHost(),
+    };
+  });
+  afterAll(async () => {
+    fake?.stop();
+    await pair?.stop();
+    redis?.stop();
+  });
+
+  it('without the NVIDIA toolkit: says so and what to install, and exits 1', async () => {
+    const { code, out } = await doctor('worker', env);
+    expect(code).toBe(1);
+    expect(out).toMatch(/^FAIL nvidia runtime: .*— fix: apt-get install nvidia-container-toolkit/m);
+    expect(line(out)).toMatch(
+      /^FAIL GPUs in a container: not checked: Docker has no NVIDIA runtime.*— fix: apt-get install nvidia-container-toolkit && nvidia-ctk runtime configure --runtime=docker && systemctl restart docker$/,
+    );
+  });
+
+  it('with the toolkit (faked at the hook): lists the GPUs nvidia-smi -L sees inside, exits 0', async () => {
+    fake = await startFakeToolkitDocker(path.join(pair.dir, 'fake-toolkit-docker'));
+    const all = await doctor('worker', { ...env, DOCKER_HOST: fake.host });
+    expect(line(all.out)).toMatch(
+      /^ok +GPUs in a container: gpu-sidecar-test:latest: 0 NVIDIA H100 80GB HBM3 \(GPU-3e1c[^)]+\), 1 NVIDIA H100 80GB HBM3 \(GPU-8f0e[^)]+\)$/,
+    );
+    expect(all.out).toMatch(/^ok +nvidia runtime: registered with Docker/m);
+    expect([all.code, all.out]).toEqual([0, expect.stringContaining('all checks passed')]);
+    const one = await doctor('worker', {
+      ...env,
+      DOCKER_HOST: fake.host,
+      GPU_DEVICES: 'GPU-8f0e2d41-1a6c-4b7e-b3d2-5e6f7a8b9c0d',
+    });
+    expect(line(one.out)).toMatch(
+      /^ok +GPUs in a container: .*: 0 NVIDIA H100 80GB HBM3 \(GPU-8f0e[^)]+\)$/,
+    );
+    expect(one.code).toBe(0);
+    // The check's own container is removed.
+    const left = execFileSync('docker', ['ps', '-aq', '--filter', 'label=org.gpu-sidecar.doctor'], {
+      env: { ...process.env, DOCKER_HOST: fake.host },
+      encoding: 'utf8',
+    });
+    expect(left.trim()).toBe('');
+  });
+
+  it('a GPU_DEVICES that names a GPU the host lacks: the toolkit refuses it, doctor says which fix', async () => {
+    const { code, out } = await doctor('worker', {
+      ...env,
+      DOCKER_HOST: fake!.host,
+      GPU_DEVICES: '1,7',
+    });
+    expect(code).toBe(1);
+    expect(line(out)).toMatch(
+      /^FAIL GPUs in a container: .*7: unknown device.*— fix: GPU_DEVICES names a GPU that does not exist/,
+    );
+  });
+
+  it('an experiment image missing from the host: says to pull it', async () => {
+    const exps = gpuExperiment(path.join(pair.dir, 'gpu-experiments-missing'), 'lab/absent:1');
+    const { code, out } = await doctor('worker', {
+      ...env,
+      DOCKER_HOST: fake!.host,
+      EXPERIMENTS_DIR: exps,
+    });
+    expect(code).toBe(1);
+    expect(line(out)).toMatch(
+      /^FAIL GPUs in a container: no experiment image is on this host \(lab\/absent:1\) — fix: docker pull lab\/absent:1/,
     );
   });
 });

@@ -4,7 +4,7 @@ import { connect as tcpConnect } from 'node:net';
 import type { RelayConfig, WorkerConfig } from '../../../../libs/config/src';
 import { silentLogger } from '../../../../libs/config/src';
 import { dockerClient, probeDisk, probeRedis } from '../../../../libs/health/src';
-import { loadExperiments } from '../../../../libs/jobs/src';
+import { loadExperiments, type Experiment } from '../../../../libs/jobs/src';
 import {
   connect as redisConnect,
   optionsFromUrl,
@@ -15,6 +15,7 @@ import {
   noopTunnelMetrics,
   TunnelDialer,
 } from '../../../../libs/tunnel/src';
+import { gpuContainerCheck } from './gpu-container';
 
 /** One line of `gpu-sidecar doctor`: what was checked, and when it failed, the fix. */
 export interface CheckResult {
@@ -134,6 +135,15 @@ async function handshake(
 
 const noop = () => undefined;
 
+/** The installed experiments, or none when the files are wrong (the experiments check says so). */
+function experimentsOf(config: WorkerConfig): Experiment[] {
+  try {
+    return loadExperiments(config.experimentsDir).list();
+  } catch {
+    return [];
+  }
+}
+
 /** The relay's own view: is it running here, and does it see a worker? */
 export function relaySeesWorker(config: RelayConfig): Check {
   return async () => {
@@ -173,14 +183,18 @@ export function workerChecks(config: WorkerConfig): Check[] {
         };
         const res = [ok('docker', `${config.dockerHost}: Docker ${info.ServerVersion}`)];
         if (config.gpuDevices.kind !== 'none') {
+          const nvidia = Boolean(info.Runtimes && 'nvidia' in info.Runtimes);
           res.push(
-            info.Runtimes && 'nvidia' in info.Runtimes
+            nvidia
               ? ok('nvidia runtime', 'registered with Docker')
               : bad(
                   'nvidia runtime',
                   'Docker has no nvidia runtime: GPU jobs cannot start',
                   'apt-get install nvidia-container-toolkit && nvidia-ctk runtime configure --runtime=docker && systemctl restart docker',
                 ),
+          );
+          res.push(
+            await gpuContainerCheck(docker, config.gpuDevices, nvidia, experimentsOf(config)),
           );
         }
         return res;
