@@ -1,4 +1,4 @@
-// Three tiers, one runner. `npm test` (scripts/test.js) runs them in order after lint, typecheck
+// Four tiers, one runner. `npm test` (scripts/test.js) runs them in order after lint, typecheck
 // and build; each tier can also run alone (`npm run test:unit`, ...).
 const transform = { '^.+\\.ts$': ['@swc/jest'] };
 const common = { transform, testEnvironment: 'node', moduleFileExtensions: ['ts', 'js', 'json'] };
@@ -17,5 +17,8 @@ module.exports = {
       testMatch: ['<rootDir>/test/integration/**/*.int-spec.ts'],
     },
     { ...common, displayName: 'e2e', testMatch: ['<rootDir>/test/e2e/**/*.e2e-spec.ts'] },
+    // Faults, floods and hostile input (docs/RELIABILITY.md). CHAOS_SCALE=full (`npm run
+    // test:chaos`) runs the counts the document reports; unset, the short form `npm test` runs.
+    { ...common, displayName: 'chaos', testMatch: ['<rootDir>/test/chaos/**/*.chaos-spec.ts'] },
   ],
 };

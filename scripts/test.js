@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 'use strict';
-// `npm test`: lint, typecheck, build, then the three jest tiers (unit, integration, e2e), each
+// `npm test`: lint, typecheck, build, then the jest tiers (unit, integration, e2e, and the short
+// form of chaos: CHAOS_SCALE unset; `npm run test:chaos` runs the full one), each
 // announced, and one closing line `N passed, N failed` over all tiers. Extra arguments go to jest
 // (e.g. `npm test -- -t tunnel`). Exit code is non-zero if any step failed.
 const { spawnSync } = require('node:child_process');
@@ -30,9 +31,9 @@ const built = step('build', bin('tsc'), ['-p', 'tsconfig.build.json']);
 
 const outDir = path.join(root, '.local', 'test-results');
 mkdirSync(outDir, { recursive: true });
-for (const tier of ['unit', 'integration', 'e2e']) {
-  if (tier === 'e2e' && !built) {
-    process.stdout.write('\n=== e2e: not run, the build failed\n');
+for (const tier of ['unit', 'integration', 'e2e', 'chaos']) {
+  if ((tier === 'e2e' || tier === 'chaos') && !built) {
+    process.stdout.write(`\n=== ${tier}: not run, the build failed\n`);
     ok = false;
     continue;
   }

@@ -91,6 +91,18 @@ async function jobProcessesSettled(h: Host): Promise<number[]> {
   return find();
 }
 
+/** What a surviving process is, for the failure message: pid, state, parent, command line. */
+const describeProcess = (pid: number): string => {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const [state, ppid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const cmd = readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0').join(' ').trim();
+    return `${pid} state ${state} ppid ${ppid}: ${cmd}`;
+  } catch {
+    return `${pid} (gone)`;
+  }
+};
+
 const ranCounts = (h: Host): Record<string, number> => {
   const counts: Record<string, number> = {};
   if (!existsSync(h.ranLog)) return counts;
@@ -257,7 +269,7 @@ describe('worker restarts and Redis restarts', () => {
     ];
     await h.stop('SIGKILL');
     // No job process outlives its worker (the spawn helper kills them when the worker dies).
-    expect(await jobProcessesSettled(h)).toEqual([]);
+    expect((await jobProcessesSettled(h)).map(describeProcess)).toEqual([]);
     await h.start();
     try {
       expect(await h.api.waitFor(once, ['failed', 'succeeded'], 60_000)).toMatchObject({
@@ -293,6 +305,35 @@ describe('worker restarts and Redis restarts', () => {
     } finally {
       await h.stop();
     }
+  });
+
+  it('stops on SIGTERM while clients follow events and logs, ending their connections', async () => {
+    const h = await host(redis, { WORKER_CONCURRENCY: '1' }, 30);
+    await h.start();
+    const id = await h.api.submit('sleepy');
+    await h.api.waitFor(id, ['running']);
+    // Two long-lived answers that would otherwise hold the HTTP server's close.
+    const base = `http://127.0.0.1:${h.apiPort}`;
+    const follows = [`${base}/jobs/${id}/events`, `${base}/jobs/${id}/logs?follow=1`].map(
+      async (url) => {
+        const res = await fetch(url);
+        try {
+          await res.text();
+          return 'ended';
+        } catch {
+          return 'cut';
+        }
+      },
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    const stopped = h.daemon!.stop('SIGTERM');
+    // Well before the 270 s stop deadline (a stop held by them took that long before).
+    const first = await Promise.race([
+      stopped,
+      new Promise((r) => setTimeout(() => r('still running after 20 s'), 20_000)),
+    ]);
+    expect(first).toBe(0);
+    for (const f of await Promise.all(follows)) expect(['ended', 'cut']).toContain(f);
   });
 
   it('still runs queued jobs after Redis is killed and restarted from its AOF', async () => {

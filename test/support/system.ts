@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { BIN, runCli, type DaemonProcess } from './daemon';
@@ -14,7 +14,10 @@ export interface Pair {
   worker: DaemonProcess;
   workerEnv: Record<string, string>;
   relayEnv: Record<string, string>;
-  /** Starts the worker again with the same configuration (after a stop or kill). */
+  /**
+   * Starts the worker again with the same configuration (after a stop or kill) and waits until
+   * the relay has a new tunnel session to it.
+   */
   restartWorker(): Promise<DaemonProcess>;
   stop(): Promise<void>;
 }
@@ -71,8 +74,16 @@ export async function startPair(
     worker: runCli(['worker'], workerEnv, dir),
     relay: undefined as unknown as DaemonProcess,
     restartWorker: async () => {
+      // The relay reconnects with backoff: wait for a session to the new worker, so that a
+      // caller's next request through the relay does not meet "no tunnel" (closed at once).
+      const before = (await relayHealth(ports.admin)).tunnels[0];
+      const stale = before?.state === 'up' ? before.session : undefined;
       pair.worker = runCli(['worker'], workerEnv, dir);
       await pair.worker.waitForLog('worker ready');
+      await waitUntil('relay tunnel to the restarted worker', async () => {
+        const t = (await relayHealth(ports.admin)).tunnels[0];
+        return t?.state === 'up' && t.session !== stale;
+      });
       return pair.worker;
     },
     stop: async () => {
@@ -117,4 +128,113 @@ export function metricValue(
     if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[3]);
   }
   return undefined;
+}
+
+/** One tunnel as the relay's /healthz lists it. */
+export interface TunnelHealth {
+  url: string;
+  state: 'connecting' | 'up' | 'down';
+  session?: number;
+  streams: number;
+  since?: string;
+  lastError?: string;
+}
+
+/** The relay's /healthz: HTTP status and the tunnels it lists. */
+export async function relayHealth(
+  adminPort: number,
+): Promise<{ status: number; tunnels: TunnelHealth[] }> {
+  const res = await fetch(`http://127.0.0.1:${adminPort}/healthz`);
+  const body = (await res.json()) as { tunnels: TunnelHealth[] };
+  return { status: res.status, tunnels: body.tunnels };
+}
+
+/** The text of a daemon's /metrics at `url`. */
+export async function metricsText(url: string): Promise<string> {
+  return (await fetch(url)).text();
+}
+
+/** Polls `check` every 50 ms until it returns a value other than undefined or false. */
+export async function waitUntil<T>(
+  what: string,
+  check: () => Promise<T | undefined | false> | T | undefined | false,
+  timeoutMs = 20_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: Error | undefined;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v !== undefined && v !== false) return v;
+    } catch (err) {
+      last = err as Error;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`${what}: not after ${timeoutMs} ms${last ? ` (${last.message})` : ''}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** The environment of a worker with its own ports and folders under `dir` (forward mode). */
+export async function workerEnvIn(
+  dir: string,
+  keyFile: string,
+): Promise<{ env: Record<string, string>; tunnel: number; api: number }> {
+  const tunnel = await freePort();
+  const api = await freePort();
+  const data = mkdtempSync(path.join(dir, 'worker-'));
+  mkdirSync(path.join(data, 'experiments'));
+  return {
+    tunnel,
+    api,
+    env: {
+      TUNNEL_KEY_FILE: keyFile,
+      TUNNEL_LISTEN: `127.0.0.1:${tunnel}`,
+      API_LISTEN: `127.0.0.1:${api}`,
+      DATA_FOLDER: path.join(data, 'data'),
+      EXPERIMENTS_DIR: path.join(data, 'experiments'),
+      GPU_DEVICES: 'none',
+      LOG_LEVEL: 'info',
+    },
+  };
+}
+
+/** The environment of a relay on new ports (RELAY_LISTEN, ADMIN_LISTEN), tunnels from `extra`. */
+export async function relayEnvWith(
+  extra: Record<string, string>,
+): Promise<{ env: Record<string, string>; relay: number; admin: number }> {
+  const relay = await freePort();
+  const admin = await freePort();
+  return {
+    relay,
+    admin,
+    env: {
+      RELAY_LISTEN: `127.0.0.1:${relay}`,
+      ADMIN_LISTEN: `127.0.0.1:${admin}`,
+      LOG_LEVEL: 'info',
+      ...extra,
+    },
+  };
+}
+
+/**
+ * Writes a self-signed certificate for `localhost` and 127.0.0.1 (openssl) into `dir`;
+ * returns the paths of the certificate and of its private key (mode 0600).
+ */
+export function selfSignedCert(dir: string): { cert: string; key: string } {
+  const cert = path.join(dir, 'tls.crt');
+  const key = path.join(dir, 'tls.key');
+  const subject = [
+    '-subj',
+    '/CN=localhost',
+    '-addext',
+    'subjectAltName=DNS:localhost,IP:127.0.0.1',
+  ];
+  const args = 'req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2'.split(
+    ' ',
+  );
+  execFileSync('openssl', [...args, ...subject, '-keyout', key, '-out', cert], { stdio: 'ignore' });
+  chmodSync(key, 0o600);
+  return { cert, key };
 }
