@@ -6,8 +6,12 @@ const template = readFileSync(path.join(__dirname, '..', '..', '.env.template'),
 const documented = new Set([...template.matchAll(/^#?([A-Z][A-Z0-9_]+)=/gm)].map((m) => m[1]));
 
 // TUNNEL_TARGETS extends DESIGN.md's table ("targets are names the worker exposes"): see README.
+// RELAY_FORWARDS is its relay-side counterpart (more listeners, each to a named target).
+// QUEUE_UI extends it for the bull-board page at /queues ("read-only unless configured").
 const DESIGN_VARIABLES = [
   'TUNNEL_TARGETS',
+  'RELAY_FORWARDS',
+  'QUEUE_UI',
   'TUNNEL_KEY_FILE',
   'TUNNEL_LISTEN',
   'TUNNEL_CONNECT',
