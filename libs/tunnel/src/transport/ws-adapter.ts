@@ -11,8 +11,34 @@ import type { MessageChannel } from './channel';
  * ciphertext that does not compress, and compressing before encryption leaks (CRIME).
  */
 
-/** Wraps an open WebSocket as a MessageChannel. */
-function wrap(ws: WebSocket, peer: string): MessageChannel {
+/**
+ * Write coalescing: the first message sent in an event-loop turn corks the socket under the
+ * WebSocket, and a nextTick uncorks it, so that every message of that turn (OPEN and its first
+ * DATA, DATA and WINDOW, a run of DATA from the send scheduler) leaves in one writev and wakes
+ * the peer once. ws writes each message as its own write calls; Socket.cork() nests, so ws's
+ * own cork/uncork inside a message does not flush ours. Nothing waits longer than the current
+ * turn, and end() or destroy() of the socket (close, terminate) flushes or drops it as before.
+ */
+class Corker {
+  private corked = false;
+  constructor(private readonly socket: Duplex) {}
+
+  readonly cork = (): void => {
+    if (this.corked || this.socket.destroyed) return;
+    this.corked = true;
+    this.socket.cork();
+    process.nextTick(this.uncork);
+  };
+
+  private readonly uncork = (): void => {
+    this.corked = false;
+    this.socket.uncork();
+  };
+}
+
+/** Wraps an open WebSocket as a MessageChannel; `socket` is the connection it runs on. */
+function wrap(ws: WebSocket, peer: string, socket: () => Duplex | undefined): MessageChannel {
+  let corker: Corker | undefined;
   let handler: ((data: Buffer, binary: boolean) => void) | undefined;
   let onClose: ((reason: string) => void) | undefined;
   let closedReason: string | undefined;
@@ -37,8 +63,14 @@ function wrap(ws: WebSocket, peer: string): MessageChannel {
     send: (data, sent) => {
       // ws calls back once the socket wrote the frame (or failed to); a closed socket never
       // will, so `sent` runs on the next tick instead.
-      if (ws.readyState === WebSocket.OPEN) ws.send(data, { binary: true }, sent && (() => sent()));
-      else if (sent) process.nextTick(sent);
+      if (ws.readyState === WebSocket.OPEN) {
+        if (!corker) {
+          const s = socket();
+          if (s) corker = new Corker(s);
+        }
+        corker?.cork();
+        ws.send(data, { binary: true }, sent && (() => sent()));
+      } else if (sent) process.nextTick(sent);
     },
     close: (code = 1000, reason = '') => ws.close(code, reason),
     terminate: () => ws.terminate(),
@@ -86,7 +118,7 @@ export class UpgradeAcceptor {
     done: (channel: MessageChannel) => void,
   ): void {
     const peer = remoteOf(req);
-    this.wss.handleUpgrade(req, socket, head, (ws) => done(wrap(ws, peer)));
+    this.wss.handleUpgrade(req, socket, head, (ws) => done(wrap(ws, peer, () => socket)));
   }
 
   close(): void {
@@ -126,8 +158,12 @@ export function dialWebSocket(
     rejectUnauthorized: opts.rejectUnauthorized,
     generateMask: zeroMask,
   });
+  // The connection under the WebSocket, as the 101 answer arrived on it (through a proxy's
+  // CONNECT or TLS, it is the socket ws writes to).
+  let socket: Duplex | undefined;
+  ws.once('upgrade', (res: IncomingMessage) => (socket = res.socket));
   // Wrapped before 'open' so that a message arriving with the 101 answer is queued, not lost.
-  const channel = wrap(ws, new URL(url).host);
+  const channel = wrap(ws, new URL(url).host, () => socket);
   const promise = new Promise<MessageChannel>((resolve, reject) => {
     ws.once('open', () => resolve(channel));
     ws.once('error', (err) => reject(err));
