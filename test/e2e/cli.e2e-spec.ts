@@ -80,10 +80,10 @@ describe('gpu-sidecar command line', () => {
     const res = await fetch(`http://127.0.0.1:${api}/test`);
     expect(await res.json()).toEqual({ response: 'ok' });
     expect(w.stderr()).not.toContain(readFileSync(keyFile).toString('hex'));
-    // The wrapper execs Node with a 16 MiB young generation (bin/gpu-sidecar, PROTOCOL.md
+    // The wrapper execs Node without incremental marking (bin/gpu-sidecar, PROTOCOL.md
     // "Garbage collection"): the daemon's own command line shows it.
     const argv = readFileSync(`/proc/${w.child.pid}/cmdline`, 'utf8').split('\0');
-    expect(argv).toContain('--min-semi-space-size=16');
+    expect(argv).toContain('--no-incremental-marking');
     expect(await w.stop('SIGTERM')).toBe(0);
     expect(w.stderr()).toContain('worker stopped');
   });
