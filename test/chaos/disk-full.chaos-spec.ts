@@ -12,10 +12,10 @@ import {
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { JobsClient } from '../../libs/jobs/src/testing/client';
-import { exitCode, runCli, type DaemonProcess } from '../support/daemon';
+import { runCli, type DaemonProcess } from '../support/daemon';
 import { TEST_IMAGE, testDockerHost } from '../support/docker';
-import { freePort } from '../support/ports';
 import { startRedis, type TestRedis } from '../support/redis';
+import { keygen, workerEnvIn } from '../support/system';
 import { recordChaos, SCALE } from './support';
 
 /**
@@ -112,24 +112,19 @@ describe(`disk full (${FULL ? 'full' : 'short'}: ${ROUNDS} round(s))`, () => {
     for (const [name, text] of Object.entries(experiments())) {
       writeFileSync(path.join(expDir, name), text);
     }
-    const keyFile = path.join(dir, 'tunnel.key');
-    expect(await exitCode(runCli(['keygen', keyFile], {}))).toBe(0);
-    const apiPort = await freePort();
-    daemon = runCli(['worker'], {
-      TUNNEL_KEY_FILE: keyFile,
-      TUNNEL_LISTEN: `127.0.0.1:${await freePort()}`,
-      API_LISTEN: `127.0.0.1:${apiPort}`,
-      DATA_FOLDER: data,
-      EXPERIMENTS_DIR: expDir,
-      GPU_DEVICES: 'none',
-      WORKER_NAME: `disk-${process.pid}`,
-      REDIS_URL: redis.url,
-      DOCKER_HOST: dockerHost,
-      // A quarter of the small disk: 5 MiB.
-      MIN_FREE_DISK: `${(SIZE_MB / 4) * 1024 * 1024}`,
+    const w = await workerEnvIn(dir, keygen(dir), {
+      folders: { data, experiments: expDir },
+      name: `disk-${process.pid}`,
+      redisUrl: redis.url,
+      extra: {
+        DOCKER_HOST: dockerHost,
+        // A quarter of the small disk: 5 MiB.
+        MIN_FREE_DISK: `${(SIZE_MB / 4) * 1024 * 1024}`,
+      },
     });
+    daemon = runCli(['worker'], w.env);
     await daemon.waitForLog('worker ready', 120_000);
-    api = new JobsClient(`http://127.0.0.1:${apiPort}`);
+    api = new JobsClient(`http://127.0.0.1:${w.api}`);
   });
 
   afterAll(async () => {

@@ -14,10 +14,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { DockerEngine, LABELS } from '../../libs/jobs/src';
 import { JobsClient } from '../../libs/jobs/src/testing/client';
-import { exitCode, ROOT, runCli, type DaemonProcess } from '../support/daemon';
+import { ROOT, runCli, type DaemonProcess } from '../support/daemon';
 import { TEST_IMAGE } from '../support/docker';
-import { freePort } from '../support/ports';
 import { startRedis, type TestRedis } from '../support/redis';
+import { keygen, workerEnvIn } from '../support/system';
 import { recordChaos, SCALE } from './support';
 
 /**
@@ -198,23 +198,14 @@ describe(`jobs under faults (${FULL ? 'full' : 'short'}: ${PLAN.jobs} jobs, ${PL
     for (const [name, text] of Object.entries(experiments(ranLog))) {
       writeFileSync(path.join(expDir, name), text);
     }
-    const keyFile = path.join(dir, 'tunnel.key');
-    expect(await exitCode(runCli(['keygen', keyFile], {}))).toBe(0);
-    const apiPort = await freePort();
-    env = {
-      TUNNEL_KEY_FILE: keyFile,
-      TUNNEL_LISTEN: `127.0.0.1:${await freePort()}`,
-      API_LISTEN: `127.0.0.1:${apiPort}`,
-      DATA_FOLDER: data,
-      EXPERIMENTS_DIR: expDir,
-      GPU_DEVICES: 'none',
-      WORKER_NAME: worker,
-      WORKER_CONCURRENCY: '4',
-      REDIS_URL: redis.url,
-      DOCKER_HOST: dockerHost,
-      MIN_FREE_DISK: '1',
-    };
-    api = new JobsClient(`http://127.0.0.1:${apiPort}`);
+    const w = await workerEnvIn(dir, keygen(dir), {
+      folders: { data, experiments: expDir },
+      name: worker,
+      redisUrl: redis.url,
+      extra: { WORKER_CONCURRENCY: '4', DOCKER_HOST: dockerHost, MIN_FREE_DISK: '1' },
+    });
+    env = w.env;
+    api = new JobsClient(`http://127.0.0.1:${w.api}`);
     await startWorker();
   });
 

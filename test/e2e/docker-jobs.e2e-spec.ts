@@ -4,10 +4,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { DockerEngine, LABELS } from '../../libs/jobs/src';
 import { JobsClient } from '../../libs/jobs/src/testing/client';
-import { exitCode, runCli, type DaemonProcess } from '../support/daemon';
+import { runCli, type DaemonProcess } from '../support/daemon';
 import { TEST_IMAGE, testDockerHost } from '../support/docker';
-import { freePort } from '../support/ports';
 import { startRedis, type TestRedis } from '../support/redis';
+import { keygen, workerEnvIn } from '../support/system';
 
 jest.setTimeout(180_000);
 
@@ -47,23 +47,14 @@ describe('Docker jobs through the built worker, which is SIGKILLed mid-run', () 
     mkdirSync(experiments);
     writeFileSync(path.join(experiments, 'hold.yaml'), HOLD('hold', 2));
     writeFileSync(path.join(experiments, 'hold-once.yaml'), HOLD('hold-once', 1));
-    const keyFile = path.join(dir, 'tunnel.key');
-    expect(await exitCode(runCli(['keygen', keyFile], {}))).toBe(0);
-    const apiPort = await freePort();
-    env = {
-      TUNNEL_KEY_FILE: keyFile,
-      TUNNEL_LISTEN: `127.0.0.1:${await freePort()}`,
-      API_LISTEN: `127.0.0.1:${apiPort}`,
-      DATA_FOLDER: data,
-      EXPERIMENTS_DIR: experiments,
-      GPU_DEVICES: 'none',
-      WORKER_NAME: worker,
-      WORKER_CONCURRENCY: '2',
-      REDIS_URL: redis.url,
-      DOCKER_HOST: host,
-      JOB_UID: '1234:1234',
-    };
-    api = new JobsClient(`http://127.0.0.1:${apiPort}`);
+    const w = await workerEnvIn(dir, keygen(dir), {
+      folders: { data, experiments },
+      name: worker,
+      redisUrl: redis.url,
+      extra: { WORKER_CONCURRENCY: '2', DOCKER_HOST: host, JOB_UID: '1234:1234' },
+    });
+    env = w.env;
+    api = new JobsClient(`http://127.0.0.1:${w.api}`);
     await start();
   });
 

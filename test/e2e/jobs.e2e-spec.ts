@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { JobsClient, rawGet, writeTestExperiments } from '../../libs/jobs/src/testing/client';
 import { exitCode, runCli, type DaemonProcess } from '../support/daemon';
-import { freePort } from '../support/ports';
 import { startRedis, type TestRedis } from '../support/redis';
+import { keygen, workerEnvIn } from '../support/system';
 
 jest.setTimeout(120_000);
 
@@ -32,20 +32,12 @@ async function host(
   mkdirSync(experiments);
   const ranLog = path.join(dir, 'ran.log');
   writeTestExperiments(experiments, ranLog, sleepSeconds);
-  const keyFile = path.join(dir, 'tunnel.key');
-  expect(await exitCode(runCli(['keygen', keyFile], {}))).toBe(0);
-  const apiPort = await freePort();
-  const env: Record<string, string> = {
-    TUNNEL_KEY_FILE: keyFile,
-    TUNNEL_LISTEN: `127.0.0.1:${await freePort()}`,
-    API_LISTEN: `127.0.0.1:${apiPort}`,
-    DATA_FOLDER: data,
-    EXPERIMENTS_DIR: experiments,
-    GPU_DEVICES: 'none',
-    WORKER_NAME: 'e2e-worker',
-    ...(redis ? { REDIS_URL: redis.url } : {}),
-    ...extra,
-  };
+  const { env, api: apiPort } = await workerEnvIn(dir, keygen(dir), {
+    folders: { data, experiments },
+    name: 'e2e-worker',
+    redisUrl: redis?.url,
+    extra,
+  });
   const h: Host = {
     data,
     ranLog,

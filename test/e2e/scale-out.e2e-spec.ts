@@ -5,7 +5,7 @@ import { JobsClient, writeTestExperiments } from '../../libs/jobs/src/testing/cl
 import { runCli, type DaemonProcess } from '../support/daemon';
 import { freePort } from '../support/ports';
 import { startRedis, type TestRedis } from '../support/redis';
-import { keygen, waitForTunnel } from '../support/system';
+import { keygen, waitForTunnel, workerEnvIn } from '../support/system';
 
 jest.setTimeout(240_000);
 
@@ -52,23 +52,17 @@ describe('two workers on one queue behind one relay', () => {
   let relayApi: JobsClient;
 
   async function worker(name: string, keyFile: string): Promise<Worker> {
-    const apiPort = await freePort();
-    const tunnelPort = await freePort();
+    const { env, tunnel, api } = await workerEnvIn(dir, keyFile, {
+      folders: { data: path.join(dir, 'shared-data'), experiments: path.join(dir, 'experiments') },
+      name,
+      redisUrl: redis.url,
+      extra: { WORKER_CONCURRENCY: '4' },
+    });
     const w: Worker = {
       name,
-      tunnelPort,
-      api: new JobsClient(`http://127.0.0.1:${apiPort}`),
-      env: {
-        TUNNEL_KEY_FILE: keyFile,
-        TUNNEL_LISTEN: `127.0.0.1:${tunnelPort}`,
-        API_LISTEN: `127.0.0.1:${apiPort}`,
-        DATA_FOLDER: path.join(dir, 'shared-data'),
-        EXPERIMENTS_DIR: path.join(dir, 'experiments'),
-        GPU_DEVICES: 'none',
-        WORKER_NAME: name,
-        WORKER_CONCURRENCY: '4',
-        REDIS_URL: redis.url,
-      },
+      tunnelPort: tunnel,
+      api: new JobsClient(`http://127.0.0.1:${api}`),
+      env,
       start: async () => {
         w.proc = runCli(['worker'], w.env, dir);
         await w.proc.waitForLog('worker ready', 30_000);

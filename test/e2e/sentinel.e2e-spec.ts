@@ -3,9 +3,10 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { JobsClient, writeTestExperiments } from '../../libs/jobs/src/testing/client';
-import { exitCode, runCli, type DaemonProcess } from '../support/daemon';
+import { runCli, type DaemonProcess } from '../support/daemon';
 import { freePort } from '../support/ports';
-import { startRedis, type TestRedis } from '../support/redis';
+import { redisServerArgs, startRedis, type TestRedis } from '../support/redis';
+import { keygen, workerEnvIn } from '../support/system';
 
 jest.setTimeout(120_000);
 
@@ -36,29 +37,8 @@ describe('worker on Redis Sentinel', () => {
     master = await startRedis();
     dir = mkdtempSync(path.join(tmpdir(), 'gsc-sentinel-'));
     replicaPort = await freePort();
-    execFileSync('redis-server', [
-      '--port',
-      String(replicaPort),
-      '--bind',
-      '127.0.0.1',
-      '--dir',
-      dir,
-      '--appendonly',
-      'yes',
-      '--save',
-      '',
-      '--maxmemory-policy',
-      'noeviction',
-      '--replicaof',
-      '127.0.0.1',
-      String(master.port),
-      '--daemonize',
-      'yes',
-      '--pidfile',
-      path.join(dir, 'replica.pid'),
-      '--logfile',
-      path.join(dir, 'replica.log'),
-    ]);
+    const replicaOf = ['--replicaof', '127.0.0.1', String(master.port)];
+    execFileSync('redis-server', redisServerArgs(replicaPort, dir, 'replica', replicaOf));
     await until('the replica to sync', () =>
       cli(replicaPort, 'info', 'replication').includes('master_link_status:up'),
     );
@@ -98,24 +78,17 @@ describe('worker on Redis Sentinel', () => {
     const experiments = path.join(dir, 'experiments');
     mkdirSync(experiments);
     writeTestExperiments(experiments);
-    const keyFile = path.join(dir, 'tunnel.key');
-    expect(await exitCode(runCli(['keygen', keyFile], {}))).toBe(0);
-    const apiPort = await freePort();
-    worker = runCli(['worker'], {
-      TUNNEL_KEY_FILE: keyFile,
-      TUNNEL_LISTEN: `127.0.0.1:${await freePort()}`,
-      API_LISTEN: `127.0.0.1:${apiPort}`,
-      DATA_FOLDER: path.join(dir, 'data'),
-      EXPERIMENTS_DIR: experiments,
-      GPU_DEVICES: 'none',
-      WORKER_NAME: 'sentinel-worker',
-      REDIS_URL: `redis+sentinel://127.0.0.1:${sentinelPort}/gsc`,
+    const w = await workerEnvIn(dir, keygen(dir), {
+      folders: { data: path.join(dir, 'data'), experiments },
+      name: 'sentinel-worker',
+      redisUrl: `redis+sentinel://127.0.0.1:${sentinelPort}/gsc`,
     });
+    worker = runCli(['worker'], w.env);
     await worker.waitForLog('worker ready', 30_000);
     expect(worker.stdout() + worker.stderr()).toContain(
       `sentinel master 'gsc' via 127.0.0.1:${sentinelPort}`,
     );
-    const api = new JobsClient(`http://127.0.0.1:${apiPort}`);
+    const api = new JobsClient(`http://127.0.0.1:${w.api}`);
 
     const before = await api.submit('hello', { name: 'sentinel' });
     expect((await api.waitFor(before, ['succeeded', 'failed'])).state).toBe('succeeded');

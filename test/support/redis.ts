@@ -24,35 +24,48 @@ function requireRedis(): void {
   }
 }
 
-/** Starts a private Redis with AOF and `noeviction`, as BullMQ needs (NOTES.md). */
+/**
+ * The arguments of a redis-server that runs in the background on 127.0.0.1:`port` with its files
+ * in `dir` (`name`.pid, `name`.log): AOF on, no RDB snapshots, `noeviction` (as BullMQ needs);
+ * `extra` last.
+ */
+export function redisServerArgs(
+  port: number,
+  dir: string,
+  name: string,
+  extra: string[] = [],
+): string[] {
+  return [
+    '--port',
+    String(port),
+    '--bind',
+    '127.0.0.1',
+    '--dir',
+    dir,
+    '--appendonly',
+    'yes',
+    '--save',
+    '',
+    '--maxmemory-policy',
+    'noeviction',
+    '--daemonize',
+    'yes',
+    '--pidfile',
+    path.join(dir, `${name}.pid`),
+    '--logfile',
+    path.join(dir, `${name}.log`),
+    ...extra,
+  ];
+}
+
+/** Starts a private Redis with AOF (fsync always) and `noeviction`, as BullMQ needs (NOTES.md). */
 export async function startRedis(): Promise<TestRedis> {
   requireRedis();
   const dir = mkdtempSync(path.join(tmpdir(), 'gsc-redis-'));
   const port = await freePort();
   const pidFile = path.join(dir, 'redis.pid');
   const launch = async () => {
-    execFileSync('redis-server', [
-      '--port',
-      String(port),
-      '--bind',
-      '127.0.0.1',
-      '--dir',
-      dir,
-      '--appendonly',
-      'yes',
-      '--appendfsync',
-      'always',
-      '--save',
-      '',
-      '--maxmemory-policy',
-      'noeviction',
-      '--daemonize',
-      'yes',
-      '--pidfile',
-      pidFile,
-      '--logfile',
-      path.join(dir, 'redis.log'),
-    ]);
+    execFileSync('redis-server', redisServerArgs(port, dir, 'redis', ['--appendfsync', 'always']));
     for (let i = 0; i < 100; i++) {
       if (
         spawnSync('redis-cli', ['-p', String(port), 'ping'])

@@ -176,15 +176,30 @@ export async function waitUntil<T>(
   }
 }
 
-/** The environment of a worker with its own ports and folders under `dir` (forward mode). */
+/** What `workerEnvIn` sets beyond a worker's ports and key; each one left out stays as said. */
+export interface WorkerEnvOptions {
+  /** DATA_FOLDER and EXPERIMENTS_DIR (which must exist); left out: both in a new folder under `dir`. */
+  folders?: { data: string; experiments: string };
+  /** WORKER_NAME; left out: not set. */
+  name?: string;
+  /** REDIS_URL; left out: not set. */
+  redisUrl?: string;
+  /** More variables, set last (they override the ones above). */
+  extra?: Record<string, string>;
+}
+
+/**
+ * The environment of a worker (forward mode) with its own new tunnel and API ports, the key
+ * `keyFile`, no GPUs and `LOG_LEVEL=info`, and what `opts` adds; with the two ports.
+ */
 export async function workerEnvIn(
   dir: string,
   keyFile: string,
+  opts: WorkerEnvOptions = {},
 ): Promise<{ env: Record<string, string>; tunnel: number; api: number }> {
   const tunnel = await freePort();
   const api = await freePort();
-  const data = mkdtempSync(path.join(dir, 'worker-'));
-  mkdirSync(path.join(data, 'experiments'));
+  const folders = opts.folders ?? newWorkerFolders(dir);
   return {
     tunnel,
     api,
@@ -192,12 +207,22 @@ export async function workerEnvIn(
       TUNNEL_KEY_FILE: keyFile,
       TUNNEL_LISTEN: `127.0.0.1:${tunnel}`,
       API_LISTEN: `127.0.0.1:${api}`,
-      DATA_FOLDER: path.join(data, 'data'),
-      EXPERIMENTS_DIR: path.join(data, 'experiments'),
+      DATA_FOLDER: folders.data,
+      EXPERIMENTS_DIR: folders.experiments,
       GPU_DEVICES: 'none',
       LOG_LEVEL: 'info',
+      ...(opts.name === undefined ? {} : { WORKER_NAME: opts.name }),
+      ...(opts.redisUrl === undefined ? {} : { REDIS_URL: opts.redisUrl }),
+      ...opts.extra,
     },
   };
+}
+
+/** A new folder under `dir` for one worker: `data` (not made) and an empty `experiments`. */
+function newWorkerFolders(dir: string): { data: string; experiments: string } {
+  const folder = mkdtempSync(path.join(dir, 'worker-'));
+  mkdirSync(path.join(folder, 'experiments'));
+  return { data: path.join(folder, 'data'), experiments: path.join(folder, 'experiments') };
 }
 
 /** The environment of a relay on new ports (RELAY_LISTEN, ADMIN_LISTEN), tunnels from `extra`. */
