@@ -1,10 +1,11 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { silentLogger } from '../../libs/config/src/logger';
 import { serveTargets, STREAM_WINDOW, type TunnelStream } from '../../libs/tunnel/src';
-import { tcpServer, tunnelPair, type Pair } from '../../libs/tunnel/src/testing/harness';
+import { tcpServer, tunnelPair, waitFor, type Pair } from '../../libs/tunnel/src/testing/harness';
 
 jest.setTimeout(30_000);
 
@@ -117,6 +118,47 @@ describe('tunnel streams over real loopback sockets', () => {
     expect((await collect(stream)).toString()).toBe('HALF CLOSED');
     await other.close();
     await delayed.close();
+  });
+
+  it('hands streams to an in-process HTTP server as its connections (LocalTarget)', async () => {
+    // What the worker does with target `api`: no TCP connection, the server reads the stream.
+    const server = createServer((req, res) => res.end(`ok ${req.url}`));
+    server.keepAliveTimeout = 300;
+    const other = await tunnelPair({
+      onServer: (s) =>
+        serveTargets(
+          s,
+          new Map([['api', { accept: (stream: Duplex) => server.emit('connection', stream) }]]),
+          silentLogger(),
+        ),
+    });
+    try {
+      // Two requests on one keep-alive connection, answered in order.
+      const stream = other.client.openStream('api');
+      stream.write('GET /one HTTP/1.1\r\nHost: t\r\n\r\nGET /two HTTP/1.1\r\nHost: t\r\n\r\n');
+      const chunks: Buffer[] = [];
+      stream.on('data', (c: Buffer) => chunks.push(c));
+      const t0 = Date.now();
+      // The server's keep-alive timeout reaches the stream through TunnelStream.setTimeout:
+      // the server destroys the idle connection, as it would a socket on a port, and the
+      // client's end of the stream is reset.
+      let reset: string | undefined;
+      stream.on('error', (err: Error & { reason?: string }) => (reset = err.reason));
+      await new Promise<void>((resolve, reject) => {
+        stream.once('close', resolve);
+        setTimeout(() => reject(new Error('idle keep-alive connection never closed')), 5000);
+      });
+      expect(reset).toBe('cancelled');
+      const text = Buffer.concat(chunks).toString();
+      expect(text.match(/HTTP\/1\.1 200 OK/g)).toHaveLength(2);
+      expect(text.indexOf('ok /one')).toBeGreaterThan(0);
+      expect(text.indexOf('ok /two')).toBeGreaterThan(text.indexOf('ok /one'));
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(250);
+      await waitFor(() => other.server.openStreams === 0 && other.client.openStreams === 0);
+    } finally {
+      await other.close();
+      server.close();
+    }
   });
 
   it('lets streams be opened by the listening side too (reverse direction)', async () => {

@@ -49,7 +49,7 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Da
     await monitor.start();
     await app.listen(config.apiListen.port, config.apiListen.host);
     // Tunnels come up last, so the first stream through them finds the API listening.
-    tunnels = await startWorkerTunnels(config, log, tunnelMetrics);
+    tunnels = await startWorkerTunnels(config, log, tunnelMetrics, app.getHttpServer());
   } catch (err) {
     await monitor.stop();
     await app.close();

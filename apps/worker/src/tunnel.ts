@@ -1,10 +1,12 @@
 import { readFileSync } from 'node:fs';
+import type { Server } from 'node:http';
 import type { Logger, WorkerConfig } from '../../../libs/config/src';
 import {
   listenTunnel,
   loadKeyRing,
   serveTargets,
   TunnelDialer,
+  type Target,
   type TargetAddress,
   type TunnelListener,
   type TunnelMetrics,
@@ -36,18 +38,23 @@ export interface WorkerTunnels {
 }
 
 /**
- * Starts the worker's tunnels. Streams may only name targets of this map (default `api` →
- * API_LISTEN); the relay never sends an address, so the worker decides every connection.
+ * Starts the worker's tunnels. Streams may only name targets of this map (`api`, and
+ * TUNNEL_TARGETS); the relay never sends an address, so the worker decides every connection.
+ * With `api` given (the API's HTTP server, listening on API_LISTEN), streams to `api` are
+ * handed to that server in this process, as connections of their own: no TCP connection to
+ * API_LISTEN, one event-loop turn and two system calls less each way (docs/PROTOCOL.md,
+ * "Streams"). Without it they connect to API_LISTEN.
  */
 export async function startWorkerTunnels(
   config: WorkerConfig,
   log: Logger,
   metrics: TunnelMetrics,
+  api?: Server,
 ): Promise<WorkerTunnels> {
   const keys = await loadKeyRing(config.keyFiles);
-  const targets = new Map<string, TargetAddress>([
+  const targets = new Map<string, Target>([
     ...Object.entries(config.tunnelTargets),
-    ['api', apiTarget(config)],
+    ['api', api ? { accept: (stream) => api.emit('connection', stream) } : apiTarget(config)],
   ]);
   const live = new Set<TunnelSession>();
   const onSession = (s: TunnelSession) => {

@@ -22,7 +22,7 @@ export { TunnelSession } from './session';
 export type { SessionOptions } from './session';
 export { StreamResetError, TunnelStream } from './stream';
 export { serveTargets, splice } from './serve';
-export type { TargetAddress } from './serve';
+export type { LocalTarget, Target, TargetAddress } from './serve';
 export { HandshakeError } from './handshake-driver';
 export {
   HANDSHAKE_TIMEOUT_MS,

@@ -12,14 +12,26 @@ export interface TargetAddress {
 }
 
 /**
+ * A target served inside this process: each stream is handed to `accept` as the connection
+ * itself, with no TCP connection to make (the worker's own API: `http.Server` takes any Duplex
+ * as a connection, Node's documented 'connection' event).
+ */
+export interface LocalTarget {
+  accept(stream: Duplex): void;
+}
+
+export type Target = TargetAddress | LocalTarget;
+
+/**
  * Serves the peer's streams: each stream to a known target name becomes a TCP connection to
- * it, piped both ways with half-close kept (FIN ↔ TCP FIN). Unknown names are RESET with
+ * it, piped both ways with half-close kept (FIN ↔ TCP FIN), or, for a LocalTarget, is handed
+ * to it as the connection. Unknown names are RESET with
  * 'unknown target', refused connections with 'target refused'; both are logged and counted.
  * Only authenticated sessions exist, so no unauthenticated peer ever reaches a target.
  */
 export function serveTargets(
   session: TunnelSession,
-  targets: ReadonlyMap<string, TargetAddress>,
+  targets: ReadonlyMap<string, Target>,
   logger: Logger,
   metrics: TunnelMetrics = noopTunnelMetrics,
 ): void {
@@ -32,6 +44,7 @@ export function serveTargets(
     };
     stream.on('error', () => undefined);
     if (!address) return refuse('unknown target');
+    if ('accept' in address) return address.accept(stream);
     const socket = connect({ host: address.host, port: address.port, allowHalfOpen: true });
     socket.setNoDelay(true);
     let connected = false;

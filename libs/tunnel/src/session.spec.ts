@@ -55,6 +55,43 @@ describe('tunnel session', () => {
     expect(metrics.count('streamClosed')).toBe(1);
   });
 
+  it('emits timeout like a socket: after idle time only, again after activity, never at 0', async () => {
+    jest.useFakeTimers({ doNotFake: ['setImmediate', 'nextTick', 'queueMicrotask'] });
+    try {
+      const { client, server } = sessions();
+      server.on('stream', (_t: string, s: Duplex) => s.on('error', () => undefined).resume());
+      const stream = client.openStream('idle') as TunnelStream;
+      stream.on('error', () => undefined); // the session's close below resets it
+      let timeouts = 0;
+      let callbacks = 0;
+      stream.setTimeout(1000, () => callbacks++); // as net.Socket: the callback once
+      stream.on('timeout', () => timeouts++);
+      jest.advanceTimersByTime(600);
+      stream.write('x'); // activity: the second before the timeout starts again
+      await new Promise((r) => setImmediate(r));
+      jest.advanceTimersByTime(600);
+      expect(timeouts).toBe(0);
+      jest.advanceTimersByTime(500);
+      expect(timeouts).toBe(1);
+      jest.advanceTimersByTime(5000); // once, until there is activity again
+      expect(timeouts).toBe(1);
+      stream.write('y');
+      await new Promise((r) => setImmediate(r));
+      jest.advanceTimersByTime(1100);
+      expect(timeouts).toBe(2);
+      stream.setTimeout(0);
+      stream.write('z');
+      await new Promise((r) => setImmediate(r));
+      jest.advanceTimersByTime(10_000);
+      expect(timeouts).toBe(2);
+      expect(callbacks).toBe(1);
+      expect(stream.destroyed).toBe(false); // the listener decides; the stream stays open
+      await client.close();
+    } finally {
+      jest.useRealTimers();
+    }
+  });
+
   it('answers a small exchange with one frame each way: no WINDOW per DATA', async () => {
     const { b, client, server } = sessions();
     server.on('stream', (_t: string, s: Duplex) => s.pipe(s));

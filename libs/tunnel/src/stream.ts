@@ -39,6 +39,7 @@ export class TunnelStream extends Duplex {
   private finReceived = false;
   private gone = false;
   private resetReason?: string;
+  private idle?: { ms: number; timer?: NodeJS.Timeout };
 
   constructor(
     private readonly host: StreamHost,
@@ -59,6 +60,34 @@ export class TunnelStream extends Duplex {
   reset(reason: string): void {
     this.resetReason = reason;
     this.destroy();
+  }
+
+  /**
+   * Like net.Socket's: emits 'timeout' once no byte has gone either way for `ms` (0 turns it
+   * off). What listens decides; the stream stays open. An HTTP server that is handed this
+   * stream as a connection (the worker's API) uses it for its keep-alive and idle timeouts,
+   * so an idle connection through the tunnel is closed as one on API_LISTEN would be.
+   */
+  setTimeout(ms: number, callback?: () => void): this {
+    if (callback) this.once('timeout', callback);
+    clearTimeout(this.idle?.timer);
+    this.idle = ms > 0 ? { ms } : undefined;
+    this.active();
+    return this;
+  }
+
+  /** Bytes went one way or the other: the idle timeout starts again. */
+  private active(): void {
+    const idle = this.idle;
+    if (!idle || this.gone) return;
+    if (idle.timer) idle.timer.refresh();
+    else {
+      idle.timer = setTimeout(() => {
+        idle.timer = undefined;
+        if (!this.gone) this.emit('timeout');
+      }, idle.ms);
+      idle.timer.unref();
+    }
   }
 
   /** Window growth this stream holds of the session's budget (given back when it ends). */
@@ -95,6 +124,7 @@ export class TunnelStream extends Duplex {
   onData(data: Buffer): void {
     if (this.gone) return;
     this.received += data.length;
+    this.active();
     this.push(data);
     // Also recheck credit here: consumption that happened without a _read call is counted.
     this.maybeCredit();
@@ -131,6 +161,7 @@ export class TunnelStream extends Duplex {
     const n = Math.min(p.chunk.length - p.offset, MAX_DATA, this.host.sendable(this.sid));
     if (n <= 0) return false;
     this.host.sendData(this.sid, p.chunk.subarray(p.offset, p.offset + n));
+    this.active();
     p.offset += n;
     if (p.offset === p.chunk.length) {
       this.pending = undefined;
@@ -186,6 +217,8 @@ export class TunnelStream extends Duplex {
   }
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    clearTimeout(this.idle?.timer);
+    this.idle = undefined;
     if (!this.gone) {
       this.gone = true;
       const reason =
@@ -204,6 +237,7 @@ export class TunnelStream extends Duplex {
   private maybeDone(): void {
     if (this.finSent && this.finReceived && !this.gone) {
       this.gone = true;
+      clearTimeout(this.idle?.timer);
       this.host.forget(this, 'done');
     }
   }
