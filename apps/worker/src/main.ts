@@ -41,6 +41,13 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Da
     { logger: new NestPinoLogger(log), abortOnError: false },
   );
   app.disable('x-powered-by');
+  // A client that half-closes after its request (HTTP/1.0, `nc -N`, a relay client's FIN
+  // carried by the tunnel) still gets its answer: Node's HTTP server otherwise ends the
+  // connection as soon as it reads the FIN, before an asynchronous handler has answered. Over
+  // TCP that was hidden by the FIN arriving in a later read; through the tunnel's in-process
+  // `api` target, DATA and FIN arrive in one turn (test/e2e/tunnel.e2e-spec.ts, half-close).
+  // `httpAllowHalfOpen` is the http.Server property for it (set to false in its constructor).
+  (app.getHttpServer() as Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
   const rt = app.get(JobsRuntime);
   monitor.attachJobs(rt);
   mountQueuesUi(app, rt, config.queueUi);
