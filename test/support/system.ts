@@ -90,10 +90,16 @@ export async function startPair(
       await Promise.all([pair.relay.stop(), pair.worker.stop()]);
     },
   };
-  await pair.worker.waitForLog('worker ready');
-  pair.relay = runCli(['relay'], relayEnv, dir);
-  await pair.relay.waitForLog('relay ready');
-  await waitForTunnel(ports.admin);
+  try {
+    await pair.worker.waitForLog('worker ready');
+    pair.relay = runCli(['relay'], relayEnv, dir);
+    await pair.relay.waitForLog('relay ready');
+    await waitForTunnel(ports.admin);
+  } catch (err) {
+    // A pair that did not come up leaves no daemon behind for the rest of the run.
+    await Promise.all([pair.relay?.stop('SIGKILL'), pair.worker.stop('SIGKILL')]);
+    throw err;
+  }
   return pair;
 }
 
