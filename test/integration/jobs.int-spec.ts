@@ -213,6 +213,30 @@ describe('jobs against a real Redis', () => {
     expect((await w.api.call('GET', '/jobs?state=weird')).status).toBe(400);
   });
 
+  /** The kept counts (zeros left out) and a count of every record, for comparison. */
+  async function countsAndRecount(): Promise<[Record<string, number>, Record<string, number>]> {
+    const kept: Record<string, number> = {};
+    for (const [exp, byState] of await w.rt.records.counts())
+      for (const [state, n] of byState) if (n !== 0) kept[`${exp}/${state}`] = n;
+    const recount: Record<string, number> = {};
+    for (const r of await w.rt.records.list({ limit: Number.MAX_SAFE_INTEGER }))
+      recount[`${r.experiment}/${r.state}`] = (recount[`${r.experiment}/${r.state}`] ?? 0) + 1;
+    return [kept, recount];
+  }
+
+  it('keeps jobs per experiment and state in Redis, equal to a count of the records', async () => {
+    // By now this suite made jobs end in every way: succeeded, failed, cancelled, timeout.
+    const [kept, recount] = await countsAndRecount();
+    expect(Object.keys(recount).length).toBeGreaterThanOrEqual(4);
+    expect(kept).toEqual(recount);
+    // Data from before the counts (no `gsc:counts:ready`): built once from the records.
+    await w.rt.records.client.del('gsc:counts', 'gsc:counts:ready');
+    const total = Object.values(recount).reduce((a, b) => a + b, 0);
+    expect(await w.rt.records.buildCounts()).toBe(total);
+    expect(await w.rt.records.buildCounts()).toBe(-1); // and only once
+    expect((await countsAndRecount())[0]).toEqual(recount);
+  });
+
   it('removes finished jobs past RESULTS_TTL: folder, record and queue entry together', async () => {
     const id = await w.api.submit('quick');
     await w.api.waitFor(id, ['succeeded']);
@@ -223,6 +247,9 @@ describe('jobs against a real Redis', () => {
     expect(existsSync(dir)).toBe(false);
     expect((await w.api.call('GET', `/jobs/${id}`)).status).toBe(404);
     expect((await w.rt.queue.counts('cpu')).completed).toBe(0);
+    // Removed records left the counts too.
+    const [kept, recount] = await countsAndRecount();
+    expect(kept).toEqual(recount);
   });
 
   it('serves the OpenAPI document with every job route', async () => {

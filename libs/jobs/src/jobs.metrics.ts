@@ -1,11 +1,8 @@
 import { defineJobMetrics, type JobMetricDefs } from '../../metrics/src/names';
 import type { Registry } from '../../metrics/src/registry';
-import { isFinal, JOB_STATES, type JobRecord } from './job-record';
+import { isFinal, JOB_STATES } from './job-record';
 import { QUEUE_NAME, type JobQueue, type SlotKind } from './queue/bullmq.adapter';
 import type { JobRecordsRepository, StateChange } from './queue/job-records.repository';
-
-/** How long a count of all job records is reused: a scrape every 15 s reads Redis at most once. */
-const RECORD_COUNT_TTL_MS = 10_000;
 
 const seconds = (from: string | null, to: string | null): number | undefined => {
   if (!from || !to) return undefined;
@@ -21,7 +18,6 @@ const seconds = (from: string | null, to: string | null): number | undefined => 
  */
 export class JobMetrics {
   readonly defs: JobMetricDefs;
-  private recordCounts?: { at: number; value: Promise<void> };
   private readonly onState = (c: StateChange) => this.observe(c);
   /** The last queue count's failure, while it lasts (for /health/ready). */
   queueError?: string;
@@ -52,40 +48,25 @@ export class JobMetrics {
     }
   }
 
-  /** gpu_sidecar_jobs from the records in Redis (reused for 10 s); call before rendering /metrics. */
-  refreshRecords(): Promise<void> {
-    const now = Date.now();
-    if (!this.recordCounts || now - this.recordCounts.at > RECORD_COUNT_TTL_MS) {
-      this.recordCounts = { at: now, value: this.countRecords() };
-    }
-    return this.recordCounts.value;
-  }
-
-  private async countRecords(): Promise<void> {
-    let all: JobRecord[];
+  /**
+   * gpu_sidecar_jobs from the counts Redis keeps with every record change (one small hash, not
+   * every record); call before rendering /metrics.
+   */
+  async refreshRecords(): Promise<void> {
+    let counts: Map<string, Map<string, number>>;
     try {
-      all = await this.records.list({ limit: Number.MAX_SAFE_INTEGER });
+      counts = await this.records.counts();
     } catch {
-      this.recordCounts = undefined; // try again at the next scrape
-      return;
-    }
-    const counts = new Map<string, Record<string, number>>();
-    for (const r of all) {
-      const byState =
-        counts.get(r.experiment) ??
-        Object.fromEntries(JOB_STATES.map((s) => [s, 0] as [string, number]));
-      byState[r.state] = (byState[r.state] ?? 0) + 1;
-      counts.set(r.experiment, byState);
+      return; // Redis away: the last values stay, /health says why
     }
     // Every state of every experiment seen, zeros included, so rate() and alerts see a series.
     this.defs.jobs.reset();
     for (const [experiment, byState] of counts)
-      for (const [state, n] of Object.entries(byState))
-        this.defs.jobs.set({ experiment, state }, n);
+      for (const state of JOB_STATES)
+        this.defs.jobs.set({ experiment, state }, byState.get(state) ?? 0);
   }
 
   private observe({ record: r, previous }: StateChange): void {
-    this.recordCounts = undefined; // counted again at the next scrape
     const experiment = r.experiment;
     if (r.state === 'running' && previous === 'queued') {
       const wait = seconds(r.createdAt, r.startedAt);

@@ -15,6 +15,15 @@ const INDEX = `${PREFIX}:jobs`;
 const keyKey = (key: string) => `${PREFIX}:key:${key}`;
 const EVENTS = `${PREFIX}:events`;
 const CANCEL = `${PREFIX}:cancel`;
+/**
+ * Jobs per experiment and state, field `<experiment>\t<state>` (names never hold a tab), kept
+ * in the same atomic step as every record change, so /metrics reads one small hash instead of
+ * every record. `COUNTS_READY` says the hash was built; without it (data from before the
+ * counts, or a `DEL gsc:counts:ready` to force it) `init` recounts all records once, atomically.
+ */
+const COUNTS = `${PREFIX}:counts`;
+const COUNTS_READY = `${PREFIX}:counts:ready`;
+const countField = (experiment: string, state: string) => `${experiment}\t${state}`;
 
 // State changes are compare-and-set in Redis, so a cancel and a start racing on two worker
 // processes cannot both win. Every change is published for SSE watchers on any process.
@@ -33,8 +42,45 @@ local patch = cjson.decode(ARGV[2])
 for k, v in pairs(patch) do rec[k] = v end
 local out = cjson.encode(rec)
 redis.call('SET', KEYS[1], out)
+if prev ~= rec.state then
+  redis.call('HINCRBY', KEYS[3], rec.experiment .. '\t' .. prev, -1)
+  redis.call('HINCRBY', KEYS[3], rec.experiment .. '\t' .. rec.state, 1)
+end
 redis.call('PUBLISH', KEYS[2], out)
 return {1, out, prev}
+`;
+
+// Deletes a record with its index entry (and idempotency key, KEYS[4] when given), taking it
+// out of the counts under the state it has now, not the one the caller last read.
+const DELETE = `
+local raw = redis.call('GET', KEYS[1])
+if raw then
+  local rec = cjson.decode(raw)
+  redis.call('HINCRBY', KEYS[2], rec.experiment .. '\t' .. rec.state, -1)
+  redis.call('DEL', KEYS[1])
+end
+redis.call('ZREM', KEYS[3], ARGV[1])
+if KEYS[4] then redis.call('DEL', KEYS[4]) end
+return raw and 1 or 0
+`;
+
+// Builds the counts from every record, once: a no-op when they are built already. One script,
+// so no record changes while it counts. Reads record keys by prefix (ARGV[1]): a single Redis
+// (standalone or behind Sentinel), as everywhere in this repository.
+const BUILD_COUNTS = `
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+redis.call('DEL', KEYS[1])
+local n = 0
+for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+  local raw = redis.call('GET', ARGV[1] .. id)
+  if raw then
+    local rec = cjson.decode(raw)
+    redis.call('HINCRBY', KEYS[1], rec.experiment .. '\t' .. rec.state, 1)
+    n = n + 1
+  end
+end
+redis.call('SET', KEYS[2], '1')
+return n
 `;
 
 /**
@@ -76,6 +122,33 @@ export class JobRecordsRepository {
 
   async init(): Promise<void> {
     await this.sub.subscribe(EVENTS, CANCEL);
+    await this.buildCounts();
+  }
+
+  /** Builds the per experiment and state counts from the records if they are not built yet. */
+  async buildCounts(): Promise<number> {
+    return (await this.cmd.eval(
+      BUILD_COUNTS,
+      3,
+      COUNTS,
+      COUNTS_READY,
+      INDEX,
+      recordKey(''),
+    )) as number;
+  }
+
+  /** Jobs per experiment and state, from the counts kept with every change (one HGETALL). */
+  async counts(): Promise<Map<string, Map<string, number>>> {
+    const out = new Map<string, Map<string, number>>();
+    for (const [field, n] of Object.entries(await this.cmd.hgetall(COUNTS))) {
+      const tab = field.indexOf('\t');
+      if (tab < 0) continue;
+      const experiment = field.slice(0, tab);
+      const byState = out.get(experiment) ?? new Map<string, number>();
+      byState.set(field.slice(tab + 1), Number(n));
+      out.set(experiment, byState);
+    }
+    return out;
   }
 
   /** Claims an idempotency key for `id`; returns the id that already holds it, if any. */
@@ -94,6 +167,7 @@ export class JobRecordsRepository {
       .multi()
       .set(recordKey(rec.id), JSON.stringify(rec))
       .zadd(INDEX, Date.parse(rec.createdAt), rec.id)
+      .hincrby(COUNTS, countField(rec.experiment, rec.state), 1)
       .publish(EVENTS, JSON.stringify(rec))
       .exec();
     this.bus.emit('state', { record: rec } satisfies StateChange);
@@ -116,9 +190,10 @@ export class JobRecordsRepository {
   ): Promise<{ changed: boolean; record: JobRecord } | undefined> {
     const res = (await (opts.patient ? this.patient : this.cmd).eval(
       TRANSITION,
-      2,
+      3,
       recordKey(id),
       EVENTS,
+      COUNTS,
       JSON.stringify(from),
       JSON.stringify(patch),
     )) as [number, string, string?] | null;
@@ -164,9 +239,8 @@ export class JobRecordsRepository {
   }
 
   async delete(rec: JobRecord): Promise<void> {
-    const m = this.cmd.multi().del(recordKey(rec.id)).zrem(INDEX, rec.id);
-    if (rec.key) m.del(keyKey(rec.key));
-    await m.exec();
+    const keys = [recordKey(rec.id), COUNTS, INDEX, ...(rec.key ? [keyKey(rec.key)] : [])];
+    await this.cmd.eval(DELETE, keys.length, ...keys, rec.id);
   }
 
   /** Asks every worker process to stop job `id` if it runs it. */
