@@ -371,6 +371,21 @@ describe(`jobs under faults (${FULL ? 'full' : 'short'}: ${PLAN.jobs} jobs, ${PL
       )
       .filter(Boolean);
 
+    // gpu_sidecar_jobs' counts, kept in Redis with every change, still match the records after
+    // the kills and restarts (nothing counted twice, nothing missed).
+    const expectedCounts: Record<string, number> = {};
+    for (const s of submitted) {
+      const k = `${s.experiment}\t${String(records.get(s.id)?.state)}`;
+      expectedCounts[k] = (expectedCounts[k] ?? 0) + 1;
+    }
+    const hash = spawnSync('redis-cli', ['-p', String(redis.port), 'HGETALL', 'gsc:counts'], {
+      encoding: 'utf8',
+    }).stdout.split('\n');
+    const keptCounts: Record<string, number> = {};
+    for (let i = 0; i + 1 < hash.length; i += 2) {
+      if (Number(hash[i + 1]) !== 0) keptCounts[hash[i]] = Number(hash[i + 1]);
+    }
+
     const summary = {
       scale: SCALE.name,
       jobs: submitted.length,
@@ -397,6 +412,7 @@ describe(`jobs under faults (${FULL ? 'full' : 'short'}: ${PLAN.jobs} jobs, ${PL
     expect(inconsistent).toEqual([]);
     expect(unclear).toEqual([]);
     expect(diskMismatch).toEqual([]);
+    expect(keptCounts).toEqual(expectedCounts);
     expect(left).toEqual([]);
     // The jobs meant to fail did, with their exit code; most of the others got through.
     for (const s of submitted.filter((x) => x.mode === 'fail')) {
