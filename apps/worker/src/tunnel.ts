@@ -7,7 +7,6 @@ import {
   serveTargets,
   TunnelDialer,
   type Target,
-  type TargetAddress,
   type TunnelListener,
   type TunnelMetrics,
   type TunnelSession,
@@ -40,21 +39,20 @@ export interface WorkerTunnels {
 /**
  * Starts the worker's tunnels. Streams may only name targets of this map (`api`, and
  * TUNNEL_TARGETS); the relay never sends an address, so the worker decides every connection.
- * With `api` given (the API's HTTP server, listening on API_LISTEN), streams to `api` are
- * handed to that server in this process, as connections of their own: no TCP connection to
- * API_LISTEN, one event-loop turn and two system calls less each way (docs/PROTOCOL.md,
- * "Streams"). Without it they connect to API_LISTEN.
+ * Streams to `api` are handed to `api`, the API's HTTP server (the one listening on
+ * API_LISTEN), in this process, as connections of their own: no TCP connection to API_LISTEN,
+ * one event-loop turn and two system calls less each way (docs/PROTOCOL.md, "Streams").
  */
 export async function startWorkerTunnels(
   config: WorkerConfig,
   log: Logger,
   metrics: TunnelMetrics,
-  api?: Server,
+  api: Server,
 ): Promise<WorkerTunnels> {
   const keys = await loadKeyRing(config.keyFiles);
   const targets = new Map<string, Target>([
     ...Object.entries(config.tunnelTargets),
-    ['api', api ? { accept: (stream) => api.emit('connection', stream) } : apiTarget(config)],
+    ['api', { accept: (stream) => api.emit('connection', stream) }],
   ]);
   const live = new Set<TunnelSession>();
   const onSession = (s: TunnelSession) => {
@@ -130,11 +128,4 @@ export async function startWorkerTunnels(
       await listener?.close();
     },
   };
-}
-
-/** API_LISTEN as a connect address: a wildcard bind is reached on loopback. */
-function apiTarget(config: WorkerConfig): TargetAddress {
-  const { host, port } = config.apiListen;
-  const wildcard = host === '0.0.0.0' || host === '::';
-  return { host: wildcard ? '127.0.0.1' : host, port };
 }
