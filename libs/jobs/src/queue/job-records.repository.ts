@@ -24,10 +24,12 @@ const CANCEL = `${PREFIX}:cancel`;
 const COUNTS = `${PREFIX}:counts`;
 const COUNTS_READY = `${PREFIX}:counts:ready`;
 const countField = (experiment: string, state: string) => `${experiment}\t${state}`;
+/** countField in Lua, for the scripts below. */
+const LUA_COUNT_FIELD = `local function countField(rec, state) return rec.experiment .. '\t' .. state end`;
 
 // State changes are compare-and-set in Redis, so a cancel and a start racing on two worker
 // processes cannot both win. Every change is published for SSE watchers on any process.
-const TRANSITION = `
+const TRANSITION = `${LUA_COUNT_FIELD}
 local raw = redis.call('GET', KEYS[1])
 if not raw then return false end
 local rec = cjson.decode(raw)
@@ -43,8 +45,8 @@ for k, v in pairs(patch) do rec[k] = v end
 local out = cjson.encode(rec)
 redis.call('SET', KEYS[1], out)
 if prev ~= rec.state then
-  redis.call('HINCRBY', KEYS[3], rec.experiment .. '\t' .. prev, -1)
-  redis.call('HINCRBY', KEYS[3], rec.experiment .. '\t' .. rec.state, 1)
+  redis.call('HINCRBY', KEYS[3], countField(rec, prev), -1)
+  redis.call('HINCRBY', KEYS[3], countField(rec, rec.state), 1)
 end
 redis.call('PUBLISH', KEYS[2], out)
 return {1, out, prev}
@@ -52,11 +54,11 @@ return {1, out, prev}
 
 // Deletes a record with its index entry (and idempotency key, KEYS[4] when given), taking it
 // out of the counts under the state it has now, not the one the caller last read.
-const DELETE = `
+const DELETE = `${LUA_COUNT_FIELD}
 local raw = redis.call('GET', KEYS[1])
 if raw then
   local rec = cjson.decode(raw)
-  redis.call('HINCRBY', KEYS[2], rec.experiment .. '\t' .. rec.state, -1)
+  redis.call('HINCRBY', KEYS[2], countField(rec, rec.state), -1)
   redis.call('DEL', KEYS[1])
 end
 redis.call('ZREM', KEYS[3], ARGV[1])
@@ -67,7 +69,7 @@ return raw and 1 or 0
 // Builds the counts from every record, once: a no-op when they are built already. One script,
 // so no record changes while it counts. Reads record keys by prefix (ARGV[1]): a single Redis
 // (standalone or behind Sentinel), as everywhere in this repository.
-const BUILD_COUNTS = `
+const BUILD_COUNTS = `${LUA_COUNT_FIELD}
 if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
 redis.call('DEL', KEYS[1])
 local n = 0
@@ -75,7 +77,7 @@ for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
   local raw = redis.call('GET', ARGV[1] .. id)
   if raw then
     local rec = cjson.decode(raw)
-    redis.call('HINCRBY', KEYS[1], rec.experiment .. '\t' .. rec.state, 1)
+    redis.call('HINCRBY', KEYS[1], countField(rec, rec.state), 1)
     n = n + 1
   end
 end
