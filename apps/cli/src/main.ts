@@ -1,4 +1,6 @@
 import { Command } from 'commander';
+import type { submit as SubmitFn } from './jobs';
+import type { ApiOptions } from './status';
 import { loadRelayConfig, loadWorkerConfig } from '../../../libs/config/src';
 import { runDaemon } from './daemon';
 import { keygen } from './keygen';
@@ -63,71 +65,67 @@ export function buildProgram(): Command {
     'the worker API (default: API_LISTEN from the environment or --env-file, else http://127.0.0.1:8000)';
   const envOption = '--env-file <file>';
   const envHelp = 'read variables from this file (default: .env when present)';
-  type ApiOpts = { url?: string; envFile?: string };
-  const api = (o: ApiOpts) => ({ ...o, envFile: envFile(o) });
+  const api = <T extends ApiOptions>(o: T): T => ({ ...o, envFile: envFile(o) });
+  /** `--url` and `--env-file`, the options of every command that calls the worker API. */
+  const withApi = (c: Command): Command => c.option(urlOption, urlHelp).option(envOption, envHelp);
 
-  program
-    .command('status')
-    .description('one screen for a person: tunnels, GPUs, queue, recent jobs')
-    .option(urlOption, urlHelp)
-    .option(
-      '--relay-url <url>',
-      "the relay's admin address (default: ADMIN_LISTEN, else http://127.0.0.1:9464)",
-    )
-    .option(envOption, envHelp)
-    .action(async (opts: ApiOpts & { relayUrl?: string }) => {
-      const { status } = await import('./status');
-      process.exitCode = await status(api(opts));
-    });
+  withApi(
+    program
+      .command('status')
+      .description('one screen for a person: tunnels, GPUs, queue, recent jobs')
+      .option(
+        '--relay-url <url>',
+        "the relay's admin address (default: ADMIN_LISTEN, else http://127.0.0.1:9464)",
+      ),
+  ).action(async (opts: ApiOptions & { relayUrl?: string }) => {
+    const { status } = await import('./status');
+    process.exitCode = await status(api(opts));
+  });
 
   const jobs = program.command('jobs').description('submit, watch, read and cancel jobs');
-  jobs
-    .command('submit')
-    .description('submit a job; prints its id')
-    .argument('<experiment>', 'experiment name (GET /experiments lists them)')
-    .option('--params <json>', 'parameters as JSON', '{}')
-    .option('--priority <n>', '1 runs first')
-    .option('--key <key>', 'idempotency key: the same key returns the first job')
-    .option('--file <path...>', 'input files (sent as multipart)')
-    .option(urlOption, urlHelp)
-    .option(envOption, envHelp)
-    .action(async (experiment: string, opts: ApiOpts & Record<string, never>) => {
-      const { submit } = await import('./jobs');
-      process.exitCode = await submit(experiment, api(opts));
-    });
-  jobs
-    .command('watch')
-    .description(
-      'follow a job with a progress bar; exit 0 when it succeeded, 1 when it failed or was cancelled',
-    )
-    .argument('<id>', 'job id')
-    .option(urlOption, urlHelp)
-    .option(envOption, envHelp)
-    .action(async (id: string, opts: ApiOpts) => {
-      const { watch } = await import('./jobs');
-      process.exitCode = await watch(id, api(opts));
-    });
-  jobs
-    .command('logs')
-    .description("print a job's output")
-    .argument('<id>', 'job id')
-    .option('-f, --follow', 'keep printing until the job ends')
-    .option(urlOption, urlHelp)
-    .option(envOption, envHelp)
-    .action(async (id: string, opts: ApiOpts & { follow?: boolean }) => {
-      const { logs } = await import('./jobs');
-      process.exitCode = await logs(id, api(opts));
-    });
-  jobs
-    .command('cancel')
-    .description('cancel a job: a queued one never starts, a running one is stopped')
-    .argument('<id>', 'job id')
-    .option(urlOption, urlHelp)
-    .option(envOption, envHelp)
-    .action(async (id: string, opts: ApiOpts) => {
-      const { cancel } = await import('./jobs');
-      process.exitCode = await cancel(id, api(opts));
-    });
+  withApi(
+    jobs
+      .command('submit')
+      .description('submit a job; prints its id')
+      .argument('<experiment>', 'experiment name (GET /experiments lists them)')
+      .option('--params <json>', 'parameters as JSON', '{}')
+      .option('--priority <n>', '1 runs first')
+      .option('--key <key>', 'idempotency key: the same key returns the first job')
+      .option('--file <path...>', 'input files (sent as multipart)'),
+  ).action(async (experiment: string, opts: Parameters<typeof SubmitFn>[1]) => {
+    const { submit } = await import('./jobs');
+    process.exitCode = await submit(experiment, api(opts));
+  });
+  withApi(
+    jobs
+      .command('watch')
+      .description(
+        'follow a job with a progress bar; exit 0 when it succeeded, 1 when it failed or was cancelled',
+      )
+      .argument('<id>', 'job id'),
+  ).action(async (id: string, opts: ApiOptions) => {
+    const { watch } = await import('./jobs');
+    process.exitCode = await watch(id, api(opts));
+  });
+  withApi(
+    jobs
+      .command('logs')
+      .description("print a job's output")
+      .argument('<id>', 'job id')
+      .option('-f, --follow', 'keep printing until the job ends'),
+  ).action(async (id: string, opts: ApiOptions & { follow?: boolean }) => {
+    const { logs } = await import('./jobs');
+    process.exitCode = await logs(id, api(opts));
+  });
+  withApi(
+    jobs
+      .command('cancel')
+      .description('cancel a job: a queued one never starts, a running one is stopped')
+      .argument('<id>', 'job id'),
+  ).action(async (id: string, opts: ApiOptions) => {
+    const { cancel } = await import('./jobs');
+    process.exitCode = await cancel(id, api(opts));
+  });
 
   return program;
 }
