@@ -12,22 +12,9 @@ import {
   type TunnelSession,
 } from '../../../libs/tunnel/src';
 
-/** One tunnel of the worker, as `/health` can show it. */
-export interface WorkerTunnelView {
-  /** `listen:host:port` for a relay that dialed in, or the TUNNEL_CONNECT URL (reverse mode). */
-  url: string;
-  state: 'connecting' | 'up' | 'down';
-  peer?: string;
-  streams: number;
-  rttMs?: number;
-  lastError?: string;
-}
-
 /** The worker's end of the tunnels: accepts them (TUNNEL_LISTEN) or dials them (reverse mode). */
 export interface WorkerTunnels {
   sessions(): TunnelSession[];
-  /** Every tunnel: sessions accepted now, and each TUNNEL_CONNECT URL with its state. */
-  views(): WorkerTunnelView[];
   /**
    * SIGHUP: loads `keyFiles` (default: TUNNEL_KEY_FILE as started) for the next handshakes;
    * sessions up keep theirs. A file that cannot be used throws and the keys in use stay.
@@ -76,47 +63,14 @@ export async function startWorkerTunnels(
     });
     log.info({ tunnel: listener.address(), tls: Boolean(tls) }, 'accepting tunnels');
   }
-  const failures = new Map<string, string>();
   const dialers = config.tunnelConnect.map(
     (url) =>
-      new TunnelDialer({
-        url,
-        keys,
-        logger: log,
-        metrics,
-        proxy: config.httpsProxy,
-        onSession: (s) => {
-          failures.delete(url);
-          s.once('close', (reason: string) => failures.set(url, reason));
-          onSession(s);
-        },
-        onFailure: (detail) => failures.set(url, detail),
-      }),
+      new TunnelDialer({ url, keys, logger: log, metrics, proxy: config.httpsProxy, onSession }),
   );
   for (const d of dialers) d.start();
 
   return {
     sessions: () => [...live],
-    views: () => {
-      const dialed = new Set(dialers.map((d) => d.current));
-      const accepted = [...live].filter((s) => !dialed.has(s));
-      return [
-        ...accepted.map((s) => ({
-          url: `listen:${config.tunnelListen?.host}:${config.tunnelListen?.port}`,
-          state: 'up' as const,
-          peer: s.peer,
-          streams: s.openStreams,
-          rttMs: s.rttMs,
-        })),
-        ...dialers.map((d, i) => {
-          const url = config.tunnelConnect[i];
-          const s = d.current;
-          const lastError = failures.get(url);
-          const state = s ? 'up' : lastError !== undefined ? 'down' : 'connecting';
-          return { url, state, streams: s?.openStreams ?? 0, rttMs: s?.rttMs, lastError } as const;
-        }),
-      ];
-    },
     reload: async (keyFiles = config.keyFiles) => {
       const next = await loadKeyRing(keyFiles);
       listener?.setKeys(next);
