@@ -94,7 +94,6 @@ export async function startRelay(config: RelayConfig, log: Logger): Promise<Daem
   return {
     reload: async (next) => {
       await pool.reload((next ?? config).keyFiles);
-      log.info('tunnel keys reloaded');
     },
     close: async () => {
       const stopped = Promise.all(

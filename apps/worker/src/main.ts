@@ -70,7 +70,6 @@ export async function startWorker(config: WorkerConfig, log: Logger): Promise<Da
     drain: () => rt.drain(),
     reload: async (next) => {
       await tunnels.reload(next?.keyFiles);
-      log.info('tunnel keys reloaded');
     },
     close: async () => {
       await tunnels.close();
