@@ -69,7 +69,7 @@ function wrap(ws: WebSocket, peer: string, socket: () => Duplex | undefined): Me
           if (s) corker = new Corker(s);
         }
         corker?.cork();
-        ws.send(data, { binary: true }, sent && (() => sent()));
+        ws.send(data, { binary: true }, sent);
       } else if (sent) process.nextTick(sent);
     },
     close: (code = 1000, reason = '') => ws.close(code, reason),
