@@ -190,11 +190,6 @@ export class JobsRuntime {
     this.docker.reconcileLater();
   }
 
-  /** True once drain() was called: this worker takes no new job. */
-  get draining(): boolean {
-    return this.drained !== undefined;
-  }
-
   /**
    * Drains this worker (several GPU hosts: taking one out): its queue workers stop fetching jobs,
    * and this resolves once every job it was running has ended on its own. Queued jobs stay in

@@ -3,13 +3,14 @@ import { lchown } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import type { ContainerCreateOptions } from 'dockerode';
 import type { Logger } from '../../../config/src';
+import { WORKER_LABEL } from '../../../health/src/containers/probe';
 import type { ContainerEngine } from './docker.engine';
 import { parseProgressLine } from './progress';
 import type { RunOutcome, RunSpec, Runner } from './runner';
 
 /** Labels on every job container; the health probe and reconciliation filter on the worker's. */
 export const LABELS = {
-  worker: 'gpu-sidecar.worker',
+  worker: WORKER_LABEL,
   job: 'gpu-sidecar.job',
   experiment: 'gpu-sidecar.experiment',
 } as const;
