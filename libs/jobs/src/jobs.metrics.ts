@@ -31,17 +31,16 @@ export class JobMetrics {
     records.bus.on('state', this.onState);
   }
 
-  /** BullMQ counts by queue and state; also says whether the queue answers. */
-  async refreshQueues(): Promise<Record<SlotKind, Record<string, number>> | undefined> {
+  /** BullMQ counts by queue name and state; also says whether the queue answers. */
+  async refreshQueues(): Promise<Record<string, Record<string, number>> | undefined> {
     try {
       const kinds: SlotKind[] = ['cpu', 'gpu'];
       const counts = await Promise.all(kinds.map((k) => this.queue.counts(k)));
-      kinds.forEach((k, i) => {
-        for (const [state, n] of Object.entries(counts[i]))
-          this.defs.bullmq.set({ queue: QUEUE_NAME[k], state }, n);
-      });
+      const byQueue = Object.fromEntries(kinds.map((k, i) => [QUEUE_NAME[k], counts[i]]));
+      for (const [queue, byState] of Object.entries(byQueue))
+        for (const [state, n] of Object.entries(byState)) this.defs.bullmq.set({ queue, state }, n);
       this.queueError = undefined;
-      return { cpu: counts[0], gpu: counts[1] };
+      return byQueue;
     } catch (err) {
       this.queueError = (err as Error).message;
       return undefined;

@@ -185,9 +185,7 @@ export class HealthMonitor {
   private async queueCounts(): Promise<Readiness['queue']> {
     if (!this.jobMetrics) return { ok: false, error: 'the job queue is not started' };
     const counts = await this.jobMetrics.refreshQueues();
-    return counts
-      ? { ok: true, counts: { [`gsc-cpu`]: counts.cpu, [`gsc-gpu`]: counts.gpu } }
-      : { ok: false, error: this.jobMetrics.queueError };
+    return counts ? { ok: true, counts } : { ok: false, error: this.jobMetrics.queueError };
   }
 
   /** GET /health: everything, with one verdict. */
