@@ -30,6 +30,19 @@ describe('summarizeHealth', () => {
     });
   });
 
+  it('is down with DATA_FOLDER unreadable, that problem first', () => {
+    const s = summarizeHealth({
+      redis: redisOk,
+      diskError: 'ENOENT: no such file or directory',
+      queue: { ok: false, error: 'timeout' },
+    });
+    expect(s).toEqual({
+      status: 'down',
+      ready: false,
+      problems: ['disk: ENOENT: no such file or directory', 'queue: not answering: timeout'],
+    });
+  });
+
   it('is degraded by a hot GPU, a failing nvidia-smi, a lost GPU or a stopped service container', () => {
     const hot = {
       index: 0,

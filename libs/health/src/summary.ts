@@ -8,6 +8,8 @@ export interface HealthInputs {
   containers?: ContainerSnapshot;
   redis?: RedisStatus;
   disk?: DiskStatus;
+  /** Why DATA_FOLDER's free space could not be read (then there is no `disk`). */
+  diskError?: string;
   /** The Docker Engine; `required` when an installed experiment runs in Docker. */
   docker?: { reachable: boolean; reason?: string; required: boolean };
   /** Whether HEALTH_CONTAINERS names any container (then Docker matters even if not required). */
@@ -27,13 +29,14 @@ export interface HealthSummary {
 
 /**
  * Pure: folds the probes' last results into one verdict for /health and /health/ready.
- * Redis down/misconfigured, the queue not answering, a full DATA_FOLDER, or Docker unreachable
+ * Redis down/misconfigured, the queue not answering, a full or unreadable DATA_FOLDER, or Docker unreachable
  * while a docker experiment is installed make the worker not ready; GPU and container problems
  * degrade it (a GPU-less job can still run).
  */
 export function summarizeHealth(h: HealthInputs): HealthSummary {
   const fatal: string[] = [];
   const warn: string[] = [];
+  if (h.diskError) fatal.push(`disk: ${h.diskError}`);
   if (h.redis && !h.redis.healthy) fatal.push(...h.redis.problems.map((p) => `redis: ${p}`));
   if (h.queue && !h.queue.ok) fatal.push(`queue: not answering: ${h.queue.error ?? 'unknown'}`);
   const dockerDown = h.docker !== undefined && !h.docker.reachable;

@@ -199,15 +199,11 @@ export class HealthMonitor {
       containers,
       redis: ready.redis,
       disk: ready.disk,
+      diskError: ready.diskError,
       docker: ready.docker,
       servicesWatched: config.healthContainers.length > 0,
       queue: ready.queue,
     });
-    if (ready.diskError) {
-      summary.problems.unshift(`disk: ${ready.diskError}`);
-      summary.status = 'down';
-      summary.ready = false;
-    }
     const tunnels: TunnelView[] = this.tunnels().map((s) => ({
       peer: s.peer,
       streams: s.openStreams,
