@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 'use strict';
-// `npm run bench:tunnel`: the built relay and worker (as processes) beside a spiped pair and
-// plain TCP, in one run on loopback, in front of the same three targets: the worker's API
-// (GET /test), a TCP echo server and a bulk source. The relay reaches echo and bulk through
-// RELAY_FORWARDS (worker: TUNNEL_TARGETS), so every gpu-sidecar figure goes through the real
-// daemons, and (e) runs its bulk download on the same tunnel session as its GET /test.
+// `npm run bench:tunnel`: the built relay and worker (as processes) beside two spiped pairs
+// (as packaged, and with -f) and plain TCP, in one run on loopback, in front of the same three
+// targets: the worker's API (GET /test), a TCP echo server and a bulk source. The relay
+// reaches echo and bulk through RELAY_FORWARDS (worker: TUNNEL_TARGETS), so every gpu-sidecar
+// figure goes through the real daemons, and (e) runs its bulk download on the same tunnel
+// session as its GET /test.
 // Each measure runs BENCH_ROUNDS times, paths interleaved; the table shows the medians.
 // Prints a table with the issue's targets; asserts nothing.
 const { fork, spawn, spawnSync, execFileSync } = require('node:child_process');
@@ -17,6 +18,12 @@ const env = (name, dflt) => Number(process.env[name] ?? dflt);
 const ROUNDS = env('BENCH_ROUNDS', 3);
 const N_CONN = env('BENCH_CONNECTIONS', 200);
 const N_RTT = env('BENCH_ROUND_TRIPS', 1000);
+// Before the rounds, each path runs (b), (c) and GET /test for this long, unmeasured: the
+// daemons are long-running processes whose JIT needs a few thousand runs of a code path to
+// optimize it. Measured cold (right after start), (c) was p50 0.60 ms and p99 4.3 ms in its
+// first second, 0.28 ms and 0.50 ms after two seconds. spiped, in C, has nothing to warm.
+// BENCH_WARMUP_MS=0 measures cold, as this bench did before 2026-11-23.
+const WARMUP_MS = env('BENCH_WARMUP_MS', 3000);
 const LOAD_MS = env('BENCH_LOAD_MS', 2000);
 const BULK_MIB = env('BENCH_BULK_MIB', 256);
 const UNDER_BULK_MS = env('BENCH_UNDER_BULK_MS', 2000);
@@ -102,9 +109,9 @@ function receive(socket, n) {
 const PING = Buffer.from('ping');
 
 /** (b) New TCP connection + 4-byte echo: milliseconds from connect() to the echo. */
-async function newConnectionEcho(port) {
+async function newConnectionEcho(port, n = N_CONN) {
   const t = [];
-  for (let i = 0; i < N_CONN; i++) {
+  for (let i = 0; i < n; i++) {
     const t0 = now();
     const s = connect({ port, host: '127.0.0.1', noDelay: true });
     const got = receive(s, 4);
@@ -117,11 +124,11 @@ async function newConnectionEcho(port) {
 }
 
 /** (c) 4-byte round trips on one open connection: milliseconds each. */
-async function roundTrips(port) {
+async function roundTrips(port, n = N_RTT) {
   const s = connect({ port, host: '127.0.0.1', noDelay: true });
   await new Promise((r, j) => s.once('connect', r).once('error', j));
   const t = [];
-  for (let i = 0; i < N_RTT + 50; i++) {
+  for (let i = 0; i < n + 50; i++) {
     const t0 = now();
     const got = receive(s, 4);
     s.write(PING);
@@ -232,12 +239,19 @@ async function waitPort(port) {
   throw new Error(`port ${port} never opened`);
 }
 
-/** BENCH_PROF=DIR: run relay and worker under `node --cpu-prof` (profiles written at exit). */
+/**
+ * BENCH_PROF=DIR: run relay and worker under `node --cpu-prof` (profiles written at exit),
+ * still through bin/gpu-sidecar (its GPU_SIDECAR_NODE_FLAGS: NODE_OPTIONS refuses --cpu-prof),
+ * so that they run with the wrapper's flags and environment (GC, malloc) as when measured.
+ */
 function daemon(role, extraEnv) {
   const prof = process.env.BENCH_PROF;
-  if (!prof) return start(bin, [role, '--env-file', '/dev/null'], extraEnv);
-  const args = ['--cpu-prof', `--cpu-prof-dir=${prof}`, `--cpu-prof-name=${role}.cpuprofile`];
-  return start(process.execPath, [...args, `${bin}.js`, role], extraEnv);
+  const profEnv = prof
+    ? {
+        GPU_SIDECAR_NODE_FLAGS: `--cpu-prof --cpu-prof-dir=${prof} --cpu-prof-name=${role}.cpuprofile`,
+      }
+    : {};
+  return start(bin, [role, '--env-file', '/dev/null'], { ...extraEnv, ...profEnv });
 }
 
 function start(cmd, args, extraEnv) {
@@ -255,13 +269,14 @@ function start(cmd, args, extraEnv) {
   return c;
 }
 
-const spipedPids = [];
-
-/** A spiped pair (encrypt end listening on the returned port) in front of `target`. */
-async function spipedPair(key, target) {
+/**
+ * A spiped pair (encrypt end listening on the returned port) in front of `target`; its two
+ * pids are added to `pids`. `extra`: more options for both ends (`-f`).
+ */
+async function spipedPair(key, target, pids, extra = []) {
   const d = await freePort();
   const e = await freePort();
-  const common = ['-k', key, '-F', '-n', '0'];
+  const common = ['-k', key, '-F', '-n', '0', ...extra];
   const dec = start('spiped', [
     '-d',
     '-s',
@@ -278,7 +293,7 @@ async function spipedPair(key, target) {
     `[127.0.0.1]:${d}`,
     ...common,
   ]);
-  spipedPids.push(dec.pid, enc.pid);
+  pids.push(dec.pid, enc.pid);
   await waitPort(e);
   return e;
 }
@@ -377,14 +392,23 @@ async function main() {
 
   const paths = [{ name: 'plain TCP', api: p.api, echo: t.echo, bulk: t.bulk, pids: [] }];
   const hasSpiped = spawnSync('spiped', ['-v']).status === 0;
+  // spiped as packaged, and with -f ("fast/weak handshaking": no per-connection Diffie-Hellman,
+  // so no forward secrecy): the second shows what a C forwarder costs per connection and per
+  // round trip with almost no handshake, a floor for (b) and (c) that the targets do not name.
   if (hasSpiped)
-    paths.push({
-      name: 'spiped',
-      api: await spipedPair(key, p.api),
-      echo: await spipedPair(key, t.echo),
-      bulk: await spipedPair(key, t.bulk),
-      pids: spipedPids,
-    });
+    for (const [name, extra] of [
+      ['spiped', []],
+      ['spiped -f', ['-f']],
+    ]) {
+      const pids = [];
+      paths.push({
+        name,
+        api: await spipedPair(key, p.api, pids, extra),
+        echo: await spipedPair(key, t.echo, pids, extra),
+        bulk: await spipedPair(key, t.bulk, pids, extra),
+        pids,
+      });
+    }
   paths.push({
     name: 'gpu-sidecar',
     api: p.relay,
@@ -393,7 +417,16 @@ async function main() {
     pids: [relay.pid, worker.pid],
   });
   if (PATHS) paths.splice(0, paths.length, ...paths.filter((x) => PATHS.includes(x.name)));
-  for (const x of paths) await getTest(x.api); // warm up
+  for (const x of paths) {
+    await getTest(x.api);
+    const until = now() + WARMUP_MS;
+    while (now() < until) {
+      if (ONLY.includes('b')) await newConnectionEcho(x.echo, 50);
+      if (ONLY.includes('c')) await roundTrips(x.echo, 200);
+      if (ONLY.includes('d') || ONLY.includes('e'))
+        for (let i = 0; i < 20; i++) await getTest(x.api);
+    }
+  }
 
   const started = now();
   const runs = Object.fromEntries(paths.map((x) => [x.name, []]));
@@ -419,7 +452,7 @@ async function main() {
   }
   const idle = ONLY.includes('f')
     ? await idleStreams(p.relay, p.admin, relay.pid, worker.pid, IDLE_STREAMS)
-    : { before: { relay: 0, worker: 0 }, after: { relay: 0, worker: 0 }, open: 0 };
+    : undefined;
   const secs = (now() - started) / 1000;
 
   // Medians over rounds of each round's figure.
@@ -528,13 +561,17 @@ async function main() {
     '',
     () => true,
   );
-  const grow = idle.after.relay - idle.before.relay + idle.after.worker - idle.before.worker;
-  const rssCell = `relay ${idle.before.relay.toFixed(0)}→${idle.after.relay.toFixed(0)} MB, worker ${idle.before.worker.toFixed(0)}→${idle.after.worker.toFixed(0)} MB (+${grow.toFixed(1)} MB, ${idle.open} streams open)`;
+  const grow = idle
+    ? idle.after.relay - idle.before.relay + idle.after.worker - idle.before.worker
+    : undefined;
+  const rssCell = idle
+    ? `relay ${idle.before.relay.toFixed(0)}→${idle.after.relay.toFixed(0)} MB, worker ${idle.before.worker.toFixed(0)}→${idle.after.worker.toFixed(0)} MB (+${grow.toFixed(1)} MB, ${idle.open} streams open)`
+    : 'n/a';
   rows.push([
     `(f) RSS idle → ${IDLE_STREAMS} idle streams`,
     ...cols.map((c) => (c === ours ? rssCell : '')),
     '≤ +50 MB',
-    grow <= 50 && idle.open >= IDLE_STREAMS ? 'met' : 'MISSED',
+    !idle ? 'n/a' : grow <= 50 && idle.open >= IDLE_STREAMS ? 'met' : 'MISSED',
   ]);
   const errors = cols.map((c) => runs[c].reduce((n, r) => n + r.ld.errors + r.ub.errors, 0));
 
@@ -546,7 +583,8 @@ async function main() {
   console.log(`|---|${cols.map(() => '---|').join('')}---|---|`);
   for (const r of rows) console.log(`| ${r.join(' | ')} |`);
   console.log(
-    `\nsizes: (a) ${BULK_MIB} MiB, (b) ${N_CONN} connections, (c) ${N_RTT} round trips, (d) ${LOAD_MS} ms, ` +
+    `\nwarm-up: ${WARMUP_MS} ms per path before the rounds (BENCH_WARMUP_MS)` +
+      `\nsizes: (a) ${BULK_MIB} MiB, (b) ${N_CONN} connections, (c) ${N_RTT} round trips, (d) ${LOAD_MS} ms, ` +
       `(e) ${UNDER_BULK_MS} ms of sequential new-connection GET /test beside one download; ` +
       `request errors: ${cols.map((c, i) => `${c} ${errors[i]}`).join(', ')}`,
   );

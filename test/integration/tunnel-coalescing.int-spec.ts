@@ -1,8 +1,10 @@
+import { createHash } from 'node:crypto';
 import { Agent, createServer as createHttpServer } from 'node:http';
 import { connect, type NetConnectOpts, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { MessageChannel } from '../../libs/tunnel/src/transport/channel';
 import { dialWebSocket, UpgradeAcceptor } from '../../libs/tunnel/src/transport/ws-adapter';
+import { waitUntil } from '../support/system';
 
 jest.setTimeout(20_000);
 
@@ -36,21 +38,18 @@ class WatchedAgent extends Agent {
   }
 }
 
+const digest = (b: Buffer): string => `${b.length}:${createHash('sha256').update(b).digest('hex')}`;
+
 function collect(channel: MessageChannel): Buffer[] {
   const got: Buffer[] = [];
   channel.setMessageHandler((data) => got.push(Buffer.from(data)));
   return got;
 }
 
-async function until(check: () => boolean): Promise<void> {
-  const deadline = Date.now() + 5000;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+const until = (check: () => boolean): Promise<true> =>
+  waitUntil('the messages to arrive', check, 5000);
 
-describe('ws adapter write coalescing', () => {
+describe('ws adapter write coalescing and gathered frames', () => {
   const acceptor = new UpgradeAcceptor();
   const agent = new WatchedAgent();
   let http: ReturnType<typeof createHttpServer>;
@@ -106,5 +105,47 @@ describe('ws adapter write coalescing', () => {
     await until(() => got.length === first.length + second.length);
     expect(got).toEqual([...first, ...second]);
     expect(serverWrites.n - before).toBe(2);
+  });
+
+  /** `message` cut into `n` parts at fixed points (some parts may be empty, as GCM's are). */
+  const cut = (message: Buffer, n: number): Buffer[] => {
+    const points = Array.from({ length: n - 1 }, (_, i) =>
+      Math.floor((message.length * (i + 1)) / n),
+    );
+    return [0, ...points].map((start, i) => message.subarray(start, points[i] ?? message.length));
+  };
+  // Every WebSocket length form (7-bit, 16-bit, 64-bit) and its edges, up to the largest frame.
+  const sizes = [1, 125, 126, 127, 65535, 65536, 65557];
+  const messages = sizes.map((n, i) => Buffer.alloc(n, i + 1).fill(0xa5, 0, Math.min(n, 3)));
+
+  for (const [name, from, to] of [
+    ['dialer (masked frames)', () => client, () => server],
+    ['listener', () => server, () => client],
+  ] as const) {
+    it(`writes a message given as parts as one frame from the ${name}, in order with whole ones`, async () => {
+      const got = collect(to());
+      const sentOrder: Buffer[] = [];
+      let acknowledged = 0;
+      for (const [i, m] of messages.entries()) {
+        from().send(cut(m, 1 + (i % 4)), () => acknowledged++);
+        sentOrder.push(m);
+        const whole = Buffer.from(`whole ${i}`);
+        from().send(whole);
+        sentOrder.push(whole);
+      }
+      await until(() => got.length === sentOrder.length && acknowledged === messages.length);
+      // Digests, not toEqual: jest compares 64 KiB buffers byte by byte, for seconds.
+      expect(got.map(digest)).toEqual(sentOrder.map(digest));
+    });
+  }
+
+  it('writes a burst of messages given as parts in one write', async () => {
+    const got = collect(server);
+    const before = clientWrites.n;
+    const sent = burst(10);
+    for (const m of sent) client.send(cut(m, 3));
+    await until(() => got.length === sent.length);
+    expect(got).toEqual(sent);
+    expect(clientWrites.n - before).toBe(1);
   });
 });

@@ -19,11 +19,20 @@ export function createTunnelMetrics(registry: Registry): TunnelMetrics {
     labelNames: ['reason'],
     registers,
   });
-  const bytes = new Counter({
+  // Counted in two numbers and handed to prom-client when scraped: bytes() runs for every
+  // frame, and a labelled inc() hashes its labels each time (1.7 % of the relay's CPU in a
+  // round-trip benchmark).
+  const byteTotals = { in: 0, out: 0 };
+  new Counter({
     name: 'tunnel_bytes_total',
     help: 'Tunnel payload bytes by direction',
     labelNames: ['direction'],
     registers,
+    collect() {
+      this.reset();
+      this.inc({ direction: 'in' }, byteTotals.in);
+      this.inc({ direction: 'out' }, byteTotals.out);
+    },
   });
   const open = new Gauge({ name: 'tunnel_streams_open', help: 'Streams open now', registers });
   const streams = new Counter({ name: 'tunnel_streams_total', help: 'Streams opened', registers });
@@ -59,7 +68,9 @@ export function createTunnelMetrics(registry: Registry): TunnelMetrics {
   return {
     handshake: (result, reason) => handshakes.inc({ result, reason: reason ?? '' }),
     frameRejected: (reason) => rejected.inc({ reason }),
-    bytes: (direction, n) => bytes.inc({ direction }, n),
+    bytes: (direction, n) => {
+      byteTotals[direction] += n;
+    },
     streamOpened: () => {
       open.inc();
       streams.inc();

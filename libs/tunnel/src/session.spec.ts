@@ -4,6 +4,7 @@ import { silentLogger } from '../../config/src/logger';
 import { CountingMetrics } from './testing/harness';
 import { memoryChannels } from './testing/memory-channel';
 import {
+  LONE_STREAM_WINDOW,
   MAX_DATA,
   MAX_STREAM_WINDOW,
   SEND_WATERMARK,
@@ -149,9 +150,56 @@ describe('tunnel session', () => {
     return st;
   }
 
-  it('grows the window of a stream whose reader keeps up, never past MAX_STREAM_WINDOW', async () => {
-    const st = await transfer(sessions(), 16, true);
-    expect(st.grown).toBe(MAX_STREAM_WINDOW - STREAM_WINDOW);
+  it('grows the window of a lone stream whose reader keeps up to LONE_STREAM_WINDOW, no further', async () => {
+    const st = await transfer(sessions(), 32, true);
+    expect(st.grown).toBe(LONE_STREAM_WINDOW - STREAM_WINDOW);
+  });
+
+  it('takes a deep window back to MAX_STREAM_WINDOW once another stream opens', async () => {
+    const { client, server } = sessions();
+    const served = new Map<string, TunnelStream>();
+    server.on('stream', (t: string, st: TunnelStream) => {
+      served.set(t, st);
+      st.on('error', () => undefined); // the RESET that ends the test
+      st.resume();
+    });
+    const until = async (check: () => boolean): Promise<void> => {
+      const deadline = Date.now() + 5000;
+      while (!check() && Date.now() < deadline) await new Promise((r) => setImmediate(r));
+      expect(check()).toBe(true);
+    };
+    const bulk = client.openStream('bulk');
+    const other = client.openStream('other');
+    const chunk = Buffer.alloc(MAX_DATA, 7);
+    let writing = true;
+    const pump = (): void => {
+      while (writing && bulk.write(chunk));
+      if (writing) bulk.once('drain', pump);
+    };
+    try {
+      other.destroy(); // opened and gone: 'bulk' is alone from here on
+      pump();
+      await until(() => served.get('bulk')?.grown === LONE_STREAM_WINDOW - STREAM_WINDOW);
+      const st = served.get('bulk')!;
+      const next = client.openStream('next');
+      next.write('x');
+      await until(() => served.has('next'));
+      // The withheld credit drains as the reader goes on; the window does not grow again while
+      // the other stream is open.
+      await until(() => st.grown === MAX_STREAM_WINDOW - STREAM_WINDOW);
+      for (let i = 0; i < 200; i++) await new Promise((r) => setImmediate(r));
+      expect(st.grown).toBe(MAX_STREAM_WINDOW - STREAM_WINDOW);
+      // The sender now has at most MAX_STREAM_WINDOW in flight: a reader that stops holds that.
+      st.pause();
+      await new Promise((r) => setTimeout(r, 100));
+      expect(st.readableLength).toBeGreaterThan(0);
+      expect(st.readableLength).toBeLessThanOrEqual(MAX_STREAM_WINDOW);
+      next.destroy();
+    } finally {
+      writing = false;
+      bulk.destroy();
+      await client.close();
+    }
   });
 
   it('never grows the window of a stream whose reader stopped: it holds one window', async () => {

@@ -6,6 +6,9 @@ import {
   encodeFrame,
   FrameOpener,
   FrameSealer,
+  LONE_STREAM_QUIET_MS,
+  LONE_STREAM_WINDOW,
+  MAX_STREAM_WINDOW,
   Multiplexer,
   SEND_WATERMARK,
   TARGET_NAME,
@@ -63,6 +66,8 @@ export class TunnelSession extends EventEmitter implements StreamHost {
   private creditScheduled = false;
   /** What is left of WINDOW_GROWTH_BUDGET: bounds the receive windows beyond the initial ones. */
   private growthLeft = WINDOW_GROWTH_BUDGET;
+  /** When two or more streams were last open together (performance.now(); see windowCap). */
+  private crowdedAt = -Infinity;
   private closedReason?: string;
   private readonly closed: Promise<string>;
 
@@ -129,7 +134,7 @@ export class TunnelSession extends EventEmitter implements StreamHost {
       process.nextTick(() => stream.onReset(reason));
       return stream;
     }
-    this.streams.set(sid, stream);
+    this.addStream(stream);
     this.send({ type: 'open', sid, target });
     this.metrics.streamOpened();
     return stream;
@@ -184,8 +189,26 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     return true;
   }
 
+  releaseGrowth(n: number): void {
+    this.growthLeft += n;
+  }
+
+  /**
+   * A stream alone in the session, with no other stream open for LONE_STREAM_QUIET_MS, may grow
+   * its window to LONE_STREAM_WINDOW: its bytes in flight delay no one. Otherwise to
+   * MAX_STREAM_WINDOW, so that a bulk stream queues at most that much ahead of the others.
+   */
+  windowCap(stream: TunnelStream): number {
+    const lone =
+      this.streams.size === 1 &&
+      this.streams.get(stream.sid) === stream &&
+      performance.now() - this.crowdedAt >= LONE_STREAM_QUIET_MS;
+    return lone ? LONE_STREAM_WINDOW : MAX_STREAM_WINDOW;
+  }
+
   forget(stream: TunnelStream, reason: string): void {
     if (this.streams.get(stream.sid) !== stream) return;
+    if (this.streams.size >= 2) this.crowdedAt = performance.now();
     this.streams.delete(stream.sid);
     this.growthLeft += stream.grown;
     this.mux.remove(stream.sid);
@@ -195,6 +218,17 @@ export class TunnelSession extends EventEmitter implements StreamHost {
   }
 
   // ---- internals ----
+
+  /**
+   * Registers a new stream. If it joins a stream that was alone, that one's window shrinks back
+   * to MAX_STREAM_WINDOW (a deep window only exists while a stream is alone, so there is at
+   * most one to shrink).
+   */
+  private addStream(stream: TunnelStream): void {
+    if (this.streams.size === 1) this.streams.values().next().value?.shallow();
+    this.streams.set(stream.sid, stream);
+    if (this.streams.size >= 2) this.crowdedAt = performance.now();
+  }
 
   private flushCredit(): void {
     this.creditScheduled = false;
@@ -241,9 +275,10 @@ export class TunnelSession extends EventEmitter implements StreamHost {
   private send(frame: Frame): void {
     if (this.closedReason !== undefined) return;
     const { header, body } = encodeFrame(frame);
-    const wire = this.sealer.seal(header, body);
+    const wire = this.sealer.sealParts(header, body);
     if (!wire) return this.fail('counter exhausted');
-    const n = wire.length;
+    let n = 0;
+    for (const part of wire) n += part.length;
     this.unsent += n;
     this.channel.send(wire, () => this.onSent(n));
     this.metrics.bytes('out', n);
@@ -300,7 +335,7 @@ export class TunnelSession extends EventEmitter implements StreamHost {
       return this.sendReset(sid, 'unknown target');
     }
     const stream = new TunnelStream(this, sid, target);
-    this.streams.set(sid, stream);
+    this.addStream(stream);
     this.metrics.streamOpened();
     this.emit('stream', target, stream);
   }

@@ -12,6 +12,10 @@ export interface StreamHost {
   scheduleCredit(stream: TunnelStream): void;
   /** Takes `n` bytes of the session's window-growth budget; false if it has not that much. */
   reserveGrowth(n: number): boolean;
+  /** Gives `n` bytes of window growth back to the session's budget. */
+  releaseGrowth(n: number): void;
+  /** How far this stream's receive window may grow now (depends on the other streams). */
+  windowCap(stream: TunnelStream): number;
   forget(stream: TunnelStream, reason: string): void;
 }
 
@@ -35,6 +39,11 @@ export class TunnelStream extends Duplex {
   private credited = 0;
   /** This stream's receive window now: STREAM_WINDOW, doubled while the reader keeps up. */
   private window = STREAM_WINDOW;
+  /**
+   * Credit still to withhold after the window shrank (shallow()): the peer may have the old,
+   * larger window in flight, so that much consumption is credited without granting it again.
+   */
+  private holdback = 0;
   private finSent = false;
   private finReceived = false;
   private gone = false;
@@ -92,7 +101,7 @@ export class TunnelStream extends Duplex {
 
   /** Window growth this stream holds of the session's budget (given back when it ends). */
   get grown(): number {
-    return this.window - STREAM_WINDOW;
+    return this.window - STREAM_WINDOW + this.holdback;
   }
 
   /**
@@ -101,16 +110,24 @@ export class TunnelStream extends Duplex {
    * WINDOW), and the sender still has three quarters of its window in flight.
    *
    * Window growth: if the reader has consumed everything (its buffer is empty), the window and
-   * not the reader is what limits this stream, so the window doubles (up to MAX_STREAM_WINDOW,
-   * within the session's growth budget). A reader that falls behind never grows it.
+   * not the reader is what limits this stream, so the window doubles (up to the host's
+   * windowCap: MAX_STREAM_WINDOW, or LONE_STREAM_WINDOW for a stream alone in its session),
+   * within the session's growth budget. A reader that falls behind never grows it.
    */
   takeCredit(): number {
-    const due = this.creditDue();
+    let due = this.creditDue();
     if (due < this.window / 4) return 0;
     this.credited += due;
+    if (this.holdback > 0) {
+      const withheld = Math.min(this.holdback, due);
+      this.holdback -= withheld;
+      this.host.releaseGrowth(withheld);
+      due -= withheld;
+      if (this.holdback > 0) return due; // no growth while shrinking
+    }
     if (
       this.readableLength === 0 &&
-      this.window < MAX_STREAM_WINDOW &&
+      this.window < this.host.windowCap(this) &&
       this.host.reserveGrowth(this.window)
     ) {
       const extra = this.window;
@@ -118,6 +135,17 @@ export class TunnelStream extends Duplex {
       return due + extra;
     }
     return due;
+  }
+
+  /**
+   * Another stream became active: a window grown past MAX_STREAM_WINDOW goes back to it. Credit
+   * cannot be taken back, so the excess is withheld from the next grants (takeCredit) until the
+   * peer's bytes in flight fit the smaller window; the session's budget gets it back then.
+   */
+  shallow(): void {
+    if (this.window <= MAX_STREAM_WINDOW) return;
+    this.holdback += this.window - MAX_STREAM_WINDOW;
+    this.window = MAX_STREAM_WINDOW;
   }
 
   /** DATA from the peer (already checked against our window by the multiplexer). */

@@ -64,17 +64,28 @@ export class FrameSealer {
   }
 
   /**
-   * Seals `header || body` into one wire frame (ciphertext || tag). Returns undefined once
+   * Seals `header || body` into one wire frame (ciphertext || tag), returned as its parts in
+   * wire order: joining them is the frame. The parts are not copied into one buffer, so that a
+   * transport that can write them as one message with a gathered write (the ws adapter) saves
+   * a copy of every DATA frame (docs/PROTOCOL.md, "Where the time goes"). Returns undefined once
    * 2^48 frames were sent: the caller must then end the session ('counter exhausted').
    */
-  seal(header: Buffer, body?: Buffer): Buffer | undefined {
+  sealParts(header: Buffer, body?: Buffer): Buffer[] | undefined {
     const next = this.dir.next();
     if (!next) return undefined;
     const c = createCipheriv(CIPHER, next.key, next.nonce);
     const parts = [c.update(header)];
     if (body && body.length > 0) parts.push(c.update(body));
-    parts.push(c.final(), c.getAuthTag());
-    return Buffer.concat(parts);
+    // GCM's final() outputs nothing (it is a stream mode) but must run before the tag exists.
+    c.final();
+    parts.push(c.getAuthTag());
+    return parts;
+  }
+
+  /** sealParts, joined into one buffer. */
+  seal(header: Buffer, body?: Buffer): Buffer | undefined {
+    const parts = this.sealParts(header, body);
+    return parts && Buffer.concat(parts);
   }
 
   /** Frames sealed so far. */

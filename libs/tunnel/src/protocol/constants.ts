@@ -62,12 +62,21 @@ export const PING_BODY_BYTES = 8;
 /** Every stream's initial window, in each direction. */
 export const STREAM_WINDOW = 256 * 1024;
 /**
- * A receiver doubles the window of a stream its reader keeps up with, up to this. Not more
- * yet: a bulk stream's window is also how much of it can queue in the WebSocket ahead of other
- * streams' frames (bench (e): GET /test p50 during a download went 12-20 ms at 1 MiB, 35-38 ms
- * at 4 MiB). A fair send scheduler would allow more.
+ * A receiver doubles the window of a stream its reader keeps up with, up to this while other
+ * streams share the session: a bulk stream's window is also how much of it can wait in the
+ * kernel's socket buffers ahead of other streams' frames (bench (e): GET /test p50 during a
+ * download 12-20 ms at 1 MiB, 35-38 ms at 4 MiB).
  */
 export const MAX_STREAM_WINDOW = 1024 * 1024;
+/**
+ * ... and up to this for a stream alone in its session (no other stream open for
+ * LONE_STREAM_QUIET_MS), whose bytes in flight delay nobody: bench (a) one-stream download
+ * 279 -> 336 MB/s (4 alternating runs, each faster), and over a WAN 4x MAX_STREAM_WINDOW / RTT.
+ * Once another stream opens, the window goes back to MAX_STREAM_WINDOW (docs/PROTOCOL.md,
+ * "Window growth").
+ */
+export const LONE_STREAM_WINDOW = 4 * 1024 * 1024;
+export const LONE_STREAM_QUIET_MS = 100;
 /** Window growth a receiver grants over all its streams at once (the rest of its budget). */
 export const WINDOW_GROWTH_BUDGET = 64 * 1024 * 1024;
 export const SESSION_WINDOW = 16 * 1024 * 1024;

@@ -33,9 +33,9 @@ export function memoryChannels(): [MessageChannel & { sendText(s: string): void 
   });
   const make = (self: (typeof ends)[number], other: (typeof ends)[number]) => ({
     peer: self.peer,
-    send: (data: Buffer, sent?: () => void) =>
+    send: (data: Buffer | readonly Buffer[], sent?: () => void) =>
       setImmediate(() => {
-        other.deliver(Buffer.from(data), true);
+        other.deliver(Buffer.concat(Buffer.isBuffer(data) ? [data] : data), true);
         sent?.();
       }),
     sendText: (text: string) => setImmediate(() => other.deliver(Buffer.from(text), false)),

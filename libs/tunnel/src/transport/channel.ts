@@ -6,11 +6,13 @@ export interface MessageChannel {
   /** The remote address, for logs and metrics (`host:port`). */
   readonly peer: string;
   /**
-   * Sends one binary message. `sent`, if given, runs once the message has left the process's
-   * own buffers (handed to the kernel) or the connection is gone: the session counts the bytes
-   * between send and `sent` to keep its send queue short (docs/PROTOCOL.md, "Send scheduling").
+   * Sends one binary message, given whole or as parts whose concatenation is the message (the
+   * ws adapter writes parts with one gathered write instead of joining them). `sent`, if
+   * given, runs once the message has left the process's own buffers (handed to the kernel) or
+   * the connection is gone: the session counts the bytes between send and `sent` to keep its
+   * send queue short (docs/PROTOCOL.md, "Send scheduling").
    */
-  send(data: Buffer, sent?: () => void): void;
+  send(data: Buffer | readonly Buffer[], sent?: () => void): void;
   /** Orderly close (WebSocket close handshake); the close handler runs once it is done. */
   close(code?: number, reason?: string): void;
   /** Drops the connection at once. */
