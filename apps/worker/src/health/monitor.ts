@@ -66,6 +66,8 @@ export class HealthMonitor {
   private hostStatus?: HostStatus;
   private timer?: NodeJS.Timeout;
   private probing?: Promise<void>;
+  /** The readiness round in flight: its callers share it; the next call after it settles probes. */
+  private readying?: Promise<Readiness>;
   private running = false;
 
   constructor(private readonly o: HealthMonitorOptions) {
@@ -155,8 +157,17 @@ export class HealthMonitor {
     return this.probing;
   }
 
-  /** Live Redis, queue and disk probes, Docker's cached status; also recorded as metrics. */
-  async readiness(): Promise<Readiness> {
+  /**
+   * Live Redis, queue and disk probes, Docker's cached status; also recorded as metrics. Callers
+   * at the same time (/metrics, /health, /health/ready, the probe loop) share one round in flight;
+   * a call after it settled starts a new one.
+   */
+  readiness(): Promise<Readiness> {
+    this.readying ??= this.probeReadiness().finally(() => (this.readying = undefined));
+    return this.readying;
+  }
+
+  private async probeReadiness(): Promise<Readiness> {
     const { config } = this.o;
     const [redis, queue, disk, docker] = await Promise.all([
       this.rt ? probeRedis(this.rt.records.client) : undefined,

@@ -1,6 +1,6 @@
 import { createRegistry } from '../../../metrics/src/registry';
 import { ContainerMetrics } from './metrics';
-import { ContainerProbe, WORKER_LABEL } from './probe';
+import { ContainerProbe, DOCKER_UNREACHABLE_CODES, WORKER_LABEL } from './probe';
 import type { ContainerEvent, ContainerInspect, ContainerSource } from './source';
 
 function fakeSource() {
@@ -139,5 +139,20 @@ describe('ContainerProbe (fake Docker)', () => {
     expect(s.containers.map((c) => c.name)).toEqual(['job-a']);
     expect((await registry.getSingleMetric('container_up')!.get()).values).toEqual([]);
     expect((await registry.getSingleMetric('container_probe_up')!.get()).values[0].value).toBe(0);
+  });
+
+  it('calls every code of DOCKER_UNREACHABLE_CODES unreachable, and any other failure an error', async () => {
+    const f = fakeSource();
+    const probe = new ContainerProbe({ source: f.source, workerName: 'w1', intervalMs: 600_000 });
+    await probe.start();
+    const reasonFor = async (code?: string) => {
+      f.setDown(Object.assign(new Error(`docker failed: ${code}`), { code }));
+      return (await probe.refresh()).error?.reason;
+    };
+    for (const code of DOCKER_UNREACHABLE_CODES)
+      expect([code, await reasonFor(code)]).toEqual([code, 'unreachable']);
+    expect(await reasonFor('EPERM')).toBe('error');
+    expect(await reasonFor(undefined)).toBe('error');
+    await probe.stop();
   });
 });

@@ -48,11 +48,28 @@ export interface ContainerProbeOptions {
   logger?: Logger;
 }
 
+/**
+ * Error codes that mean the Docker Engine could not be reached at DOCKER_HOST (no socket, no
+ * permission on it, refused, reset, broken pipe, timed out, no route to a tcp:// host), as
+ * opposed to an engine that answered with an error. The one list: the probe reports these as
+ * `unreachable` and the Docker runner (libs/jobs) lets a job wait without using a try.
+ */
+export const DOCKER_UNREACHABLE_CODES: ReadonlySet<string> = new Set([
+  'ENOENT',
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'EACCES',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+]);
+
+/** Whether a Docker call failed because the engine could not be reached (the codes above). */
+export const isDockerUnreachable = (err: unknown): boolean =>
+  DOCKER_UNREACHABLE_CODES.has((err as { code?: string } | null | undefined)?.code ?? '');
+
 function errorReason(err: unknown): 'unreachable' | 'error' {
-  const code = (err as { code?: string }).code;
-  return code === 'ECONNREFUSED' || code === 'ENOENT' || code === 'EACCES' || code === 'ETIMEDOUT'
-    ? 'unreachable'
-    : 'error';
+  return isDockerUnreachable(err) ? 'unreachable' : 'error';
 }
 
 /**

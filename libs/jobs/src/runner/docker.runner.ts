@@ -3,7 +3,7 @@ import { lchown } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import type { ContainerCreateOptions } from 'dockerode';
 import type { Logger } from '../../../config/src';
-import { WORKER_LABEL } from '../../../health/src/containers/probe';
+import { isDockerUnreachable, WORKER_LABEL } from '../../../health/src/containers/probe';
 import type { ContainerEngine } from './docker.engine';
 import { parseProgressLine } from './progress';
 import type { RunOutcome, RunSpec, Runner } from './runner';
@@ -105,17 +105,6 @@ const statusCode = (err: unknown): number | undefined =>
   (err as { statusCode?: number }).statusCode;
 const engineMessage = (err: unknown): string =>
   (err as { json?: { message?: string } }).json?.message ?? (err as Error).message ?? String(err);
-const UNREACHABLE = new Set([
-  'ENOENT',
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'EPIPE',
-  'EACCES',
-  'ETIMEDOUT',
-  'EHOSTUNREACH',
-]);
-const isUnreachable = (err: unknown): boolean =>
-  UNREACHABLE.has((err as { code?: string }).code ?? '');
 /** How often leftover containers are looked for again while the engine could not be asked. */
 const RECONCILE_RETRY_MS = 2_000;
 
@@ -243,7 +232,7 @@ export class DockerRunner implements Runner {
       try {
         id = await this.create(spec);
       } catch (err) {
-        if (isUnreachable(err)) return this.lost(err);
+        if (isDockerUnreachable(err)) return this.lost(err);
         return { kind: 'error', message: this.explain(err, spec) };
       }
       try {
@@ -300,7 +289,7 @@ export class DockerRunner implements Runner {
       attached = await engine.attach(id);
     } catch (err) {
       await closeLog();
-      if (isUnreachable(err)) return this.lost(err);
+      if (isDockerUnreachable(err)) return this.lost(err);
       return { kind: 'error', message: this.explain(err, spec) };
     }
     const outputDone = Promise.all([
@@ -336,7 +325,7 @@ export class DockerRunner implements Runner {
       try {
         await engine.start(id);
       } catch (err) {
-        if (isUnreachable(err)) return this.lost(err);
+        if (isDockerUnreachable(err)) return this.lost(err);
         return { kind: 'error', message: this.explain(err, spec) };
       }
       st.running = true;
@@ -381,7 +370,7 @@ export class DockerRunner implements Runner {
   /** An engine error as a message that says what to do. */
   private explain(err: unknown, spec: RunSpec): string {
     const msg = engineMessage(err);
-    if (isUnreachable(err)) return this.unreachable(err);
+    if (isDockerUnreachable(err)) return this.unreachable(err);
     if (statusCode(err) === 404 && /no such image/i.test(msg)) {
       return `image ${spec.experiment.image} not found on this host; docker.sh pull or docker load it`;
     }
