@@ -72,4 +72,9 @@ describe('relay forwards to named worker targets', () => {
     const res = await fetch(`http://127.0.0.1:${pair.ports.relay}/test`);
     expect(await res.json()).toEqual({ response: 'ok' });
   });
+
+  it('logs no exposure warning for listeners on loopback', () => {
+    expect(pair.relay.stderr()).toContain('relay ready');
+    expect(pair.relay.stderr()).not.toContain('not on loopback');
+  });
 });

@@ -228,6 +228,14 @@ function lastRing(p: DaemonProcess): string[] {
   return (JSON.parse(line ?? '{}') as { keys?: string[] }).keys ?? [];
 }
 
+/** The warnings a daemon logged about invalid variables on SIGHUP, as logged (JSON). */
+function hupWarnings(p: DaemonProcess): { invalid?: string[]; msg?: string }[] {
+  return (p.stderr() + p.stdout())
+    .split('\n')
+    .filter((l) => l.includes('SIGHUP: invalid'))
+    .map((l) => JSON.parse(l) as { invalid?: string[]; msg?: string });
+}
+
 /** Sends SIGHUP and waits until the daemon logged a reload, or a failed one. */
 async function hup(p: DaemonProcess): Promise<void> {
   const [ok, failed] = [reloads(p), p.stderr().split('reload failed').length];
@@ -308,13 +316,24 @@ describe('key rotation without downtime', () => {
     expect(relay.stderr()).toMatch(/reload failed, keeping the keys in use: TUNNEL_KEY_FILE/);
     await stillUp();
 
-    // (3) Both drop the old key.
-    use(workerFile, newKey);
+    // (3) Both drop the old key, each env file also holding a bad value of another variable:
+    // SIGHUP takes TUNNEL_KEY_FILE alone, so the keys are reloaded all the same, and one warning
+    // names the bad variable (it would take effect only on a restart, which it would stop).
+    writeFileSync(workerFile, `TUNNEL_KEY_FILE=${newKey}\nREDIS_URL=http://redis.invalid\n`);
     await hup(worker);
-    use(relayFile, newKey);
+    writeFileSync(relayFile, `TUNNEL_KEY_FILE=${newKey}\nRELAY_FORWARDS=nonsense\n`);
     await hup(relay);
     expect(lastRing(worker)).toEqual([fp(newKey)]);
     expect(lastRing(relay)).toEqual([fp(newKey)]);
+    expect(hupWarnings(worker)).toEqual([
+      expect.objectContaining({
+        invalid: ['REDIS_URL'],
+        msg: expect.stringMatching(/^SIGHUP: invalid REDIS_URL .*take effect only on restart/),
+      }),
+    ]);
+    expect(hupWarnings(relay)).toEqual([expect.objectContaining({ invalid: ['RELAY_FORWARDS'] })]);
+    use(workerFile, newKey); // what the restart below reads
+    use(relayFile, newKey);
     await stillUp();
     expect(await clients.stop()).not.toContainEqual(
       expect.objectContaining({ outcome: expect.not.stringMatching(/^ok$/) }),

@@ -1,22 +1,15 @@
 import {
   ConfigError,
   createLogger,
+  loadKeyFiles,
   readEnvironment,
+  type Daemon,
   type Env,
   type Logger,
 } from '../../../libs/config/src';
 
-/** What a daemon's start function returns. */
-export interface Daemon<C = unknown> {
-  close(): Promise<void>;
-  /**
-   * SIGHUP: reload what can change without a restart. `next` is the environment validated
-   * again (the env file may have changed); daemons take only TUNNEL_KEY_FILE from it.
-   */
-  reload?(next?: C): Promise<void>;
-  /** SIGUSR2: take no new work and let the running work end; resolves when it has. */
-  drain?(): Promise<void>;
-}
+// Declared in libs/config, so that the relay and the worker share it without importing apps/cli.
+export type { Daemon };
 
 /** How long a clean stop may take before the process exits anyway: under the worker unit's
  * TimeoutStopSec=5min and docker.sh's `docker stop --time 300`, so running jobs can hand back. */
@@ -26,7 +19,7 @@ const STOP_DEADLINE_MS = 270_000;
  * Validates the environment once, starts a daemon and stops it cleanly on SIGTERM or SIGINT.
  * A configuration error prints every bad variable and exits 2; a start failure exits 1.
  */
-export async function runDaemon<C extends { logLevel: string }>(
+export async function runDaemon<C extends { logLevel: string; keyFiles: readonly string[] }>(
   name: 'relay' | 'worker',
   envFile: string | undefined,
   load: (env: Env) => C,
@@ -87,18 +80,35 @@ export async function runDaemon<C extends { logLevel: string }>(
     );
   });
   process.on('SIGHUP', () => {
+    const reason = (err: unknown): string =>
+      err instanceof ConfigError ? err.issues.join('; ') : (err as Error).message;
     // A failed reload keeps the keys in use: a typo in a key file never takes the tunnel down.
     const failed = (err: unknown): void => {
-      const msg = err instanceof ConfigError ? err.issues.join('; ') : (err as Error).message;
-      log.error({ err }, `reload failed, keeping the keys in use: ${msg}`);
+      log.error({ err }, `reload failed, keeping the keys in use: ${reason(err)}`);
     };
-    let next: C;
+    let env: Env;
+    let keyFiles: string[];
     try {
-      // Read again so that an edited env file's TUNNEL_KEY_FILE list takes effect.
-      next = load(readEnvironment(process.env, envFile));
+      // Read again so that an edited env file's TUNNEL_KEY_FILE list takes effect; that one
+      // variable alone is taken (the process environment still wins over the file).
+      env = readEnvironment(process.env, envFile);
+      keyFiles = loadKeyFiles(env);
     } catch (err) {
       return failed(err);
     }
+    // The rest is only checked, so that a bad value does not wait silently for the next start.
+    try {
+      load(env);
+    } catch (err) {
+      const invalid = err instanceof ConfigError ? err.variables : [];
+      log.warn(
+        { invalid },
+        `SIGHUP: invalid ${invalid.join(', ') || 'configuration'} in the environment, ignored: ` +
+          `only TUNNEL_KEY_FILE is reloaded, the other variables take effect only on restart ` +
+          `(where this would stop the ${name}): ${reason(err)}`,
+      );
+    }
+    const next: C = Object.freeze({ ...config, keyFiles });
     daemon.reload?.(next).catch(failed);
   });
 }

@@ -1,24 +1,19 @@
 import 'reflect-metadata';
-import { createServer, type Server, type Socket } from 'node:net';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { NestFactory } from '@nestjs/core';
 import {
   describeConfig,
   NestPinoLogger,
+  type Daemon,
   type Logger,
   type RelayConfig,
 } from '../../../libs/config/src';
 import { Counter, createRegistry, createTunnelMetrics } from '../../../libs/metrics/src';
 import { loadKeyRing } from '../../../libs/tunnel/src';
+import { exposureWarning } from './exposure';
 import { RelayAdminModule } from './relay.module';
 import type { RelayState } from './relay.state';
 import { TunnelPool } from './tunnel-pool';
-
-/** A running daemon: `close()` stops it cleanly (SIGTERM/SIGINT); `reload()` on SIGHUP. */
-export interface Daemon {
-  close(): Promise<void>;
-  /** SIGHUP, with the environment read again: only TUNNEL_KEY_FILE is taken from `next`. */
-  reload?(next?: RelayConfig): Promise<void>;
-}
 
 function listen(server: Server, host: string, port: number): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -31,7 +26,7 @@ function listen(server: Server, host: string, port: number): Promise<void> {
 }
 
 /** Starts the relay: the loopback listener the web app calls, and the admin endpoints. */
-export async function startRelay(config: RelayConfig, log: Logger): Promise<Daemon> {
+export async function startRelay(config: RelayConfig, log: Logger): Promise<Daemon<RelayConfig>> {
   log.info({ config: describeConfig(config) }, 'relay starting');
   const registry = createRegistry('relay');
   const refused = new Counter({
@@ -66,13 +61,21 @@ export async function startRelay(config: RelayConfig, log: Logger): Promise<Daem
     });
     return server;
   };
+  /** Off loopback, anyone on that network reaches the target unauthenticated: say so. */
+  const warnIfExposed = (srv: Server, name: string, target: string) => {
+    const { address, port } = srv.address() as AddressInfo;
+    const warning = exposureWarning({ name, target, host: address, port });
+    if (warning) log.warn({ listener: name, target, address, port }, warning);
+  };
   const server = relayServer();
   await listen(server, config.relayListen.host, config.relayListen.port);
+  warnIfExposed(server, 'RELAY_LISTEN', 'api');
   const forwards: Server[] = [];
   for (const [target, { host, port }] of Object.entries(config.relayForwards)) {
     const forward = relayServer(target);
     forwards.push(forward);
     await listen(forward, host, port);
+    warnIfExposed(forward, `RELAY_FORWARDS ${target}`, target);
   }
 
   const admin = await NestFactory.create(RelayAdminModule.forRoot(registry, state), {

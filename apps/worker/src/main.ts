@@ -5,6 +5,7 @@ import type { NestExpressApplication } from '@nestjs/platform-express';
 import {
   describeConfig,
   NestPinoLogger,
+  type Daemon,
   type Logger,
   type WorkerConfig,
 } from '../../../libs/config/src';
@@ -16,21 +17,13 @@ import { startWorkerTunnels } from './tunnel';
 import { WorkerModule } from './worker.module';
 
 /**
- * A running daemon: `close()` stops it cleanly (SIGTERM/SIGINT); `reload()` on SIGHUP;
- * `drain()` on SIGUSR2 (take no new job, let the running ones finish; then the daemon exits).
- */
-export interface Daemon {
-  close(): Promise<void>;
-  /** SIGHUP, with the environment read again: only TUNNEL_KEY_FILE is taken from `next`. */
-  reload?(next?: WorkerConfig): Promise<void>;
-  drain?(): Promise<void>;
-}
-
-/**
  * Starts the worker daemon: health probes (GPU detection feeds the allocator), the job system,
  * the API on API_LISTEN (jobs, /health, /metrics, /queues), then the tunnels that lead to it.
  */
-export async function startWorker(config: WorkerConfig, log: Logger): Promise<Daemon> {
+export async function startWorker(
+  config: WorkerConfig,
+  log: Logger,
+): Promise<Daemon<WorkerConfig>> {
   log.info({ config: describeConfig(config) }, 'worker starting');
   // One registry for everything the worker measures, tunnels included: served at /metrics.
   const registry = createRegistry('worker');

@@ -1,4 +1,10 @@
-import { ConfigError, describeConfig, loadRelayConfig, loadWorkerConfig } from './env';
+import {
+  ConfigError,
+  describeConfig,
+  loadKeyFiles,
+  loadRelayConfig,
+  loadWorkerConfig,
+} from './env';
 
 const key = { TUNNEL_KEY_FILE: '/etc/gpu-sidecar/key' };
 
@@ -124,5 +130,23 @@ describe('relay configuration', () => {
         loadRelayConfig({ ...key, TUNNEL_LISTEN: ':9000', TUNNEL_TLS_CERT: '/c.pem' }),
       ),
     ).toEqual(['TUNNEL_TLS_CERT and TUNNEL_TLS_KEY: set both or neither']);
+  });
+});
+
+describe('TUNNEL_KEY_FILE alone (SIGHUP)', () => {
+  it('reads the list while other variables are invalid', () => {
+    const env = { TUNNEL_KEY_FILE: '/k/new, /k/old', REDIS_URL: 'http://x', LOG_LEVEL: 'loud' };
+    expect(loadKeyFiles(env)).toEqual(['/k/new', '/k/old']);
+    const invalid = new ConfigError(issuesOf(() => loadWorkerConfig(env))).variables;
+    expect(invalid.sort()).toEqual(['LOG_LEVEL', 'REDIS_URL']);
+  });
+
+  it('names TUNNEL_KEY_FILE when it is missing or empty', () => {
+    expect(issuesOf(() => loadKeyFiles({ TUNNEL_KEY_FILE: '' }))).toEqual([
+      'TUNNEL_KEY_FILE: is required',
+    ]);
+    expect(issuesOf(() => loadKeyFiles({ TUNNEL_KEY_FILE: ' , ' }))[0]).toMatch(
+      /^TUNNEL_KEY_FILE: is empty/,
+    );
   });
 });

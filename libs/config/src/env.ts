@@ -118,9 +118,15 @@ const workerSchema = z.object({
 
 /** Raised when the environment does not validate; `issues` name each variable and the fix. */
 export class ConfigError extends Error {
+  /** One line per problem, each `VARIABLE: what is wrong`. */
   constructor(readonly issues: string[]) {
     super(`invalid configuration:\n  ${issues.join('\n  ')}`);
     this.name = 'ConfigError';
+  }
+
+  /** The variables the issues are about (`REDIS_URL: ...` gives `REDIS_URL`), each once. */
+  get variables(): string[] {
+    return [...new Set(this.issues.map((i) => i.split(':')[0]))];
   }
 }
 
@@ -199,6 +205,16 @@ export function loadWorkerConfig(env: Env) {
     minFreeDisk: v.MIN_FREE_DISK,
     queueUi: v.QUEUE_UI,
   });
+}
+
+const keyFilesSchema = z.object({ TUNNEL_KEY_FILE: common.TUNNEL_KEY_FILE });
+
+/**
+ * TUNNEL_KEY_FILE alone, validated as at start (SIGHUP: the one variable a running daemon takes
+ * again); throws ConfigError naming it. The other variables are not looked at.
+ */
+export function loadKeyFiles(env: Env): string[] {
+  return parseOrThrow(keyFilesSchema, env).TUNNEL_KEY_FILE;
 }
 
 /** The configuration as safe to log: paths and addresses, never key material. */

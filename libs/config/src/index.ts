@@ -3,3 +3,4 @@ export * from './env-file';
 export * from './parse';
 export * from './logger';
 export * from './nest-logger';
+export * from './daemon';

@@ -1,0 +1,15 @@
+/**
+ * What a daemon's start function returns (startRelay, startWorker), as runDaemon (apps/cli)
+ * drives it: `close()` stops it cleanly (SIGTERM/SIGINT); `reload()` on SIGHUP; `drain()` on
+ * SIGUSR2. Here, in a lib, because apps never import each other (DESIGN.md: layout).
+ */
+export interface Daemon<C = unknown> {
+  close(): Promise<void>;
+  /**
+   * SIGHUP: reload what can change without a restart. `next` is the started configuration
+   * with TUNNEL_KEY_FILE read again (the env file may have changed); nothing else is reloaded.
+   */
+  reload?(next?: C): Promise<void>;
+  /** SIGUSR2: take no new work and let the running work end; resolves when it has. */
+  drain?(): Promise<void>;
+}
