@@ -1,8 +1,11 @@
 import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { exitCode, runCli } from '../support/daemon';
 import { freePort, waitForPort } from '../support/ports';
+import { relayEnvWith } from '../support/system';
 
 jest.setTimeout(60_000);
 
@@ -84,7 +87,108 @@ describe('gpu-sidecar command line', () => {
     // "Garbage collection"): the daemon's own command line shows it.
     const argv = readFileSync(`/proc/${w.child.pid}/cmdline`, 'utf8').split('\0');
     expect(argv).toContain('--no-incremental-marking');
+    // ... and with glibc told to keep freed heap (same file): the daemon's environment shows it.
+    const environ = readFileSync(`/proc/${w.child.pid}/environ`, 'utf8').split('\0');
+    expect(environ).toEqual(
+      expect.arrayContaining(['MALLOC_TOP_PAD_=67108864', 'MALLOC_TRIM_THRESHOLD_=134217728']),
+    );
     expect(await w.stop('SIGTERM')).toBe(0);
     expect(w.stderr()).toContain('worker stopped');
+  });
+});
+
+describe('gpu-sidecar jobs with a worker that does not answer', () => {
+  // Accepts every connection and never says a word: a stuck worker, or a wrong port.
+  const held = new Set<Socket>();
+  let silent: Server;
+  let url: string;
+  beforeAll(async () => {
+    silent = createServer((s) => held.add(s));
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    url = `http://127.0.0.1:${(silent.address() as AddressInfo).port}`;
+  });
+  afterAll(() => {
+    for (const s of held) s.destroy();
+    silent.close();
+  });
+
+  it('gives up after --timeout with one line naming the URL and the timeout, and exits 1', async () => {
+    const cases: [string[], string][] = [
+      [['submit', 'hello'], '/jobs'],
+      [['watch', 'j1'], '/jobs/j1/events'],
+      [['logs', 'j1', '-f'], '/jobs/j1/logs?follow=1'],
+      [['cancel', 'j1'], '/jobs/j1'],
+    ];
+    const runs = cases.map(([args]) =>
+      runCli(['jobs', ...args, '--url', url, '--timeout', '0.5'], {}),
+    );
+    for (const [i, p] of runs.entries()) {
+      expect(await exitCode(p, 10_000)).toBe(1);
+      expect(p.stderr()).toBe(
+        `gpu-sidecar: no answer from ${url}${cases[i][1]} within 0.5 s: is the worker stuck? ` +
+          'Use --timeout SECONDS to wait longer (0: no limit).\n',
+      );
+      expect(p.stdout()).toBe('');
+    }
+  });
+
+  it('refuses a --timeout that is not a number of seconds', async () => {
+    const p = runCli(['jobs', 'cancel', 'j1', '--url', url, '--timeout', 'soon'], {});
+    expect(await exitCode(p, 10_000)).toBe(1);
+    expect(p.stderr()).toContain("option '--timeout <seconds>' argument 'soon' is invalid");
+  });
+
+  it('never cuts an event stream that outlasts --timeout once it is open', async () => {
+    const job = (state: string, progress: number) =>
+      `event: job\ndata: ${JSON.stringify({ id: 'j2', experiment: 'x', state, progress, error: null, exitCode: null })}\n\n`;
+    const sse = createHttpServer((req, res) => {
+      if (req.url !== '/jobs/j2/events') return res.writeHead(404).end();
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(job('running', 10));
+      setTimeout(() => res.end(job('succeeded', 100)), 1_500);
+    });
+    await new Promise<void>((r) => sse.listen(0, '127.0.0.1', r));
+    try {
+      const port = (sse.address() as AddressInfo).port;
+      const p = runCli(
+        ['jobs', 'watch', 'j2', '--url', `http://127.0.0.1:${port}`, '--timeout', '0.5'],
+        {},
+      );
+      expect(await exitCode(p, 10_000)).toBe(0);
+      expect(p.stdout()).toBe('succeeded j2\n');
+      expect(p.stderr()).toBe('running 10%\nsucceeded 100%\n');
+    } finally {
+      sse.close();
+    }
+  });
+});
+
+describe('relay listeners off loopback', () => {
+  it('warns, naming the forward and its address, when RELAY_FORWARDS binds a wildcard', async () => {
+    const forward = await freePort();
+    const { env } = await relayEnvWith({
+      TUNNEL_KEY_FILE: keyFile,
+      TUNNEL_CONNECT: `ws://127.0.0.1:${await freePort()}`,
+      RELAY_FORWARDS: `open=0.0.0.0:${forward}`,
+    });
+    const r = runCli(['relay'], env);
+    await r.waitForLog('relay ready');
+    const warnings = r
+      .stderr()
+      .split('\n')
+      .filter((l) => l.includes('not on loopback'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(warnings).toEqual([
+      expect.objectContaining({
+        level: 40,
+        listener: 'RELAY_FORWARDS open',
+        address: '0.0.0.0',
+        port: forward,
+        msg: expect.stringContaining(
+          `RELAY_FORWARDS open listens on 0.0.0.0:${forward}, not on loopback: anyone`,
+        ),
+      }),
+    ]);
+    expect(await r.stop('SIGTERM')).toBe(0);
   });
 });

@@ -24,16 +24,59 @@ function fail(message: string): number {
   return 1;
 }
 
-/** fetch, with "nothing answers" said plainly instead of a stack. */
-async function call(url: string, init?: RequestInit): Promise<Response> {
-  try {
-    return await fetch(url, init);
-  } catch (err) {
-    const c = (err as { cause?: { code?: string; errors?: { code?: string }[] } }).cause;
-    const cause = c?.code ?? c?.errors?.[0]?.code ?? (err as Error).message;
-    throw new Error(
-      `nothing answers at ${new URL(url).origin} (${cause}): is the worker running? Use --url.`,
+/**
+ * `--timeout SECONDS`: how long to wait for the worker's answer; 0 waits forever. Always set:
+ * the option's default (30) is given where the option is declared (main.ts).
+ */
+export interface TimeoutOptions {
+  timeout: number;
+}
+
+/**
+ * fetch, with "nothing answers" and "no answer in time" said plainly instead of a stack. The
+ * timeout covers the whole exchange, except for a `stream` (events, logs): there it ends once the
+ * response headers came, so a long stream is never cut.
+ */
+async function call(
+  url: string,
+  { timeout: seconds }: TimeoutOptions,
+  init: RequestInit = {},
+  stream = false,
+): Promise<Response> {
+  const abort = new AbortController();
+  // Past setTimeout's range (about 24.8 days) it would fire at once: count that as no limit.
+  const ms = seconds * 1000;
+  const timer = ms > 0 && ms < 2 ** 31 ? setTimeout(() => abort.abort(), ms) : undefined;
+  const late = () =>
+    new Error(
+      `no answer from ${url} within ${seconds} s: is the worker stuck? ` +
+        `Use --timeout SECONDS to wait longer (0: no limit).`,
     );
+  try {
+    let res: Response;
+    try {
+      res = await fetch(url, { ...init, signal: abort.signal });
+    } catch (err) {
+      if (abort.signal.aborted) throw late();
+      const c = (err as { cause?: { code?: string; errors?: { code?: string }[] } }).cause;
+      const cause = c?.code ?? c?.errors?.[0]?.code ?? (err as Error).message;
+      throw new Error(
+        `nothing answers at ${new URL(url).origin} (${cause}): is the worker running? Use --url.`,
+      );
+    }
+    if (stream && res.ok) return res;
+    // Read the body under the same deadline, then hand it over as a response of its own.
+    const body = await res.arrayBuffer().catch((err: unknown) => {
+      throw abort.signal.aborted ? late() : err;
+    });
+    const empty = [101, 204, 205, 304].includes(res.status);
+    return new Response(empty ? null : body, {
+      status: res.status,
+      statusText: res.statusText,
+      headers: res.headers,
+    });
+  } finally {
+    clearTimeout(timer);
   }
 }
 
@@ -42,7 +85,8 @@ const jobPath = (id: string) => `/jobs/${encodeURIComponent(id)}`;
 /** `jobs submit EXPERIMENT`: prints the job id (only that, for scripts) on stdout. */
 export async function submit(
   experiment: string,
-  opts: ApiOptions & { params?: string; priority?: string; key?: string; file?: string[] },
+  opts: ApiOptions &
+    TimeoutOptions & { params?: string; priority?: string; key?: string; file?: string[] },
 ): Promise<number> {
   let params: unknown = {};
   if (opts.params !== undefined) {
@@ -71,7 +115,7 @@ export async function submit(
       body: JSON.stringify(fields),
     };
   }
-  const res = await call(`${apiUrl(opts)}/jobs`, init);
+  const res = await call(`${apiUrl(opts)}/jobs`, opts, init);
   if (res.status !== 201 && res.status !== 200) return fail(await errorText(res));
   const body = (await res.json()) as { id: string };
   process.stdout.write(`${body.id}\n`);
@@ -99,7 +143,7 @@ async function readEvents(res: Response, onEvent: (event: string, data: string) 
  * terminal (one line per change otherwise). Exit 0 when it succeeded, 1 when it failed or was
  * cancelled. An event stream that ends early (worker restarting) is opened again.
  */
-export async function watch(id: string, opts: ApiOptions): Promise<number> {
+export async function watch(id: string, opts: ApiOptions & TimeoutOptions): Promise<number> {
   const base = apiUrl(opts);
   const c = colors(process.stderr);
   const tty = Boolean(process.stderr.isTTY);
@@ -126,12 +170,12 @@ export async function watch(id: string, opts: ApiOptions): Promise<number> {
   };
   try {
     for (;;) {
-      const res = await call(`${base}${jobPath(id)}/events`);
+      const res = await call(`${base}${jobPath(id)}/events`, opts, {}, true);
       if (res.status !== 200) return fail(await errorText(res));
       await readEvents(res, (_event, data) => show(JSON.parse(data) as JobView));
       if (last && FINAL.has(last.state)) break;
       // The stream ended before the job did: read the record, then listen again.
-      const now = await call(`${base}${jobPath(id)}`);
+      const now = await call(`${base}${jobPath(id)}`, opts);
       if (now.status !== 200) return fail(await errorText(now));
       show((await now.json()) as JobView);
       if (FINAL.has(last!.state)) break;
@@ -151,8 +195,12 @@ export async function watch(id: string, opts: ApiOptions): Promise<number> {
 }
 
 /** `jobs logs ID [--follow]`: the job's output so far, or until it ends. */
-export async function logs(id: string, opts: ApiOptions & { follow?: boolean }): Promise<number> {
-  const res = await call(`${apiUrl(opts)}${jobPath(id)}/logs${opts.follow ? '?follow=1' : ''}`);
+export async function logs(
+  id: string,
+  opts: ApiOptions & TimeoutOptions & { follow?: boolean },
+): Promise<number> {
+  const url = `${apiUrl(opts)}${jobPath(id)}/logs${opts.follow ? '?follow=1' : ''}`;
+  const res = await call(url, opts, {}, true);
   if (res.status !== 200) return fail(await errorText(res));
   for await (const chunk of Readable.fromWeb(res.body! as never) as AsyncIterable<Buffer>) {
     if (!process.stdout.write(chunk)) await new Promise((r) => process.stdout.once('drain', r));
@@ -161,8 +209,8 @@ export async function logs(id: string, opts: ApiOptions & { follow?: boolean }):
 }
 
 /** `jobs cancel ID`: a queued job never starts; a running one is stopped. */
-export async function cancel(id: string, opts: ApiOptions): Promise<number> {
-  const res = await call(`${apiUrl(opts)}${jobPath(id)}`, { method: 'DELETE' });
+export async function cancel(id: string, opts: ApiOptions & TimeoutOptions): Promise<number> {
+  const res = await call(`${apiUrl(opts)}${jobPath(id)}`, opts, { method: 'DELETE' });
   if (res.status !== 200) return fail(await errorText(res));
   const job = (await res.json()) as JobView;
   process.stdout.write(`${job.id} ${job.state}\n`);

@@ -1,5 +1,5 @@
-import { Command } from 'commander';
-import type { submit as SubmitFn } from './jobs';
+import { Command, InvalidArgumentError } from 'commander';
+import type { submit as SubmitFn, TimeoutOptions } from './jobs';
 import type { ApiOptions } from './status';
 import { loadRelayConfig, loadWorkerConfig } from '../../../libs/config/src';
 import { runDaemon } from './daemon';
@@ -83,7 +83,22 @@ export function buildProgram(): Command {
   });
 
   const jobs = program.command('jobs').description('submit, watch, read and cancel jobs');
-  withApi(
+  /** `--url`, `--env-file` and `--timeout`: a worker that accepts but never answers is an error. */
+  const withJobsApi = (c: Command): Command =>
+    withApi(c).option(
+      '--timeout <seconds>',
+      'wait this long for the worker to answer, then fail; a stream (watch, logs) only until ' +
+        'it starts; 0: no limit',
+      (value: string): number => {
+        const n = Number(value);
+        if (value.trim() === '' || !Number.isFinite(n) || n < 0) {
+          throw new InvalidArgumentError('expected a number of seconds, 0 or more.');
+        }
+        return n;
+      },
+      30,
+    );
+  withJobsApi(
     jobs
       .command('submit')
       .description('submit a job; prints its id')
@@ -96,33 +111,33 @@ export function buildProgram(): Command {
     const { submit } = await import('./jobs');
     process.exitCode = await submit(experiment, api(opts));
   });
-  withApi(
+  withJobsApi(
     jobs
       .command('watch')
       .description(
         'follow a job with a progress bar; exit 0 when it succeeded, 1 when it failed or was cancelled',
       )
       .argument('<id>', 'job id'),
-  ).action(async (id: string, opts: ApiOptions) => {
+  ).action(async (id: string, opts: ApiOptions & TimeoutOptions) => {
     const { watch } = await import('./jobs');
     process.exitCode = await watch(id, api(opts));
   });
-  withApi(
+  withJobsApi(
     jobs
       .command('logs')
       .description("print a job's output")
       .argument('<id>', 'job id')
       .option('-f, --follow', 'keep printing until the job ends'),
-  ).action(async (id: string, opts: ApiOptions & { follow?: boolean }) => {
+  ).action(async (id: string, opts: ApiOptions & TimeoutOptions & { follow?: boolean }) => {
     const { logs } = await import('./jobs');
     process.exitCode = await logs(id, api(opts));
   });
-  withApi(
+  withJobsApi(
     jobs
       .command('cancel')
       .description('cancel a job: a queued one never starts, a running one is stopped')
       .argument('<id>', 'job id'),
-  ).action(async (id: string, opts: ApiOptions) => {
+  ).action(async (id: string, opts: ApiOptions & TimeoutOptions) => {
     const { cancel } = await import('./jobs');
     process.exitCode = await cancel(id, api(opts));
   });

@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { Experiment } from '../experiments/experiment';
 import { DirectLauncher, HelperLauncher } from './launcher';
 import { ProcessRunner } from './process.runner';
-import { isNoSpace } from '../store/results.store';
+import { isNoSpace, jobPathsIn } from '../store/results.store';
 import { exitMark, type RunSpec } from './runner';
 import type { ProgressUpdate } from './progress';
 
@@ -29,13 +29,7 @@ function spec(
       file: 't.yaml',
       ...extra,
     },
-    paths: {
-      dir,
-      params: path.join(dir, 'params.json'),
-      input: path.join(dir, 'input'),
-      output: path.join(dir, 'output'),
-      log: path.join(dir, 'logs', 'output.log'),
-    },
+    paths: jobPathsIn(dir),
     gpus: [],
     user: { uid: process.getuid!() },
     signal,

@@ -25,6 +25,17 @@ const EXPERIMENT = /^[a-z0-9-]+$/;
 /** Why a requested output path is refused; the controller maps it to a 4xx. */
 export class UnsafePathError extends Error {}
 
+/** The files and folders of the job folder `dir` (DESIGN.md, "Job directory"). */
+export function jobPathsIn(dir: string): JobPaths {
+  return {
+    dir,
+    params: path.join(dir, 'params.json'),
+    input: path.join(dir, 'input'),
+    output: path.join(dir, 'output'),
+    log: path.join(dir, 'logs', 'output.log'),
+  };
+}
+
 /**
  * The results store: `DATA_FOLDER/jobs/<experiment>/<id>/` with job.json, params.json, input/,
  * output/ and logs/output.log (DESIGN.md). Records are written atomically and durably.
@@ -39,14 +50,7 @@ export class ResultsStore {
 
   paths(experiment: string, id: string): JobPaths {
     if (!EXPERIMENT.test(experiment) || !JOB_ID.test(id)) throw new UnsafePathError('bad job id');
-    const dir = path.join(this.root, experiment, id);
-    return {
-      dir,
-      params: path.join(dir, 'params.json'),
-      input: path.join(dir, 'input'),
-      output: path.join(dir, 'output'),
-      log: path.join(dir, 'logs', 'output.log'),
-    };
+    return jobPathsIn(path.join(this.root, experiment, id));
   }
 
   /**
