@@ -97,6 +97,52 @@ describe('gpu-sidecar command line', () => {
   });
 });
 
+/**
+ * Signals that come while a daemon is still starting: before its handlers existed, Node's
+ * defaults ended it at once, with no clean stop (a `systemctl stop` right after a start).
+ * Each signal is sent on the daemon's first log line, long before it is ready.
+ */
+describe('signals during start-up', () => {
+  const workerEnv = async (): Promise<Record<string, string>> => ({
+    TUNNEL_KEY_FILE: keyFile,
+    API_LISTEN: `127.0.0.1:${await freePort()}`,
+    TUNNEL_LISTEN: `127.0.0.1:${await freePort()}`,
+    DATA_FOLDER: mkdtempSync(path.join(dir, 'data-')),
+    EXPERIMENTS_DIR: path.join(__dirname, '..', '..', 'examples', 'experiments'),
+    GPU_DEVICES: 'none',
+  });
+  const relayEnv = async (): Promise<Record<string, string>> =>
+    (
+      await relayEnvWith({
+        TUNNEL_KEY_FILE: keyFile,
+        TUNNEL_CONNECT: `ws://127.0.0.1:${await freePort()}`,
+      })
+    ).env;
+
+  it.each([
+    ['relay', relayEnv],
+    ['worker', workerEnv],
+  ] as const)('the %s stops cleanly on a SIGTERM during start-up', async (name, env) => {
+    const p = runCli([name], await env());
+    await p.waitForLog(`${name} starting`);
+    p.child.kill('SIGTERM');
+    expect(await exitCode(p)).toBe(0);
+    expect(p.stderr()).toContain(`${name} stopping once started`);
+    expect(p.stderr()).toContain(`${name} stopped`);
+  });
+
+  it('reloads the keys once started for a SIGHUP during start-up, and keeps running', async () => {
+    const p = runCli(['relay'], await relayEnv());
+    await p.waitForLog('relay starting');
+    p.child.kill('SIGHUP');
+    await p.waitForLog('tunnel key ring loaded');
+    expect(p.stderr()).toContain('SIGHUP during start-up');
+    expect(p.stderr()).toContain('relay ready');
+    expect(p.child.exitCode).toBeNull();
+    expect(await p.stop('SIGTERM')).toBe(0);
+  });
+});
+
 describe('gpu-sidecar jobs with a worker that does not answer', () => {
   // Accepts every connection and never says a word: a stuck worker, or a wrong port.
   const held = new Set<Socket>();

@@ -34,27 +34,15 @@ export async function runDaemon<C extends { logLevel: string; keyFiles: readonly
     process.exit(2);
   }
   const log = createLogger(config.logLevel, name);
-  let daemon: Daemon<C>;
-  try {
-    daemon = await start(config, log);
-  } catch (err) {
-    log.fatal({ err }, `${name} failed to start: ${(err as Error).message}`);
-    process.exit(1);
-  }
+  // The handlers are in place before start() runs. Until a JS handler exists, Node's own for
+  // SIGTERM and SIGINT ends the process at once, and so does the default for SIGHUP and SIGUSR2:
+  // a `systemctl stop` (or a test) that came right after, or during, the start killed the
+  // daemon uncleanly. Start-up takes a while (Nest, Redis, and a full GC may fall there), so
+  // that window was not small. A signal during start-up is now acted on once start() returns.
+  let daemon: Daemon<C> | undefined;
   let stopping = false;
-  const stop = (signal: NodeJS.Signals) => {
-    if (stopping) {
-      log.warn({ signal }, 'second signal: exiting now');
-      process.exit(1);
-    }
-    stopping = true;
-    log.info({ signal }, `${name} stopping`);
-    const deadline = setTimeout(() => {
-      log.error('clean stop took too long: exiting');
-      process.exit(1);
-    }, STOP_DEADLINE_MS);
-    deadline.unref();
-    daemon.close().then(
+  const close = (d: Daemon<C>): void => {
+    d.close().then(
       () => process.exit(0),
       (err: unknown) => {
         log.error({ err }, 'error while stopping');
@@ -62,24 +50,38 @@ export async function runDaemon<C extends { logLevel: string; keyFiles: readonly
       },
     );
   };
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      log.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    stopping = true;
+    log.info({ signal }, daemon ? `${name} stopping` : `${name} stopping once started`);
+    const deadline = setTimeout(() => {
+      log.error('clean stop took too long: exiting');
+      process.exit(1);
+    }, STOP_DEADLINE_MS);
+    deadline.unref();
+    if (daemon) close(daemon);
+  };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
   // SIGUSR2 drains (several GPU hosts: taking one out): no new job, the running ones finish,
   // then a clean stop and exit 0. Without a drain (the relay) it is only logged: Node's default
   // for SIGUSR2 would end the process.
-  process.on('SIGUSR2', () => {
+  const drain = (d: Daemon<C>): void => {
     if (stopping) return;
-    if (!daemon.drain) {
+    if (!d.drain) {
       log.warn(`SIGUSR2: the ${name} has nothing to drain`);
       return;
     }
     log.info('SIGUSR2: draining, then stopping');
-    daemon.drain().then(
+    d.drain().then(
       () => stop('SIGUSR2'),
       (err: unknown) => log.error({ err }, 'drain failed; still running'),
     );
-  });
-  process.on('SIGHUP', () => {
+  };
+  const reload = (d: Daemon<C>): void => {
     const reason = (err: unknown): string =>
       err instanceof ConfigError ? err.issues.join('; ') : (err as Error).message;
     // A failed reload keeps the keys in use: a typo in a key file never takes the tunnel down.
@@ -109,6 +111,25 @@ export async function runDaemon<C extends { logLevel: string; keyFiles: readonly
       );
     }
     const next: C = Object.freeze({ ...config, keyFiles });
-    daemon.reload?.(next).catch(failed);
-  });
+    d.reload?.(next).catch(failed);
+  };
+  // During start-up a drain or a reload waits for start() (each at most once), then runs.
+  const later = new Map<NodeJS.Signals, (d: Daemon<C>) => void>();
+  const onSignal = (signal: NodeJS.Signals, act: (d: Daemon<C>) => void) => {
+    process.on(signal, () => {
+      if (daemon) return act(daemon);
+      log.info({ signal }, `${signal} during start-up: acted on once started`);
+      later.set(signal, act);
+    });
+  };
+  onSignal('SIGUSR2', drain);
+  onSignal('SIGHUP', reload);
+  try {
+    daemon = await start(config, log);
+  } catch (err) {
+    log.fatal({ err }, `${name} failed to start: ${(err as Error).message}`);
+    process.exit(1);
+  }
+  if (stopping) return close(daemon);
+  for (const act of later.values()) act(daemon);
 }
