@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
+import { finished } from 'node:stream/promises';
 
 export const ROOT = path.join(__dirname, '..', '..');
 export const BIN = path.join(ROOT, 'bin', 'gpu-sidecar');
@@ -15,6 +16,8 @@ export interface DaemonProcess {
   waitForLog(text: string, timeoutMs?: number): Promise<void>;
   /** SIGTERM (or `signal`), then waits for the exit; returns the exit code or signal. */
   stop(signal?: NodeJS.Signals): Promise<number | string | null>;
+  /** The exit code and signal, once the process has exited and its output has been read. */
+  exited: Promise<[number | null, NodeJS.Signals | null]>;
 }
 
 function assertBuilt(): void {
@@ -24,6 +27,13 @@ function assertBuilt(): void {
     );
   }
 }
+
+/**
+ * How long, after the exit, to wait for the last of the output. Node emits 'exit' possibly
+ * before the pipes are read to their end; they end at once unless a child of the daemon (the
+ * launcher's helper) still holds them, so the wait is bounded rather than 'close'.
+ */
+const OUTPUT_AFTER_EXIT_MS = 2_000;
 
 /** Runs `gpu-sidecar ...args` with exactly `env` (plus PATH/HOME) in `cwd`. */
 export function runCli(args: string[], env: Record<string, string>, cwd = ROOT): DaemonProcess {
@@ -41,10 +51,23 @@ export function runCli(args: string[], env: Record<string, string>, cwd = ROOT):
   let err = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  const exited = once(child, 'exit');
+  const outputEnded = Promise.all([finished(child.stdout), finished(child.stderr)]).catch(
+    () => undefined,
+  );
+  /** The exit's code and signal, once the output has been read to its end (or the bound). */
+  const exited = once(child, 'exit').then(async (codes) => {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      outputEnded,
+      new Promise((r) => (timer = setTimeout(r, OUTPUT_AFTER_EXIT_MS))),
+    ]);
+    clearTimeout(timer);
+    return codes as [number | null, NodeJS.Signals | null];
+  });
 
   return {
     child,
+    exited,
     stdout: () => out,
     stderr: () => err,
     waitForLog: (text, timeoutMs = 20_000) =>
@@ -63,25 +86,27 @@ export function runCli(args: string[], env: Record<string, string>, cwd = ROOT):
             resolve();
           }
         };
+        let done = false;
         const onExit = () => {
+          if (done) return;
           cleanup();
           if (err.includes(text) || out.includes(text)) resolve();
           else reject(new Error(`exited before logging '${text}'; stderr:\n${err.slice(-4000)}`));
         };
         const cleanup = () => {
+          done = true;
           clearTimeout(timer);
           child.stderr.off('data', check);
           child.stdout.off('data', check);
-          child.off('exit', onExit);
         };
         child.stderr.on('data', check);
         child.stdout.on('data', check);
-        child.once('exit', onExit);
+        void exited.then(onExit, onExit);
         check();
       }),
     stop: async (signal = 'SIGTERM') => {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-      const [code, sig] = (await exited) as [number | null, NodeJS.Signals | null];
+      const [code, sig] = await exited;
       return code ?? sig;
     },
   };
@@ -89,9 +114,8 @@ export function runCli(args: string[], env: Record<string, string>, cwd = ROOT):
 
 /** Waits for the process to exit on its own; returns its exit code. */
 export async function exitCode(p: DaemonProcess, timeoutMs = 20_000): Promise<number | null> {
-  if (p.child.exitCode !== null) return p.child.exitCode;
   const timer = setTimeout(() => p.child.kill('SIGKILL'), timeoutMs);
-  const [code] = (await once(p.child, 'exit')) as [number | null];
+  const [code] = await p.exited;
   clearTimeout(timer);
   return code;
 }
