@@ -1,7 +1,42 @@
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 
 /** Ports this test process handed out: never handed out twice. */
 const given = new Set<number>();
+
+/**
+ * Where test ports come from: below the kernel's ephemeral range. A port the OS picks for
+ * listen(0) lies in that range, and between freePort() and the daemon's bind, any outgoing
+ * connection on the machine (a fetch, a Redis or Docker client) may take it as its local port:
+ * the daemon then fails with EADDRINUSE. Ports below the range are never given to outgoing
+ * connections. Each Jest worker takes its own block, so parallel workers never race for one.
+ */
+const BLOCK = 2_000;
+const FIRST = 10_000;
+
+function ephemeralLow(): number {
+  try {
+    return Number(
+      readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0],
+    );
+  } catch {
+    return 32_768; // Linux's default; elsewhere, the check below still finds a free port
+  }
+}
+
+const worker = Math.max(1, Number(process.env.JEST_WORKER_ID ?? 1));
+const blocks = Math.floor((ephemeralLow() - FIRST) / BLOCK);
+const block = blocks > 0 ? FIRST + ((worker - 1) % blocks) * BLOCK : 0;
+let cursor = process.pid % BLOCK;
+
+/** Whether `port` can be bound on every address now (so also on 127.0.0.1). */
+function bindable(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '0.0.0.0', () => srv.close(() => resolve(true)));
+  });
+}
 
 function osPort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -16,11 +51,19 @@ function osPort(): Promise<number> {
 }
 
 /**
- * A TCP port that was free on 127.0.0.1 a moment ago (the OS picks it). The OS may pick the same
- * port again for the next call, before the caller's daemon binds the first one (seen in CI: a
- * relay given its tunnel's port), so a port is never returned twice in one test process.
+ * A TCP port that was free on every address a moment ago, from this worker's block below the
+ * ephemeral range (or, where there is no room below it, one the OS picks). A port is never
+ * returned twice in one test process (the OS may pick the same one again before the caller's
+ * daemon binds the first: seen in CI).
  */
 export async function freePort(): Promise<number> {
+  for (let tries = 0; block && tries < BLOCK; tries++) {
+    const port = block + (cursor++ % BLOCK);
+    if (!given.has(port) && (await bindable(port))) {
+      given.add(port);
+      return port;
+    }
+  }
   for (;;) {
     const port = await osPort();
     if (!given.has(port)) {
