@@ -264,6 +264,47 @@ describe('Docker runner against the real Docker Engine', () => {
     await engine.remove(prefix);
   });
 
+  it('records a leftover job that exits 0 on its own while reconciliation looks, and not one it stops', async () => {
+    const leftover = async (script: string) => {
+      const job = randomUUID();
+      const id = await engine.create({
+        Image: TEST_IMAGE,
+        Cmd: ['sh', '-c', script],
+        Labels: { [LABELS.worker]: WORKER, [LABELS.job]: job, [LABELS.experiment]: 'dock' },
+        HostConfig: { NetworkMode: 'none' },
+      });
+      await engine.start(id);
+      return { id, job };
+    };
+    const ending = await leftover('sleep 1; exit 0');
+    const stuck = await leftover('sleep 60');
+    // The listing sees both running; the reconciliation goes on only once `ending` has exited
+    // by itself, as when it ends between the listing and its removal.
+    let listedState: string | undefined;
+    class ListThenWait extends DockerEngine {
+      override async listByLabel(key: string, value: string) {
+        const list = await super.listByLabel(key, value);
+        listedState = list.find((c) => c.id === ending.id)?.state;
+        await engine.wait(ending.id);
+        return list;
+      }
+    }
+    const finished: string[] = [];
+    const looking = new DockerRunner({
+      engine: new ListThenWait(host),
+      host,
+      workerName: WORKER,
+      killGraceMs: 500,
+      log: silentLogger(),
+      onExitedOk: async (job) => void finished.push(job),
+    });
+    expect(await looking.reconcile()).toBe(2);
+    expect(listedState).toBe('running');
+    expect(finished).toEqual([ending.job]);
+    expect(await engine.inspectEnd(ending.id)).toBeUndefined();
+    expect(await engine.inspectEnd(stuck.id)).toBeUndefined();
+  });
+
   it('replaces a leftover container of the same job instead of running a second one', async () => {
     const id = randomUUID();
     const stale = await engine.create({

@@ -153,7 +153,8 @@ export class DockerRunner implements Runner {
   /**
    * Stops and removes every container labelled with this WORKER_NAME whose job is not being run by
    * this process: left by a previous run of this worker that died (containers outlive the
-   * daemon). Containers of other workers are never touched: the label filter is exact.
+   * daemon). Containers of other workers are never touched: the label filter is exact. One whose
+   * job exited 0 by itself is told to `onExitedOk` first.
    */
   async reconcile(): Promise<number> {
     const mine = await this.o.engine.listByLabel(LABELS.worker, this.o.workerName);
@@ -162,7 +163,16 @@ export class DockerRunner implements Runner {
       if (c.labels[LABELS.worker] !== this.o.workerName) continue;
       const job = c.labels[LABELS.job];
       if (this.jobs.has(job)) continue;
-      if (c.state === 'exited' && job && this.o.onExitedOk) {
+      if ((c.state === 'exited' || c.state === 'running') && job && this.o.onExitedOk) {
+        if (c.state === 'running') {
+          // Listed running, it may still end on its own before it is removed (the listing and
+          // the removals of the others take time): stopped first, then looked at, so a job that
+          // exited 0 by itself meanwhile is recorded finished, not run a second time. A forced
+          // removal would have killed it without a look at how it ended. Killed here, it ends
+          // with 137, and runs again.
+          await this.o.engine.kill(c.id, 'SIGKILL');
+          await this.o.engine.wait(c.id);
+        }
         const end = await this.o.engine.inspectEnd(c.id);
         // Exit 0 is the job's success, whatever OOMKilled says (the runner's own rule).
         if (end?.exitCode === 0) {
