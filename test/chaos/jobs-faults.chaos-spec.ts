@@ -114,8 +114,12 @@ describe(`jobs under faults (${FULL ? 'full' : 'short'}: ${PLAN.jobs} jobs, ${PL
     if (dir) appendFileSync(path.join(dir, 'events.log'), line + '\n');
   };
 
+  /** Every worker process this test started, in order: their logs are kept with a failure. */
+  const daemons: DaemonProcess[] = [];
+  let passed = false;
   const startWorker = async () => {
     daemon = runCli(['worker'], env);
+    daemons.push(daemon);
     await daemon.waitForLog('worker ready', 120_000);
   };
 
@@ -222,7 +226,10 @@ describe(`jobs under faults (${FULL ? 'full' : 'short'}: ${PLAN.jobs} jobs, ${PL
       spawnSync('rm', ['-rf', dockerDir]);
     }
     redis?.stop();
-    if (dir && !process.env.CHAOS_KEEP) rmSync(dir, { recursive: true, force: true });
+    if (!dir) return;
+    daemons.forEach((d, i) => writeFileSync(path.join(dir, `worker-${i + 1}.log`), d.stderr()));
+    if (passed && !process.env.CHAOS_KEEP) rmSync(dir, { recursive: true, force: true });
+    else process.stdout.write(`chaos jobs-faults: kept ${dir} (worker logs, job folders)\n`);
   });
 
   it('every job ends exactly once, ran once if succeeded, leaves no container and agrees on disk', async () => {
@@ -427,5 +434,6 @@ describe(`jobs under faults (${FULL ? 'full' : 'short'}: ${PLAN.jobs} jobs, ${PL
       expect(records.get(s.id)).toMatchObject({ state: 'failed' });
     }
     expect(succeeded).toBeGreaterThan(submitted.length / 2);
+    passed = true;
   });
 });
