@@ -278,6 +278,8 @@ describe('Docker runner against the real Docker Engine', () => {
     };
     const ending = await leftover('sleep 1; exit 0');
     const stuck = await leftover('sleep 60');
+    // Docker reports ExitCode 0 for a running container: `ended` tells them apart.
+    expect(await engine.inspectEnd(stuck.id)).toMatchObject({ exitCode: 0, ended: false });
     // The listing sees both running; the reconciliation goes on only once `ending` has exited
     // by itself, as when it ends between the listing and its removal.
     let listedState: string | undefined;
@@ -303,6 +305,20 @@ describe('Docker runner against the real Docker Engine', () => {
     expect(finished).toEqual([ending.job]);
     expect(await engine.inspectEnd(ending.id)).toBeUndefined();
     expect(await engine.inspectEnd(stuck.id)).toBeUndefined();
+  });
+
+  it('says a container that never started has not ended, though Docker gives it exit code 0', async () => {
+    const id = await engine.create({
+      Image: TEST_IMAGE,
+      Cmd: ['true'],
+      Labels: { [LABELS.worker]: WORKER },
+      HostConfig: { NetworkMode: 'none' },
+    });
+    expect(await engine.inspectEnd(id)).toMatchObject({ exitCode: 0, ended: false });
+    await engine.start(id);
+    await engine.wait(id);
+    expect(await engine.inspectEnd(id)).toMatchObject({ exitCode: 0, ended: true });
+    await engine.remove(id);
   });
 
   it('replaces a leftover container of the same job instead of running a second one', async () => {

@@ -13,8 +13,11 @@ export interface LabelledContainer {
 
 /** How a container ended, from inspect. */
 export interface ContainerEnd {
+  /** Docker's ExitCode: 0 also for a container that has not ended; read it with `ended`. */
   exitCode: number | null;
   oomKilled: boolean;
+  /** Whether the container ran and is no longer running. */
+  ended: boolean;
 }
 
 /** Output of a running container, demultiplexed; `ended` resolves when both streams ended. */
@@ -100,7 +103,12 @@ export class DockerEngine implements ContainerEngine {
   async inspectEnd(id: string): Promise<ContainerEnd | undefined> {
     try {
       const i = await this.docker.getContainer(id).inspect();
-      return { exitCode: i.State.ExitCode ?? null, oomKilled: i.State.OOMKilled };
+      const ran = Boolean(i.State.StartedAt) && !i.State.StartedAt.startsWith('0001-');
+      return {
+        exitCode: i.State.ExitCode ?? null,
+        oomKilled: i.State.OOMKilled,
+        ended: ran && !i.State.Running && !i.State.Restarting,
+      };
     } catch (err) {
       if (status(err) === 404) return undefined;
       throw err;

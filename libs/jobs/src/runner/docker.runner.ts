@@ -171,11 +171,13 @@ export class DockerRunner implements Runner {
           // removal would have killed it without a look at how it ended. Killed here, it ends
           // with 137, and runs again.
           await this.o.engine.kill(c.id, 'SIGKILL');
-          await this.o.engine.wait(c.id);
+          // Gone meanwhile (another pass removed it): inspectEnd then finds nothing to record.
+          await this.o.engine.wait(c.id).catch(() => undefined);
         }
         const end = await this.o.engine.inspectEnd(c.id);
-        // Exit 0 is the job's success, whatever OOMKilled says (the runner's own rule).
-        if (end?.exitCode === 0) {
+        // Exit 0 is the job's success, whatever OOMKilled says (the runner's own rule); only of
+        // a container that ended (Docker says 0 for one still running, too).
+        if (end?.ended && end.exitCode === 0) {
           await this.o
             .onExitedOk(job, c.labels[LABELS.experiment] ?? '')
             .catch((err: Error) =>
