@@ -64,6 +64,8 @@ export function runCli(args: string[], env: Record<string, string>, cwd = ROOT):
     clearTimeout(timer);
     return codes as [number | null, NodeJS.Signals | null];
   });
+  // A spawn that fails rejects it; whoever awaits it sees that, and nobody else has to.
+  exited.catch(() => undefined);
 
   return {
     child,
