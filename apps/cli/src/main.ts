@@ -111,36 +111,26 @@ export function buildProgram(): Command {
     const { submit } = await import('./jobs');
     process.exitCode = await submit(experiment, api(opts));
   });
-  withJobsApi(
-    jobs
-      .command('watch')
-      .description(
-        'follow a job with a progress bar; exit 0 when it succeeded, 1 when it failed or was cancelled',
-      )
-      .argument('<id>', 'job id'),
-  ).action(async (id: string, opts: ApiOptions & TimeoutOptions) => {
-    const { watch } = await import('./jobs');
-    process.exitCode = await watch(id, api(opts));
-  });
-  withJobsApi(
-    jobs
-      .command('logs')
-      .description("print a job's output")
-      .argument('<id>', 'job id')
-      .option('-f, --follow', 'keep printing until the job ends'),
-  ).action(async (id: string, opts: ApiOptions & TimeoutOptions & { follow?: boolean }) => {
-    const { logs } = await import('./jobs');
-    process.exitCode = await logs(id, api(opts));
-  });
-  withJobsApi(
-    jobs
-      .command('cancel')
-      .description('cancel a job: a queued one never starts, a running one is stopped')
-      .argument('<id>', 'job id'),
-  ).action(async (id: string, opts: ApiOptions & TimeoutOptions) => {
-    const { cancel } = await import('./jobs');
-    process.exitCode = await cancel(id, api(opts));
-  });
+  /** `jobs NAME <id>`: the commands that act on one job, each its function in ./jobs. */
+  const byId = (
+    name: 'watch' | 'logs' | 'cancel',
+    description: string,
+    more: (c: Command) => Command = (c) => c,
+  ) =>
+    withJobsApi(
+      more(jobs.command(name).description(description).argument('<id>', 'job id')),
+    ).action(async (id: string, opts: ApiOptions & TimeoutOptions & { follow?: boolean }) => {
+      const run = (await import('./jobs'))[name];
+      process.exitCode = await run(id, api(opts));
+    });
+  byId(
+    'watch',
+    'follow a job with a progress bar; exit 0 when it succeeded, 1 when it failed or was cancelled',
+  );
+  byId('logs', "print a job's output", (c) =>
+    c.option('-f, --follow', 'keep printing until the job ends'),
+  );
+  byId('cancel', 'cancel a job: a queued one never starts, a running one is stopped');
 
   return program;
 }
