@@ -8,9 +8,6 @@ import {
   type Logger,
 } from '../../../libs/config/src';
 
-// Declared in libs/config, so that the relay and the worker share it without importing apps/cli.
-export type { Daemon };
-
 /** How long a clean stop may take before the process exits anyway: under the worker unit's
  * TimeoutStopSec=5min and docker.sh's `docker stop --time 300`, so running jobs can hand back. */
 const STOP_DEADLINE_MS = 270_000;
