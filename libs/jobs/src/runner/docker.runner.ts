@@ -163,20 +163,18 @@ export class DockerRunner implements Runner {
       if (c.labels[LABELS.worker] !== this.o.workerName) continue;
       const job = c.labels[LABELS.job];
       if (this.jobs.has(job)) continue;
-      if ((c.state === 'exited' || c.state === 'running') && job && this.o.onExitedOk) {
+      if (job && this.o.onExitedOk) {
         if (c.state === 'running') {
-          // Listed running, it may still end on its own before it is removed (the listing and
-          // the removals of the others take time): stopped first, then looked at, so a job that
-          // exited 0 by itself meanwhile is recorded finished, not run a second time. A forced
-          // removal would have killed it without a look at how it ended. Killed here, it ends
-          // with 137, and runs again.
+          // It may still exit 0 by itself before its removal (the listing and the removals of
+          // the others take time), and a forced removal would not say so: stopped first, then
+          // looked at. Killed here, it ends with 137 and runs again. Gone meanwhile (another
+          // pass removed it): inspectEnd finds nothing.
           await this.o.engine.kill(c.id, 'SIGKILL');
-          // Gone meanwhile (another pass removed it): inspectEnd then finds nothing to record.
           await this.o.engine.wait(c.id).catch(() => undefined);
         }
         const end = await this.o.engine.inspectEnd(c.id);
-        // Exit 0 is the job's success, whatever OOMKilled says (the runner's own rule); only of
-        // a container that ended (Docker says 0 for one still running, too).
+        // Exit 0 is the job's success, whatever OOMKilled says (the runner's own rule), of a
+        // container that ran and ended (Docker says 0 for one running or never started, too).
         if (end?.ended && end.exitCode === 0) {
           await this.o
             .onExitedOk(job, c.labels[LABELS.experiment] ?? '')
