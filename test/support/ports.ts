@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { createServer, type AddressInfo } from 'node:net';
 
 /** Ports this test process handed out: never handed out twice. */
 const given = new Set<number>();
@@ -14,13 +14,14 @@ const given = new Set<number>();
 const BLOCK = 2_000;
 const FIRST = 10_000;
 
-function ephemeralLow(): number {
+/** The low end of the kernel's ephemeral port range. */
+export function ephemeralLow(): number {
   try {
     return Number(
       readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0],
     );
   } catch {
-    return 32_768; // Linux's default; elsewhere, the check below still finds a free port
+    return 32_768; // Linux's default; elsewhere, the bind check below still finds a free port
   }
 }
 
@@ -29,44 +30,32 @@ const blocks = Math.floor((ephemeralLow() - FIRST) / BLOCK);
 const block = blocks > 0 ? FIRST + ((worker - 1) % blocks) * BLOCK : 0;
 let cursor = process.pid % BLOCK;
 
-/** Whether `port` can be bound on every address now (so also on 127.0.0.1). */
-function bindable(port: number): Promise<boolean> {
+/** Binds `port` (0: one the OS picks) on `host` and lets it go: the port, or undefined if taken. */
+function tryBind(port: number, host: string): Promise<number | undefined> {
   return new Promise((resolve) => {
     const srv = createServer();
-    srv.once('error', () => resolve(false));
-    srv.listen(port, '0.0.0.0', () => srv.close(() => resolve(true)));
-  });
-}
-
-function osPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
+    srv.once('error', () => resolve(undefined));
+    srv.listen(port, host, () => {
+      const bound = (srv.address() as AddressInfo).port;
+      srv.close(() => resolve(bound));
     });
   });
 }
 
 /**
  * A TCP port that was free on every address a moment ago, from this worker's block below the
- * ephemeral range (or, where there is no room below it, one the OS picks). A port is never
- * returned twice in one test process (the OS may pick the same one again before the caller's
- * daemon binds the first: seen in CI).
+ * ephemeral range (or, where there is no room below it, one the OS picks on 127.0.0.1). A port
+ * is never returned twice in one test process (the OS may pick the same one again before the
+ * caller's daemon binds the first: seen in CI).
  */
 export async function freePort(): Promise<number> {
-  for (let tries = 0; block && tries < BLOCK; tries++) {
-    const port = block + (cursor++ % BLOCK);
-    if (!given.has(port) && (await bindable(port))) {
-      given.add(port);
-      return port;
-    }
-  }
-  for (;;) {
-    const port = await osPort();
-    if (!given.has(port)) {
+  for (let tries = 0; ; tries++) {
+    const fromBlock = block > 0 && tries < BLOCK;
+    const port = fromBlock
+      ? await tryBind(block + (cursor++ % BLOCK), '0.0.0.0')
+      : await tryBind(0, '127.0.0.1');
+    if (port === undefined && !fromBlock) throw new Error('cannot bind any port on 127.0.0.1');
+    if (port !== undefined && !given.has(port)) {
       given.add(port);
       return port;
     }

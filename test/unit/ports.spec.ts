@@ -1,10 +1,5 @@
-import { readFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
-import { freePort } from '../support/ports';
-
-const ephemeralLow = Number(
-  readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0],
-);
+import { ephemeralLow, freePort } from '../support/ports';
 
 describe('freePort (test support)', () => {
   it('hands out distinct ports below the ephemeral range that a daemon can bind on any address', async () => {
@@ -13,7 +8,7 @@ describe('freePort (test support)', () => {
     expect(new Set(ports).size).toBe(ports.length);
     for (const port of ports) {
       expect(port).toBeGreaterThanOrEqual(10_000);
-      expect(port).toBeLessThan(ephemeralLow);
+      expect(port).toBeLessThan(ephemeralLow());
     }
     const srv = createServer();
     await new Promise<void>((resolve) => srv.listen(ports[0], '0.0.0.0', resolve));
