@@ -561,17 +561,19 @@ async function main() {
     '',
     () => true,
   );
-  const grow = idle
-    ? idle.after.relay - idle.before.relay + idle.after.worker - idle.before.worker
-    : undefined;
-  const rssCell = idle
-    ? `relay ${idle.before.relay.toFixed(0)}→${idle.after.relay.toFixed(0)} MB, worker ${idle.before.worker.toFixed(0)}→${idle.after.worker.toFixed(0)} MB (+${grow.toFixed(1)} MB, ${idle.open} streams open)`
-    : 'n/a';
+  let rssCell = 'n/a';
+  let rssVerdict = 'n/a';
+  if (idle) {
+    const { before, after } = idle;
+    const grow = after.relay - before.relay + after.worker - before.worker;
+    rssCell = `relay ${before.relay.toFixed(0)}→${after.relay.toFixed(0)} MB, worker ${before.worker.toFixed(0)}→${after.worker.toFixed(0)} MB (+${grow.toFixed(1)} MB, ${idle.open} streams open)`;
+    rssVerdict = grow <= 50 && idle.open >= IDLE_STREAMS ? 'met' : 'MISSED';
+  }
   rows.push([
     `(f) RSS idle → ${IDLE_STREAMS} idle streams`,
     ...cols.map((c) => (c === ours ? rssCell : '')),
     '≤ +50 MB',
-    !idle ? 'n/a' : grow <= 50 && idle.open >= IDLE_STREAMS ? 'met' : 'MISSED',
+    rssVerdict,
   ]);
   const errors = cols.map((c) => runs[c].reduce((n, r) => n + r.ld.errors + r.ub.errors, 0));
 
