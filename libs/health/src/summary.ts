@@ -29,9 +29,9 @@ export interface HealthSummary {
 
 /**
  * Pure: folds the probes' last results into one verdict for /health and /health/ready.
- * Redis down/misconfigured, the queue not answering, a full or unreadable DATA_FOLDER, or Docker unreachable
- * while a docker experiment is installed make the worker not ready; GPU and container problems
- * degrade it (a GPU-less job can still run).
+ * Redis down/misconfigured, the queue not answering, a full or unreadable DATA_FOLDER, or
+ * Docker unreachable while a docker experiment is installed make the worker not ready; GPU and
+ * container problems degrade it (a GPU-less job can still run).
  */
 export function summarizeHealth(h: HealthInputs): HealthSummary {
   const fatal: string[] = [];
