@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { exitCode, runCli } from '../support/daemon';
 import { freePort, waitForPort } from '../support/ports';
-import { relayEnvWith } from '../support/system';
+import { relayEnvWith, workerEnvIn } from '../support/system';
 
 jest.setTimeout(60_000);
 
@@ -103,14 +103,8 @@ describe('gpu-sidecar command line', () => {
  * Each signal is sent on the daemon's first log line, long before it is ready.
  */
 describe('signals during start-up', () => {
-  const workerEnv = async (): Promise<Record<string, string>> => ({
-    TUNNEL_KEY_FILE: keyFile,
-    API_LISTEN: `127.0.0.1:${await freePort()}`,
-    TUNNEL_LISTEN: `127.0.0.1:${await freePort()}`,
-    DATA_FOLDER: mkdtempSync(path.join(dir, 'data-')),
-    EXPERIMENTS_DIR: path.join(__dirname, '..', '..', 'examples', 'experiments'),
-    GPU_DEVICES: 'none',
-  });
+  const workerEnv = async (): Promise<Record<string, string>> =>
+    (await workerEnvIn(dir, keyFile)).env;
   const relayEnv = async (): Promise<Record<string, string>> =>
     (
       await relayEnvWith({
