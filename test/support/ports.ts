@@ -25,7 +25,11 @@ export function ephemeralLow(): number {
   }
 }
 
-const worker = Math.max(1, Number(process.env.JEST_WORKER_ID ?? 1));
+// GPU_SIDECAR_TEST_PORT_BLOCK shifts the block, so two test runs on one machine (two checkouts,
+// each run in band as Jest worker 1) never hand out the same ports.
+const worker =
+  Math.max(1, Number(process.env.JEST_WORKER_ID ?? 1)) +
+  Math.max(0, Number(process.env.GPU_SIDECAR_TEST_PORT_BLOCK ?? 0) || 0);
 const blocks = Math.floor((ephemeralLow() - FIRST) / BLOCK);
 const block = blocks > 0 ? FIRST + ((worker - 1) % blocks) * BLOCK : 0;
 let cursor = process.pid % BLOCK;
