@@ -20,5 +20,9 @@ module.exports = {
     // Faults, floods and hostile input (docs/RELIABILITY.md). CHAOS_SCALE=full (`npm run
     // test:chaos`) runs the counts the document reports; unset, the short form `npm test` runs.
     { ...common, displayName: 'chaos', testMatch: ['<rootDir>/test/chaos/**/*.chaos-spec.ts'] },
+    // Attacks on the built daemons as processes (docs/RELIABILITY.md, "Attacks"): hostile jobs,
+    // keyless peers, clients that never read. ATTACK_SCALE=full (`npm run test:attack`) runs the
+    // counts the document reports; unset, the short form `npm test` runs.
+    { ...common, displayName: 'attack', testMatch: ['<rootDir>/test/attack/**/*.attack-spec.ts'] },
   ],
 };

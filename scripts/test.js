@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 'use strict';
 // `npm test`: lint, typecheck, build, then the jest tiers (unit, integration, e2e, and the short
-// form of chaos: CHAOS_SCALE unset; `npm run test:chaos` runs the full one), each
+// form of chaos and attack: CHAOS_SCALE and ATTACK_SCALE unset; `npm run test:chaos` and
+// `npm run test:attack` run the full ones), each
 // announced, and one closing line `N passed, N failed` over all tiers. Extra arguments go to jest
 // (e.g. `npm test -- -t tunnel`). Exit code is non-zero if any step failed.
 const { spawnSync } = require('node:child_process');
@@ -31,14 +32,16 @@ const built = step('build', bin('tsc'), ['-p', 'tsconfig.build.json']);
 
 const outDir = path.join(root, '.local', 'test-results');
 mkdirSync(outDir, { recursive: true });
-for (const tier of ['unit', 'integration', 'e2e', 'chaos']) {
-  if ((tier === 'e2e' || tier === 'chaos') && !built) {
+for (const tier of ['unit', 'integration', 'e2e', 'chaos', 'attack']) {
+  if (tier !== 'unit' && tier !== 'integration' && !built) {
     process.stdout.write(`\n=== ${tier}: not run, the build failed\n`);
     ok = false;
     continue;
   }
   const out = path.join(outDir, `${tier}.json`);
   rmSync(out, { force: true });
+  if (tier === 'attack')
+    rmSync(path.join(root, '.local', 'attack-results'), { recursive: true, force: true });
   const args = ['--selectProjects', tier, '--json', '--outputFile', out, ...extra];
   // Daemons' sockets can outlive a test file by a moment; never let that hang CI.
   if (tier !== 'unit') args.push('--runInBand', '--forceExit');
@@ -59,5 +62,8 @@ for (const tier of ['unit', 'integration', 'e2e', 'chaos']) {
     ok = false;
   }
 }
+// The attack tier's table (one line per attack, what got through): informative here, the
+// tests themselves fail when anything got through.
+spawnSync(process.execPath, [path.join(root, 'scripts', 'attack-report.js')], { stdio: 'inherit' });
 process.stdout.write(`\n${passed} passed, ${failed} failed\n`);
 process.exit(ok && failed === 0 ? 0 : 1);
