@@ -8,11 +8,32 @@
 // session as its GET /test.
 // Each measure runs BENCH_ROUNDS times, paths interleaved; the table shows the medians.
 // Prints a table with the issue's targets; asserts nothing.
-const { fork, spawn, spawnSync, execFileSync } = require('node:child_process');
-const { mkdtempSync, readdirSync, readFileSync, rmSync } = require('node:fs');
-const { connect, createServer } = require('node:net');
+const { fork, spawnSync, execFileSync } = require('node:child_process');
+const { mkdtempSync, readFileSync, rmSync } = require('node:fs');
+const { connect } = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
+const {
+  root,
+  bin,
+  sleep,
+  now,
+  pct,
+  median,
+  targetsRole,
+  drainRole,
+  receive,
+  getTest,
+  freePort,
+  waitPort,
+  forkRole,
+  stopAll,
+  daemon,
+  spipedPair,
+  cpuMs,
+  health,
+  waitTunnel,
+} = require('./common');
 
 const env = (name, dflt) => Number(process.env[name] ?? dflt);
 const ROUNDS = env('BENCH_ROUNDS', 3);
@@ -32,79 +53,7 @@ const IDLE_STREAMS = env('BENCH_IDLE_STREAMS', 1000);
 const ONLY = process.env.BENCH_ONLY ?? 'abcdef';
 const PATHS = process.env.BENCH_PATHS?.split(',');
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const now = () => Number(process.hrtime.bigint()) / 1e6;
-const pct = (xs, p) => {
-  if (xs.length === 0) return undefined;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
-};
-const median = (xs) =>
-  pct(
-    xs.filter((x) => x !== undefined),
-    50,
-  );
-
-// ---------------------------------------------------------------- child roles
-
-/** The targets: an echo server and a bulk source (writes until the reader goes away). */
-function targetsRole() {
-  const chunk = Buffer.alloc(256 * 1024, 7);
-  const echo = createServer((s) => {
-    s.setNoDelay(true);
-    s.on('data', (d) => s.write(d));
-    s.on('end', () => s.end());
-    s.on('error', () => undefined);
-  }).listen(0, '127.0.0.1');
-  const bulk = createServer((s) => {
-    let open = true;
-    s.on('error', () => undefined);
-    s.on('close', () => (open = false));
-    s.resume(); // the reader may half-close; nothing it sends matters
-    const pump = () => {
-      while (open && s.write(chunk));
-      if (open) s.once('drain', pump);
-    };
-    pump();
-  }).listen(0, '127.0.0.1');
-  Promise.all([echo, bulk].map((srv) => new Promise((r) => srv.once('listening', r)))).then(() =>
-    process.send({ echo: echo.address().port, bulk: bulk.address().port }),
-  );
-}
-
-/** A bulk reader out of the measuring process: drains `port` until killed, reports MB/s. */
-function drainRole(port) {
-  const s = connect(port, '127.0.0.1');
-  let got = 0;
-  let t0;
-  s.on('connect', () => (t0 = now()));
-  s.on('data', (d) => (got += d.length));
-  s.on('error', () => undefined);
-  process.on('message', () => {
-    process.send({ mbps: got / 1e3 / (now() - t0) });
-    s.destroy();
-    process.exit(0);
-  });
-}
-
 // ---------------------------------------------------------------- measures (client side)
-
-/** Resolves once `socket` received `n` bytes (from the moment of the call). */
-function receive(socket, n) {
-  return new Promise((resolve, reject) => {
-    let got = 0;
-    const onData = (d) => {
-      got += d.length;
-      if (got >= n) {
-        socket.off('data', onData);
-        socket.off('error', reject);
-        resolve();
-      }
-    };
-    socket.on('data', onData);
-    socket.once('error', reject);
-  });
-}
 
 const PING = Buffer.from('ping');
 
@@ -137,24 +86,6 @@ async function roundTrips(port, n = N_RTT) {
   }
   s.destroy();
   return t.slice(50); // warm-up
-}
-
-const REQUEST = 'GET /test HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n';
-
-/** New TCP connection, one GET /test, read to the end: milliseconds. */
-function getTest(port) {
-  return new Promise((resolve, reject) => {
-    const t0 = now();
-    const s = connect({ port, host: '127.0.0.1', noDelay: true });
-    let got = '';
-    s.on('connect', () => s.write(REQUEST));
-    s.on('data', (d) => (got += d));
-    s.on('end', () => {
-      if (!got.includes('"ok"')) return reject(new Error(`bad answer: ${got.slice(0, 80)}`));
-      resolve(now() - t0);
-    });
-    s.on('error', reject);
-  });
 }
 
 /** (d) 50 concurrent loops of new-connection GET /test for LOAD_MS: requests/s and p99. */
@@ -212,116 +143,11 @@ async function underBulk(apiPort, bulkPort) {
 
 // ---------------------------------------------------------------- processes
 
-const root = path.join(__dirname, '..', '..');
 const SELF = path.join(__dirname, 'tunnel.js');
-const bin = path.join(root, 'bin', 'gpu-sidecar');
-const children = [];
-let stopping = false;
-
-async function freePort() {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function waitPort(port) {
-  for (let i = 0; i < 600; i++) {
-    const ok = await new Promise((r) => {
-      const s = connect(port, '127.0.0.1', () => (s.destroy(), r(true)));
-      s.on('error', () => r(false));
-    });
-    if (ok) return;
-    await sleep(50);
-  }
-  throw new Error(`port ${port} never opened`);
-}
-
-/**
- * BENCH_PROF=DIR: run relay and worker under `node --cpu-prof` (profiles written at exit),
- * still through bin/gpu-sidecar (its GPU_SIDECAR_NODE_FLAGS: NODE_OPTIONS refuses --cpu-prof),
- * so that they run with the wrapper's flags and environment (GC, malloc) as when measured.
- */
-function daemon(role, extraEnv) {
-  const prof = process.env.BENCH_PROF;
-  const profEnv = prof
-    ? {
-        GPU_SIDECAR_NODE_FLAGS: `--cpu-prof --cpu-prof-dir=${prof} --cpu-prof-name=${role}.cpuprofile`,
-      }
-    : {};
-  return start(bin, [role, '--env-file', '/dev/null'], { ...extraEnv, ...profEnv });
-}
-
-function start(cmd, args, extraEnv) {
-  const c = spawn(cmd, args, {
-    env: { ...process.env, ...extraEnv },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let err = '';
-  c.stderr.on('data', (d) => (err = (err + d).slice(-4000)));
-  c.on('exit', (code) => {
-    if (code && !stopping)
-      process.stderr.write(`${path.basename(cmd)} ${args[0]} exited ${code}:\n${err}\n`);
-  });
-  children.push(c);
-  return c;
-}
-
-/**
- * A spiped pair (encrypt end listening on the returned port) in front of `target`; its two
- * pids are added to `pids`. `extra`: more options for both ends (`-f`).
- */
-async function spipedPair(key, target, pids, extra = []) {
-  const d = await freePort();
-  const e = await freePort();
-  const common = ['-k', key, '-F', '-n', '0', ...extra];
-  const dec = start('spiped', [
-    '-d',
-    '-s',
-    `[127.0.0.1]:${d}`,
-    '-t',
-    `[127.0.0.1]:${target}`,
-    ...common,
-  ]);
-  const enc = start('spiped', [
-    '-e',
-    '-s',
-    `[127.0.0.1]:${e}`,
-    '-t',
-    `[127.0.0.1]:${d}`,
-    ...common,
-  ]);
-  pids.push(dec.pid, enc.pid);
-  await waitPort(e);
-  return e;
-}
-
-/**
- * CPU time (ms) the processes `pids` used so far, all threads (/proc/PID/task/T/schedstat, ns):
- * steadier than latency on a loaded machine, so it shows what a code change costs.
- */
-function cpuMs(pids) {
-  let ns = 0;
-  for (const pid of pids) {
-    try {
-      for (const t of readdirSync(`/proc/${pid}/task`))
-        ns += Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, 'utf8').split(' ')[0]);
-    } catch {
-      // a process that ended
-    }
-  }
-  return ns / 1e6;
-}
 
 function rssMb(pid) {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return Number(m[1]) / 1024;
-}
-
-async function health(adminPort) {
-  return (await fetch(`http://127.0.0.1:${adminPort}/healthz`)).json().catch(() => ({}));
 }
 
 /** (f) RSS of relay and worker idle, then with `n` idle connections (streams) open. */
@@ -354,8 +180,7 @@ async function main() {
   const key = path.join(dir, 'key');
   execFileSync(bin, ['keygen', key], { stdio: 'ignore' });
 
-  const targets = fork(SELF, ['targets'], { stdio: 'inherit' });
-  children.push(targets);
+  const targets = forkRole(SELF, ['targets']);
   const t = await new Promise((r) => targets.once('message', r));
   const p = {
     api: await freePort(),
@@ -385,10 +210,7 @@ async function main() {
     LOG_LEVEL: 'warn',
   });
   await waitPort(p.admin);
-  for (let i = 0; i < 200; i++) {
-    if ((await health(p.admin)).tunnels?.some((x) => x.state === 'up')) break;
-    await sleep(50);
-  }
+  await waitTunnel(p.admin);
 
   const paths = [{ name: 'plain TCP', api: p.api, echo: t.echo, bulk: t.bulk, pids: [] }];
   const hasSpiped = spawnSync('spiped', ['-v']).status === 0;
@@ -601,7 +423,4 @@ else
       console.error(err);
       process.exitCode = 1;
     })
-    .finally(() => {
-      stopping = true;
-      for (const c of children) c.kill('SIGTERM');
-    });
+    .finally(stopAll);
