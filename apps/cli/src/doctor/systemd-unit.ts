@@ -26,6 +26,10 @@ export interface ServiceUnit {
   protectSystemStrict: boolean;
   /** `StateDirectory=`, as absolute paths under /var/lib. */
   stateDirectories: string[];
+  /** `ExecStart=`, `WorkingDirectory=` and `UMask=`, as written. */
+  execStart?: string;
+  workingDirectory?: string;
+  umask?: string;
 }
 
 /**
@@ -127,6 +131,15 @@ function apply(unit: ServiceUnit, key: string, value: string): void {
         value === ''
           ? []
           : [...unit.readWritePaths, ...words(value).map((p) => p.replace(/^[-+]+/, ''))];
+      break;
+    case 'ExecStart':
+      unit.execStart = value || undefined;
+      break;
+    case 'WorkingDirectory':
+      unit.workingDirectory = value || undefined;
+      break;
+    case 'UMask':
+      unit.umask = value || undefined;
       break;
     case 'ProtectSystem':
       unit.protectSystemStrict = value === 'strict';
