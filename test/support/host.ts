@@ -221,3 +221,36 @@ function makeHost(name: string, address: string, pid: number): Host {
       }),
   };
 }
+
+/** A network namespace with only loopback, for daemons that listen on fixed ports. */
+export interface Netns {
+  name: string;
+  /** `ip netns exec NAME`: put it before a command to run that command inside. */
+  prefix: string[];
+  /** Kills every process still inside, then removes it. */
+  stop(): Promise<void>;
+}
+
+/** Makes a network namespace of this process's own (loopback up); needs root and iproute2. */
+export function isolatedNetwork(label: string): Netns {
+  assertNetnsWorks();
+  const name = `gsc${process.pid}-${label}`;
+  sh('ip', ['netns', 'add', name]);
+  sh('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
+  return {
+    name,
+    prefix: ['ip', 'netns', 'exec', name],
+    stop: async () => {
+      const pids = spawnSync('ip', ['netns', 'pids', name], { encoding: 'utf8' }).stdout;
+      for (const pid of pids.split('\n').filter(Boolean).map(Number)) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* gone already */
+        }
+      }
+      await new Promise((r) => setTimeout(r, 200));
+      spawnSync('ip', ['netns', 'del', name]);
+    },
+  };
+}
