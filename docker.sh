@@ -203,10 +203,13 @@ ensure_redis() {
   fi
   say "creating $REDIS (volume $REDIS_VOLUME)"
   docker volume create "$REDIS_VOLUME" >/dev/null
+  # --dir and --protected-mode say what the official image's entrypoint would (AOF on the
+  # volume; other containers may connect), so any image with redis-server works as REDIS_IMAGE.
+  # Redis is reachable on the gpu-sidecar network only, never published.
   docker run --detach --name "$REDIS" --network "$NETWORK" --restart unless-stopped \
     --volume "$REDIS_VOLUME:/data" \
     "$REDIS_IMAGE" redis-server --appendonly yes --appendfsync everysec \
-    --maxmemory-policy noeviction >/dev/null
+    --maxmemory-policy noeviction --dir /data --protected-mode no >/dev/null
 }
 
 # APP_FROM=prebuilt: the context is this checkout's dist/ and production node_modules
