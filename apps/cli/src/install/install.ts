@@ -164,8 +164,8 @@ class Installer {
     const file = this.at(KEY);
     const have = readExistingKey(file, want);
     let key: Buffer;
-    if (this.o.key !== undefined) {
-      key = keyFrom(this.o.key);
+    if (this.givenKey !== undefined) {
+      key = this.givenKey;
       if (have && !have.equals(key))
         throw new InstallError(
           `${KEY} holds another key (fingerprint ${keyFingerprint(have)}, given ${keyFingerprint(key)}): ` +
@@ -184,11 +184,31 @@ class Installer {
     return fingerprint;
   }
 
+  private givenKey?: Buffer;
+  private vars: Record<string, string> = {};
+  private envPath = () => `${ETC}/${this.role}.env`;
+  private existingEnv = () =>
+    existsSync(this.at(this.envPath())) ? readFileSync(this.at(this.envPath()), 'utf8') : undefined;
+
+  /**
+   * Everything that can be refused is checked before anything is written: the options' values,
+   * the key given (read now, from its file or stdin), and that a relay has a key and a URL.
+   */
+  prepare(): void {
+    const existing = this.existingEnv();
+    this.vars = this.role === 'worker' ? this.workerVars(existing) : this.relayVars(existing);
+    if (this.o.key !== undefined) this.givenKey = keyFrom(this.o.key);
+    else if (this.role === 'relay' && !existsSync(this.at(KEY)))
+      throw new InstallError(
+        `no key: pipe the worker's key in with --key - (the line \`install worker\` printed), or --key FILE`,
+      );
+  }
+
   /** The env file the unit reads: written once, then only the variables given are changed. */
   envFile(): Record<string, string> {
-    const file = `${ETC}/${this.role}.env`;
-    const existing = existsSync(this.at(file)) ? readFileSync(this.at(file), 'utf8') : undefined;
-    const vars = this.role === 'worker' ? this.workerVars(existing) : this.relayVars(existing);
+    const file = this.envPath();
+    const existing = this.existingEnv();
+    const vars = this.vars;
     const head =
       `# gpu-sidecar ${this.role}, read by ${unitOf(this.role)} (EnvironmentFile=). Every variable: ` +
       `.env.template.\n` +
@@ -311,6 +331,7 @@ export async function install(role: Role, o: InstallOptions): Promise<number> {
   const steps = new Installer(role, o, root);
   try {
     process.stdout.write(`gpu-sidecar install ${role}${root === '/' ? '' : ` into ${root}`}\n`);
+    steps.prepare();
     steps.link();
     const owner = role === 'worker' ? steps.user() : undefined;
     steps.folders(owner);
