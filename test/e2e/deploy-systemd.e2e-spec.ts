@@ -98,10 +98,10 @@ describe('docs/DEPLOY.md, systemd: the GPU host and the front host from nothing'
     );
     // The daemon runs as gpu-sidecar, in the docker group, from a private copy of the key.
     const pid = gpu.read('/run/fake-systemd/gpu-sidecar-worker.service.pid').trim();
-    const who = await step(gpu, `ps -o user= -p ${pid}; id -G gpu-sidecar; getent group docker`);
-    const [user, , docker] = who.stdout.trim().split('\n');
-    expect(user.trim()).toBe('gpu-sidecar');
+    const who = await step(gpu, `id -u gpu-sidecar; getent group docker`);
+    const [uid, docker] = who.stdout.trim().split('\n');
     const status = gpu.read(`/proc/${pid}/status`);
+    expect(/^Uid:\s*(\d+)\s+(\d+)/m.exec(status)!.slice(1)).toEqual([uid, uid]);
     expect(/^Groups:\s*(.*)$/m.exec(status)![1].split(/\s+/)).toContain(docker.split(':')[2]);
     expect(await stat(gpu, ['/run/credentials/gpu-sidecar-worker.service/tunnel.key'])).toEqual([
       '/run/credentials/gpu-sidecar-worker.service/tunnel.key gpu-sidecar:gpu-sidecar 400',
