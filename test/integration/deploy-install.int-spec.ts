@@ -177,7 +177,7 @@ describe('install relay --root', () => {
 
 describe('install refuses what would give the key away or take over a file', () => {
   it('a key shorter than 32 bytes (an ssh that printed an error, an empty pipe) is refused', () => {
-    for (const input of ['', 'sudo: a password is required\n']) {
+    for (const input of ['', 'sudo: a password is required\n', randomBytes(12)]) {
       const r = install(['relay', '--connect', 'ws://gpu-host:8080', '--key', '-'], input);
       expect([r.code, r.err]).toEqual([
         2,
@@ -185,6 +185,15 @@ describe('install refuses what would give the key away or take over a file', () 
       ]);
       expect(existsSync(at('etc/gpu-sidecar/tunnel.key'))).toBe(false);
     }
+  });
+
+  it('text of key length (a banner or an error ssh printed) is refused as not a key', () => {
+    const r = install(
+      ['relay', '--connect', 'ws://gpu-host:8080', '--key', '-'],
+      'sudo: a terminal is required to read the password; either use the -S option\n',
+    );
+    expect([r.code, r.err]).toEqual([2, expect.stringContaining('is text, not a key')]);
+    expect(existsSync(at('etc/gpu-sidecar/tunnel.key'))).toBe(false);
   });
 
   it('a different key never replaces the installed one', () => {

@@ -72,11 +72,22 @@ export function setVars(text: string, vars: Record<string, string>): string {
 /** Reads the key to install: a file, or all of standard input for `-` (at most 4 KiB). */
 function keyFrom(source: string): Buffer {
   const bytes = source === '-' ? readFileSync(0) : readFileSync(source);
+  const given = source === '-' ? 'standard input' : source;
   if (bytes.length < 32 || bytes.length > 4096)
     throw new InstallError(
-      `the key given (${source === '-' ? 'standard input' : source}) holds ${bytes.length} bytes: ` +
-        'a key file has 32 (gpu-sidecar keygen); was the ssh command refused?',
+      `the key given (${given}) holds ${bytes.length} bytes: a key file has 32 ` +
+        '(gpu-sidecar keygen); was the ssh command refused?',
     );
+  // Why: what a remote shell prints instead of the key (an error, a banner) is text, and 32
+  // random bytes are all printable with odds of about 1 in 10^13. Installed, such a "key" would
+  // only fail every handshake later, far from its cause.
+  if (/^[\x20-\x7e\t\r\n]*$/.test(bytes.toString('latin1'))) {
+    bytes.fill(0);
+    throw new InstallError(
+      `the key given (${given}) is text, not a key (an error or a login banner from ssh?): ` +
+        'pipe the key file itself, as `install worker` printed',
+    );
+  }
   return bytes;
 }
 
