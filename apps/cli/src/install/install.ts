@@ -1,4 +1,4 @@
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
@@ -22,6 +22,7 @@ import {
   writeNewKey,
   type Outcome,
 } from './files';
+import { restartAndWait } from './systemctl';
 
 /** `gpu-sidecar install relay|worker` options (see main.ts for their help). */
 export interface InstallOptions {
@@ -48,8 +49,6 @@ const ETC = '/etc/gpu-sidecar';
 const KEY = `${ETC}/tunnel.key`;
 const STATE = '/var/lib/gpu-sidecar';
 const LINK = '/usr/local/bin/gpu-sidecar';
-/** How long a started daemon may take to be ready (embedded Redis, Nest, the tunnel). */
-const READY_TIMEOUT_MS = 90_000;
 const ROOT_ONLY = { uid: 0, gid: 0 };
 const unitOf = (role: Role) => `gpu-sidecar-${role}.service`;
 /** The variables the worker unit sets itself: a value in worker.env would override it. */
@@ -292,35 +291,9 @@ class Installer {
       );
       return false;
     }
-    execFileSync('systemctl', ['daemon-reload']);
-    execFileSync('systemctl', ['enable', name], { stdio: 'ignore' });
-    execFileSync('systemctl', ['restart', name]);
-    const deadline = Date.now() + READY_TIMEOUT_MS;
-    let last = 'no answer';
-    while (Date.now() < deadline) {
-      try {
-        const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
-        if (res.ok) {
-          report('started', name, `ready: ${url} answered ${res.status}`);
-          return true;
-        }
-        last = `${res.status} ${(await res.text()).slice(0, 300)}`;
-      } catch (err) {
-        last = (err as Error).message;
-      }
-      if (spawnSync('systemctl', ['is-active', '--quiet', name]).status !== 0) {
-        last = `the service stopped (${last})`;
-        break;
-      }
-      await new Promise((r) => setTimeout(r, 500));
-    }
-    const journal = spawnSync('journalctl', ['-u', name, '-n', '30', '--no-pager'], {
-      encoding: 'utf8',
-    });
-    throw new InstallError(
-      `${name} is not ready (${url}: ${last}); its last log lines:\n${journal.stdout ?? ''}` +
-        `fix what they say, then: systemctl restart ${name}`,
-    );
+    const status = await restartAndWait(name, url);
+    report('started', name, `ready: ${url} answered ${status}`);
+    return true;
   }
 }
 
