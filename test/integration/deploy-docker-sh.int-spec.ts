@@ -660,7 +660,13 @@ describe('docker.sh is shellcheck clean', () => {
   });
 
   it('the fakes are plain sh and shellcheck clean too', () => {
-    const files = ['docker', 'git', 'curl'].map((f) => path.join(fakeBin, f));
+    const files = [
+      ...['docker', 'git', 'curl'].map((f) => path.join(fakeBin, f)),
+      // The emulated hosts' stand-ins (test/support/host.ts).
+      ...['sudo', 'ssh', 'systemctl', 'journalctl'].map((f) =>
+        path.join(root, 'test', 'fixtures', 'fake-host', f),
+      ),
+    ];
     const r = spawnSync('shellcheck', ['--shell=sh', ...files], { encoding: 'utf8' });
     if (r.error)
       throw new Error(
