@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # docker.sh: run gpu-sidecar in Docker on a GPU host (worker + Redis) or a front host (relay).
 # Keeps the seed's interface (`./docker.sh rebuild`, `./docker.sh pull`) and adds up, down, logs,
-# status and keygen. Configuration: .env next to this script (or --env-file FILE), the same file
+# status, doctor and keygen. Configuration: .env next to this script (or --env-file FILE), the same file
 # the daemons read (.env.template); variables already in the environment win. docs/DEPLOY.md.
 set -euo pipefail
 
@@ -18,10 +18,13 @@ Commands (the target defaults to worker, the GPU host's daemon):
                           Redis is started if needed but never recreated: queued jobs survive.
   pull [worker|relay]     git pull --ff-only, then rebuild
   up [worker|relay]       create (from the built image) or start the containers
+                          rebuild, pull and up wait until the daemon is ready (READY_TIMEOUT
+                          seconds, 90) and fail with its last log lines when it is not
   down [worker|relay]     stop and remove the container; Redis is stopped, its data kept
   logs [worker|relay|redis]  follow a container's log (LINES=200 lines of history)
   status [worker|relay]   container state, GET /test (worker: the API; relay: through the
                           tunnel), GPUs inside the container, Redis persistence; exit 1 if not ok
+  doctor [worker|relay]   gpu-sidecar doctor inside the container, with the daemon's environment
   keygen [FILE]           make a key file (default: the first of TUNNEL_KEY_FILE)
 
 Options:
@@ -33,8 +36,10 @@ TUNNEL_CONNECT (relay, required), GPU_DEVICES (all|none|0,1|GPU-uuid; default al
 (uid[:gid] the worker container runs as; default yours), TUNNEL_LISTEN, API_LISTEN, REDIS_URL
 (set: use that Redis, start none), EXPERIMENTS_DIR, RELAY_LISTEN, ADMIN_LISTEN, DOCKER_HOST,
 and the other daemon variables, passed through.
-docker.sh's own: GPU_SIDECAR_IMAGE (gpu-sidecar:latest), NODE_IMAGE (build base),
-REDIS_IMAGE (redis:7-bookworm), STOP_TIMEOUT (300 s), DOCKER_GID (the socket's group).
+docker.sh's own: GPU_SIDECAR_IMAGE (gpu-sidecar:latest), NODE_IMAGE (build base), APP_FROM
+(source, or prebuilt: build from this checkout's dist/ and node_modules, no npm registry needed),
+REDIS_IMAGE (redis:7-bookworm), STOP_TIMEOUT (300 s), READY_TIMEOUT (90 s), DOCKER_GID (the
+socket's group).
 EOF
 }
 
@@ -118,6 +123,7 @@ fi
 IMAGE=${GPU_SIDECAR_IMAGE:-gpu-sidecar:latest}
 REDIS_IMAGE=${REDIS_IMAGE:-redis:7-bookworm}
 STOP_TIMEOUT=${STOP_TIMEOUT:-300}
+READY_TIMEOUT=${READY_TIMEOUT:-90}
 NETWORK=gpu-sidecar
 WORKER=gpu-sidecar-worker
 RELAY=gpu-sidecar-relay
@@ -197,19 +203,39 @@ ensure_redis() {
   fi
   say "creating $REDIS (volume $REDIS_VOLUME)"
   docker volume create "$REDIS_VOLUME" >/dev/null
+  # --dir and --protected-mode say what the official image's entrypoint would (AOF on the
+  # volume; other containers may connect), so any image with redis-server works as REDIS_IMAGE.
+  # Redis is reachable on the gpu-sidecar network only, never published.
   docker run --detach --name "$REDIS" --network "$NETWORK" --restart unless-stopped \
     --volume "$REDIS_VOLUME:/data" \
     "$REDIS_IMAGE" redis-server --appendonly yes --appendfsync everysec \
-    --maxmemory-policy noeviction >/dev/null
+    --maxmemory-policy noeviction --dir /data --protected-mode no >/dev/null
 }
 
+# APP_FROM=prebuilt: the context is this checkout's dist/ and production node_modules
+# (scripts/offline-build-context.sh), for builders that reach no npm registry.
 build_image() {
-  local args=(build --file "$HERE/docker/Dockerfile" --tag "$IMAGE")
+  local args=(build --file "$HERE/docker/Dockerfile" --tag "$IMAGE") context=$HERE tmp='' rc=0
   if [[ -n ${NODE_IMAGE:-} ]]; then
     args+=(--build-arg "NODE_IMAGE=$NODE_IMAGE")
   fi
+  case ${APP_FROM:-source} in
+    source) ;;
+    prebuilt)
+      tmp=$(mktemp -d)
+      context=$tmp/context
+      "$HERE/scripts/offline-build-context.sh" "$context" >/dev/null || {
+        rm -rf "$tmp"
+        die "APP_FROM=prebuilt needs this checkout built: npm ci && npm run build"
+      }
+      args+=(--build-arg APP_FROM=prebuilt)
+      ;;
+    *) die "APP_FROM: source or prebuilt, not '$APP_FROM'" ;;
+  esac
   say "building $IMAGE"
-  docker "${args[@]}" "$HERE"
+  docker "${args[@]}" "$context" || rc=$?
+  [[ -z $tmp ]] || rm -rf "$tmp"
+  return "$rc"
 }
 
 need_image() {
@@ -240,6 +266,75 @@ mount_same() {
   run_args+=(--volume "$1:$1:ro")
 }
 
+# DATA_FOLDER, made and given to the container's user (uid[:gid]) as keygen does the key: the
+# worker writes jobs/, redis/ and jobs/.uploads there, and a root-owned folder made it crash-loop
+# on EACCES. Only its top level: what a previous user left inside is named, not chowned.
+prepare_data() {
+  local data=$1 user=$2 uid owner
+  uid=${user%%:*}
+  mkdir -p "$data"
+  owner=$(stat -c %u "$data")
+  if [[ $owner == "$uid" || $uid == 0 ]]; then
+    return 0
+  fi
+  if [[ $(id -u) == 0 ]]; then
+    chown "$user" "$data"
+    say "DATA_FOLDER $data is now owned by $user (the container's user)"
+    local other
+    other=$(find "$data" -mindepth 1 -maxdepth 2 ! -uid "$uid" -print -quit)
+    if [[ -n $other ]]; then
+      warn "$other is not owned by $user: the worker may not write there (chown -R $user $data)"
+    fi
+  elif [[ ! -w $data ]] || [[ $(id -u) != "$uid" ]]; then
+    die "DATA_FOLDER $data is owned by uid $owner but the container runs as $user and must write there (sudo chown $user $data, or run docker.sh as root)"
+  fi
+}
+
+# Waits until the daemon in container $1 answers `url` ($2) with 2xx; fails early, with its
+# last log lines, when the container stops or restarts (a crash loop), or after READY_TIMEOUT.
+wait_ready() {
+  local name=$1 url=$2 what=$3 deadline state restarts before body
+  deadline=$((SECONDS + READY_TIMEOUT))
+  say "waiting for $what to be ready (up to ${READY_TIMEOUT}s): $url"
+  before=
+  while :; do
+    read -r state restarts < <(docker container inspect -f '{{.State.Status}} {{.RestartCount}}' "$name" 2>/dev/null || echo "absent 0")
+    before=${before:-$restarts}
+    if [[ $state != running ]]; then
+      not_ready "$name" "$what is not running ($state, restarted $restarts times)"
+    elif [[ $restarts != "$before" ]]; then
+      not_ready "$name" "$what restarted while starting (a crash loop)"
+    fi
+    if body=$(http_get "$url" 2>&1); then
+      say "$what is ready: $body"
+      return 0
+    fi
+    if ((SECONDS >= deadline)); then
+      not_ready "$name" "$what did not answer $url within ${READY_TIMEOUT}s: ${body:-no answer}"
+    fi
+    sleep 1
+  done
+}
+
+not_ready() {
+  printf '%s: %s; its last log lines:\n' "$PROG" "$2" >&2
+  docker logs --tail "${LINES:-30}" "$1" 2>&1 | sed 's/^/    /' >&2 || true
+  printf '%s: see ./docker.sh logs, fix, then ./docker.sh up\n' "$PROG" >&2
+  exit 1
+}
+
+# The worker's readiness: its API's /health/ready, on the host's side of the published port.
+worker_ready() {
+  local api=${API_LISTEN:-127.0.0.1:8000}
+  if [[ $(host_of "$api") == 0.0.0.0 ]]; then api=127.0.0.1:$(port_of "$api"); fi
+  wait_ready "$WORKER" "http://$api/health/ready" "the worker"
+}
+
+# The relay's readiness: its /healthz is 200 once a tunnel to a worker is up.
+relay_ready() {
+  wait_ready "$RELAY" "http://${ADMIN_LISTEN:-127.0.0.1:9464}/healthz" "the relay's tunnel"
+}
+
 # Everything that can be checked before touching Docker: variables, key files.
 preflighted=0
 preflight() {
@@ -255,7 +350,7 @@ create_worker() {
   local user=${JOB_UID:-$(id -u):$(id -g)}
   local data gpus tunnel api api_port tunnel_port socket gid k experiments
   data=$(abs_path "$DATA_FOLDER")
-  mkdir -p "$data"
+  prepare_data "$data" "$user"
   gpus=${GPU_DEVICES:-all}
   tunnel=${TUNNEL_LISTEN:-0.0.0.0:8080}
   api=${API_LISTEN:-127.0.0.1:8000}
@@ -427,7 +522,7 @@ status_relay() {
 arg=$target
 target=${target:-worker}
 case $cmd in
-  rebuild | pull | up | down | status)
+  rebuild | pull | up | down | status | doctor)
     [[ $target == worker || $target == relay ]] || die "$cmd: unknown target '$target' (worker or relay)"
     ;;
   logs)
@@ -450,9 +545,11 @@ case $cmd in
       ensure_redis
       remove_container "$WORKER"
       create_worker
+      worker_ready
     else
       remove_container "$RELAY"
       create_relay
+      relay_ready
     fi
     say "done: ./docker.sh status $target"
     ;;
@@ -463,8 +560,10 @@ case $cmd in
       ensure_network
       ensure_redis
       if exists "$WORKER"; then docker start "$WORKER" >/dev/null; else create_worker; fi
+      worker_ready
     else
       if exists "$RELAY"; then docker start "$RELAY" >/dev/null; else create_relay; fi
+      relay_ready
     fi
     say "up: ./docker.sh status $target"
     ;;
@@ -494,6 +593,14 @@ case $cmd in
       exit 1
     fi
     printf 'all ok\n'
+    ;;
+  doctor)
+    # Inside the container: the very environment docker.sh gave the daemon, its user, its view
+    # of DATA_FOLDER, Redis and the Docker socket.
+    if [[ $target == worker ]]; then name=$WORKER; else name=$RELAY; fi
+    exists "$name" || die "$name does not exist (create it: ./docker.sh up $target)"
+    say "gpu-sidecar doctor inside $name, with the environment docker.sh gave it"
+    exec docker exec "$name" gpu-sidecar doctor "$target"
     ;;
   keygen)
     file=$arg

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes a base image for docker/Dockerfile where no image registry is reachable (the project's
 # CI): this machine's node and the shared libraries it needs (ldd), busybox as /bin/sh and the
-# usual tools, tini, redis-server with its libraries, the CA certificates, and a `node` user
+# usual tools, tini, redis-server and redis-cli with their libraries, the CA certificates, and a `node` user
 # (uid 1000) like the official node image's. Then:
 #   docker build -f docker/Dockerfile --build-arg NODE_IMAGE=gpu-sidecar-base:node20 ...
 # It stands in for node:20-bookworm-slim; production builds use the real one (docs/DEPLOY.md,
@@ -42,6 +42,9 @@ put_binary() {
 }
 put_binary "$node" node
 put_binary "$redis" redis-server
+# redis-cli too (Debian's redis-tools, which redis-server depends on): the base then also
+# serves as a Redis image (`docker.sh status` asks Redis with redis-cli).
+put_binary "$(find_tool redis-cli 'apt-get install redis-tools')" redis-cli
 cp "$tini" "$root/usr/bin/tini"
 cp "$busybox" "$root/usr/bin/busybox"
 for applet in $("$busybox" --list); do
@@ -58,6 +61,7 @@ tar -C "$root" --numeric-owner -cf "$root.tar" .
 docker import \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change "LABEL org.gpu-sidecar.node-version=$("$node" --version)" \
+  --change 'LABEL org.gpu-sidecar.base-parts=node,tini,redis-server,redis-cli' \
   --change 'CMD ["node"]' \
   "$root.tar" "$image" >/dev/null
 echo "made $image (node $("$node" --version))"

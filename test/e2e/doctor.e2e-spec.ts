@@ -1,5 +1,5 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { exitCode, ROOT, runCli } from '../support/daemon';
 import { TEST_IMAGE, testDockerHost } from '../support/docker';
@@ -69,7 +69,10 @@ describe('gpu-sidecar doctor', () => {
       });
       expect(code).toBe(1);
       expect(out).toMatch(/^FAIL key file: .*— fix: chmod 600 /m);
-      expect(out).toMatch(/^FAIL docker: .*— fix: start Docker/m);
+      // No experiment could be read, so none needs Docker: a warning (issue #16.7).
+      expect(out).toMatch(
+        /^warn docker: .*no installed experiment runs in Docker.*— fix: start Docker/m,
+      );
       expect(out).toMatch(
         /^FAIL redis: .*allkeys-lru.*— fix: redis-cli CONFIG SET maxmemory-policy noeviction/m,
       );
@@ -78,6 +81,72 @@ describe('gpu-sidecar doctor', () => {
     } finally {
       evicting.stop();
     }
+  });
+
+  it('says the chmod fix once, not twice (issue #16.13)', async () => {
+    const loose = keygen(pair.dir, 'loose-once.key');
+    chmodSync(loose, 0o644);
+    const { out } = await doctor('worker', { ...workerEnv, TUNNEL_KEY_FILE: loose });
+    const line = out.split('\n').find((l) => l.startsWith('FAIL key file:')) ?? out;
+    expect(line).toBe(
+      `FAIL key file: key file ${loose} is readable by group or others (mode 644) — fix: chmod 600 ${loose}`,
+    );
+  });
+
+  it('creates nothing: a DATA_FOLDER that does not exist yet is fine when it can be made (issue #16.13)', async () => {
+    const data = path.join(pair.dir, 'not-yet', 'data');
+    const { code, out } = await doctor('worker', { ...workerEnv, DATA_FOLDER: data });
+    expect(out).toContain(
+      `ok   data folder: ${data}: does not exist yet; the worker creates it at start`,
+    );
+    expect(existsSync(path.join(pair.dir, 'not-yet'))).toBe(false);
+    expect(code).toBe(0);
+  });
+
+  it('an empty experiments folder is a warning, not ok (issue #16.13)', async () => {
+    const empty = path.join(pair.dir, 'empty-experiments');
+    mkdirSync(empty, { recursive: true });
+    const { code, out } = await doctor('worker', { ...workerEnv, EXPERIMENTS_DIR: empty });
+    expect(out).toMatch(
+      new RegExp(
+        `^warn experiments: ${empty}: no experiment installed, so no job can be submitted — fix: put one YAML file`,
+        'm',
+      ),
+    );
+    expect(out).toMatch(/^all checks passed \(1 warning\)$/m);
+    expect(code).toBe(0);
+  });
+
+  it('no Docker: a warning when no experiment needs it (exit 0), a failure naming the ones that do (issue #16.7)', async () => {
+    const noDocker = { ...workerEnv, DOCKER_HOST: `unix://${pair.dir}/no-docker.sock` };
+    const processOnly = path.join(pair.dir, 'process-only');
+    mkdirSync(processOnly, { recursive: true });
+    copyFileSync(
+      path.join(ROOT, 'examples', 'experiments', 'hello.yaml'),
+      path.join(processOnly, 'hello.yaml'),
+    );
+    const fine = await doctor('worker', { ...noDocker, EXPERIMENTS_DIR: processOnly });
+    expect(fine.out).toMatch(
+      /^warn docker: unix:\/\/.*no-docker\.sock: .*; no installed experiment runs in Docker, so nothing needs it now — fix: /m,
+    );
+    expect([fine.code, fine.out]).toEqual([
+      0,
+      expect.stringContaining('all checks passed (1 warning)'),
+    ]);
+    // The examples include hello-docker: then Docker is needed, and doctor says by which.
+    const needed = await doctor('worker', noDocker);
+    expect(needed.out).toMatch(
+      /^FAIL docker: unix:\/\/.*no-docker\.sock: .*\(needed by hello-docker\) — fix: start Docker/m,
+    );
+    expect(needed.code).toBe(1);
+  });
+
+  it('says which configuration it read', async () => {
+    const { out } = await doctor('worker', workerEnv);
+    expect(out.split('\n').slice(0, 2)).toEqual([
+      'gpu-sidecar doctor (worker)',
+      'configuration: --env-file /dev/null, under the environment',
+    ]);
   });
 
   it('confirms the relay reaches the worker with the same key', async () => {

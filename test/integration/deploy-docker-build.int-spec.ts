@@ -10,10 +10,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ROOT } from '../support/daemon';
 import { testDockerHost } from '../support/docker';
+import { BASE_IMAGE, ensureBaseImage } from '../support/image';
 
 jest.setTimeout(300_000);
 
-const BASE = 'gpu-sidecar-base:node20';
+const BASE = BASE_IMAGE;
 const IMAGE = 'gpu-sidecar-build-test:latest';
 let env: NodeJS.ProcessEnv;
 
@@ -49,16 +50,8 @@ describe('docker/Dockerfile built offline (legacy builder, no registry)', () => 
     env = { ...process.env, DOCKER_HOST: testDockerHost() };
     if (!existsSync(path.join(ROOT, 'dist', 'apps', 'cli', 'src', 'main.js')))
       throw new Error('run `npm run build` first (npm test does)');
-    // The base is made once per node version (its label), then reused.
-    const label = docker([
-      'image',
-      'inspect',
-      '-f',
-      '{{index .Config.Labels "org.gpu-sidecar.node-version"}}',
-      BASE,
-    ]);
-    if (label.code !== 0 || label.out.trim() !== process.version)
-      execFileSync(path.join(ROOT, 'scripts', 'make-base-image.sh'), [BASE], { env });
+    // The base is made once per node version and list of parts (its labels), then reused.
+    ensureBaseImage(env);
     execFileSync(path.join(ROOT, 'scripts', 'offline-build-context.sh'), [context], { env });
   });
 

@@ -340,6 +340,115 @@ describe('docker.sh rebuild (worker)', () => {
   });
 });
 
+describe('docker.sh waits for the daemon it started (issue #16.2)', () => {
+  const ready = (r: Result) =>
+    r.calls.findIndex((c) => c[0] === 'curl' && c.at(-1)?.endsWith('/health/ready'));
+
+  it('rebuild, up and pull return only once the worker answers /health/ready', () => {
+    for (const cmd of ['rebuild', 'up', 'pull']) {
+      const r = run([cmd], workerVars());
+      expect([cmd, r.code, r.stderr]).toEqual([cmd, 0, expect.not.stringContaining('ready')]);
+      expect(r.calls).toContainEqual([
+        'curl',
+        '-fsS',
+        '--max-time',
+        '5',
+        'http://127.0.0.1:8000/health/ready',
+      ]);
+      // After the container is there (run, or start when up finds it).
+      const made = indexOf(r, (c) => c[1] === 'run' || c[1] === 'start');
+      expect(made).toBeGreaterThanOrEqual(0);
+      expect(ready(r)).toBeGreaterThan(made);
+      expect(r.stdout).toContain('docker.sh: the worker is ready');
+    }
+  });
+
+  it('a worker that crash-loops fails the rebuild (exit 1) with its last log lines', () => {
+    const r = run(['rebuild'], workerVars(), {
+      FAKE_CRASH: '1',
+      FAKE_LOGS: "Error: EACCES: permission denied, mkdir '/srv/data/jobs/.uploads'",
+    });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(
+      'docker.sh: the worker is not running (restarting, restarted 3 times); its last log lines:',
+    );
+    expect(r.stderr).toContain(
+      "    Error: EACCES: permission denied, mkdir '/srv/data/jobs/.uploads'",
+    );
+    expect(r.calls).toContainEqual(['docker', 'logs', '--tail', '30', 'gpu-sidecar-worker']);
+    expect(r.stdout).not.toContain('done:');
+  });
+
+  it('a worker that never gets ready fails after READY_TIMEOUT, with its logs', () => {
+    writeFileSync(path.join(state, 'image'), '');
+    const r = run(['up'], workerVars({ READY_TIMEOUT: '2' }), {
+      FAKE_NOT_READY: '1',
+      FAKE_LOGS: 'redis: connect ECONNREFUSED',
+    });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(
+      /docker\.sh: the worker did not answer http:\/\/127\.0\.0\.1:8000\/health\/ready within 2s: .*503/,
+    );
+    expect(r.stderr).toContain('    redis: connect ECONNREFUSED');
+  });
+
+  it('the relay: rebuild waits for its /healthz (a tunnel up)', () => {
+    const r = run(['rebuild', 'relay'], {
+      TUNNEL_KEY_FILE: key,
+      TUNNEL_CONNECT: 'ws://gpu-1:8080',
+    });
+    expect(r.code).toBe(0);
+    expect(r.calls.at(-1)).toEqual([
+      'curl',
+      '-fsS',
+      '--max-time',
+      '5',
+      'http://127.0.0.1:9464/healthz',
+    ]);
+    expect(r.stdout).toContain("docker.sh: the relay's tunnel is ready");
+  });
+
+  it('DATA_FOLDER is made and given to JOB_UID, as the key is (run as root)', () => {
+    expect(process.getuid?.()).toBe(0); // CI runs as root, as docker.sh on a GPU host does
+    const r = run(['rebuild'], workerVars({ JOB_UID: '1000:1000' }));
+    expect(r.code).toBe(0);
+    expect([statSync(data).uid, statSync(data).gid]).toEqual([1000, 1000]);
+    expect(r.stdout).toContain(`DATA_FOLDER ${data} is now owned by 1000:1000`);
+  });
+
+  it('an existing root-owned DATA_FOLDER is handed over; what a previous user left inside is named', () => {
+    mkdirSync(path.join(data, 'jobs'), { recursive: true });
+    const r = run(['rebuild'], workerVars({ JOB_UID: '1000:1000' }));
+    expect(r.code).toBe(0);
+    expect(statSync(data).uid).toBe(1000);
+    expect(statSync(path.join(data, 'jobs')).uid).toBe(0); // never chowned recursively
+    expect(r.stderr).toContain(
+      `docker.sh: warning: ${path.join(data, 'jobs')} is not owned by 1000:1000`,
+    );
+    expect(r.stderr).toContain(`chown -R 1000:1000 ${data}`);
+  });
+});
+
+describe('docker.sh doctor', () => {
+  it('runs gpu-sidecar doctor inside the container, with the environment docker.sh gave it', () => {
+    expect(run(['rebuild'], workerVars()).code).toBe(0);
+    const r = run(['doctor'], workerVars());
+    expect(r.code).toBe(0);
+    expect(r.calls).toEqual([
+      ['docker', 'container', 'inspect', 'gpu-sidecar-worker'],
+      ['docker', 'exec', 'gpu-sidecar-worker', 'gpu-sidecar', 'doctor', 'worker'],
+    ]);
+  });
+
+  it('says to create the container when there is none', () => {
+    const r = run(['doctor', 'relay'], workerVars());
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(
+      'gpu-sidecar-relay does not exist (create it: ./docker.sh up relay)',
+    );
+  });
+});
+
 describe('docker.sh rebuild relay', () => {
   it('runs the relay on the host network with TUNNEL_CONNECT and its listen addresses', () => {
     const r = run(['rebuild', 'relay'], {
@@ -551,7 +660,13 @@ describe('docker.sh is shellcheck clean', () => {
   });
 
   it('the fakes are plain sh and shellcheck clean too', () => {
-    const files = ['docker', 'git', 'curl'].map((f) => path.join(fakeBin, f));
+    const files = [
+      ...['docker', 'git', 'curl'].map((f) => path.join(fakeBin, f)),
+      // The emulated hosts' stand-ins (test/support/host.ts).
+      ...['sudo', 'ssh', 'systemctl', 'journalctl'].map((f) =>
+        path.join(root, 'test', 'fixtures', 'fake-host', f),
+      ),
+    ];
     const r = spawnSync('shellcheck', ['--shell=sh', ...files], { encoding: 'utf8' });
     if (r.error)
       throw new Error(

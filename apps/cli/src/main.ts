@@ -1,13 +1,14 @@
 import { Command, InvalidArgumentError } from 'commander';
 import type { submit as SubmitFn, TimeoutOptions } from './jobs';
+import type { InstallOptions } from './install/install';
 import type { ApiOptions } from './status';
 import { loadRelayConfig, loadWorkerConfig } from '../../../libs/config/src';
 import { runDaemon } from './daemon';
 import { keygen } from './keygen';
 
 /**
- * `gpu-sidecar`: the package's bin. This file is only the command line (STYLE.md: main is flags
- * and help text); each command hands over to an app or a lib. It is the one composition root
+ * `gpu-sidecar`: the package's bin. This file is only the command line (flags and help text);
+ * each command hands over to an app or a lib. It is the one composition root
  * that may start either daemon; the daemons are imported lazily so `keygen` starts fast.
  */
 export function buildProgram(): Command {
@@ -50,14 +51,49 @@ export function buildProgram(): Command {
     .description(
       "check this host's setup: keys, tunnel reachability, Docker, NVIDIA runtime, Redis, DATA_FOLDER",
     )
-    .argument('[role]', 'relay or worker (default: relay when RELAY_LISTEN or ADMIN_LISTEN is set)')
-    .option('--env-file <file>', 'read variables from this file (default: .env when present)')
+    .argument('[role]', 'relay or worker (default: each daemon configured here)')
+    .option('--env-file <file>', "the daemon's env file (an installed unit's: the unit's view)")
+    .addHelpText(
+      'after',
+      '\nIt checks the configuration the daemon runs with, and says which it read: --env-file,\n' +
+        "else .env here, else npm start's (in the package folder), else the installed systemd\n" +
+        'units (their Environment=, EnvironmentFile= and LoadCredential=), else the environment.\n' +
+        'In Docker: ./docker.sh doctor (inside the container, with its environment).',
+    )
     .action(async (role: string | undefined, opts: { envFile?: string }) => {
       if (role !== undefined && role !== 'relay' && role !== 'worker') {
         program.error(`doctor: role must be relay or worker, got '${role}'`);
       }
       const { doctor } = await import('./doctor/doctor');
       process.exitCode = await doctor(role as 'relay' | 'worker' | undefined, envFile(opts));
+    });
+
+  program
+    .command('install')
+    .description(
+      'set this host up for the daemon under systemd: user, folders, key, env file, unit; then start it',
+    )
+    .argument('<role>', 'worker (GPU host, first: it makes the key) or relay (front host)')
+    .option(
+      '--gpus <list>',
+      'worker: GPU_DEVICES (default: all when nvidia-smi lists GPUs, else none)',
+    )
+    .option('--job-uid <uid:gid>', 'worker: JOB_UID, the user jobs run as')
+    .option('--listen <host:port>', 'worker: TUNNEL_LISTEN (default 0.0.0.0:8080)')
+    .option('--host <name>', 'worker: how the front host reaches this one (default: the host name)')
+    .option('--connect <url>', 'relay: TUNNEL_CONNECT, e.g. ws://gpu-host:8080')
+    .option('--key <file>', "relay: the worker's key file, or - to read it from standard input")
+    .option(
+      '--root <dir>',
+      'write under this folder instead of / (an image, a chroot); starts nothing',
+    )
+    .option('--no-start', 'write everything, start nothing')
+    .action(async (role: string, opts: InstallOptions) => {
+      if (role !== 'relay' && role !== 'worker') {
+        program.error(`install: role must be relay or worker, got '${role}'`);
+      }
+      const { install } = await import('./install/install');
+      process.exitCode = await install(role as 'relay' | 'worker', opts);
     });
 
   const urlOption = '--url <url>';

@@ -101,7 +101,7 @@ describe('summarizeHealth', () => {
     expect(failing.problems).toEqual(['gpu: nvidia-smi exit: exited 9']);
   });
 
-  it('Docker unreachable: not ready only when a docker experiment needs it; silent when nothing does', () => {
+  it('Docker unreachable: degraded and still ready when a docker experiment needs it, naming it; silent when nothing does', () => {
     const containers = {
       ok: false,
       watching: false,
@@ -109,11 +109,23 @@ describe('summarizeHealth', () => {
       error: { reason: 'unreachable' as const, message: 'connect ENOENT', at: new Date() },
     };
     const down = { reachable: false, reason: 'Docker Engine is unreachable' };
-    expect(summarizeHealth({ containers, docker: { ...down, required: true } })).toEqual({
-      status: 'down',
-      ready: false,
-      problems: ['docker: Docker Engine is unreachable (a docker experiment is installed)'],
+    // Only the docker experiments' jobs wait; every other job runs, so the worker stays ready.
+    expect(
+      summarizeHealth({
+        containers,
+        redis: redisOk,
+        docker: { ...down, required: true, experiments: ['hello-docker', 'train'] },
+      }),
+    ).toEqual({
+      status: 'degraded',
+      ready: true,
+      problems: [
+        'docker: Docker Engine is unreachable: docker experiments (hello-docker, train) wait until it answers; the others run',
+      ],
     });
+    expect(summarizeHealth({ containers, docker: { ...down, required: true } }).problems).toEqual([
+      'docker: Docker Engine is unreachable: docker experiments wait until it answers; the others run',
+    ]);
     expect(summarizeHealth({ containers, docker: { ...down, required: false } })).toEqual({
       status: 'ok',
       ready: true,

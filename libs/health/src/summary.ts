@@ -10,8 +10,11 @@ export interface HealthInputs {
   disk?: DiskStatus;
   /** Why DATA_FOLDER's free space could not be read (then there is no `disk`). */
   diskError?: string;
-  /** The Docker Engine; `required` when an installed experiment runs in Docker. */
-  docker?: { reachable: boolean; reason?: string; required: boolean };
+  /**
+   * The Docker Engine; `required` when an installed experiment runs in Docker, `experiments`
+   * names them.
+   */
+  docker?: { reachable: boolean; reason?: string; required: boolean; experiments?: string[] };
   /** Whether HEALTH_CONTAINERS names any container (then Docker matters even if not required). */
   servicesWatched?: boolean;
   /** The BullMQ queue: whether its last count answered. */
@@ -29,9 +32,11 @@ export interface HealthSummary {
 
 /**
  * Pure: folds the probes' last results into one verdict for /health and /health/ready.
- * Redis down/misconfigured, the queue not answering, a full or unreadable DATA_FOLDER, or
- * Docker unreachable while a docker experiment is installed make the worker not ready; GPU and
- * container problems degrade it (a GPU-less job can still run).
+ * Redis down/misconfigured, the queue not answering, or a full or unreadable DATA_FOLDER make
+ * the worker not ready. GPU, container and Docker problems degrade it: jobs that need none of
+ * them still run. Docker unreachable while a docker experiment is installed is such a problem,
+ * not a reason to refuse every job: the docker experiments' jobs wait in the queue until Docker
+ * answers, and the problem line names them.
  */
 export function summarizeHealth(h: HealthInputs): HealthSummary {
   const fatal: string[] = [];
@@ -41,7 +46,11 @@ export function summarizeHealth(h: HealthInputs): HealthSummary {
   if (h.queue && !h.queue.ok) fatal.push(`queue: not answering: ${h.queue.error ?? 'unknown'}`);
   const dockerDown = h.docker !== undefined && !h.docker.reachable;
   if (dockerDown && h.docker!.required) {
-    fatal.push(`docker: ${h.docker!.reason ?? 'unreachable'} (a docker experiment is installed)`);
+    const names = h.docker!.experiments?.length ? ` (${h.docker!.experiments.join(', ')})` : '';
+    warn.push(
+      `docker: ${h.docker!.reason ?? 'unreachable'}: docker experiments${names} wait until it ` +
+        'answers; the others run',
+    );
   }
   // Docker matters only when a docker experiment or HEALTH_CONTAINERS needs it.
   const dockerMatters = h.docker === undefined || h.docker.required || h.servicesWatched === true;

@@ -35,8 +35,11 @@ export const DEFAULT_JOBS_OPTIONS: JobsOptions = {
   sweepIntervalMs: 60 * 60 * 1000,
 };
 
-/** What /health/ready reports of the Docker Engine; `required` when an experiment runs in Docker. */
-export type DockerReadiness = DockerStatus & { required: boolean };
+/**
+ * What /health/ready reports of the Docker Engine; `required` when an experiment runs in Docker,
+ * `experiments` names those.
+ */
+export type DockerReadiness = DockerStatus & { required: boolean; experiments?: string[] };
 
 /**
  * Everything the job system holds, started in order (experiments, Redis, queue, workers) and
@@ -167,8 +170,11 @@ export class JobsRuntime {
    * any installed experiment needs Docker at all. Cheap: the answer is reused for 3 s.
    */
   async dockerStatus(): Promise<DockerReadiness> {
-    const required = this.catalog.list().some((e) => e.runner === 'docker');
-    return { ...(await this.docker.status()), required };
+    const experiments = this.catalog
+      .list()
+      .filter((e) => e.runner === 'docker')
+      .map((e) => e.name);
+    return { ...(await this.docker.status()), required: experiments.length > 0, experiments };
   }
 
   /**

@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process';
-import { accessSync, constants, mkdirSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { connect as tcpConnect } from 'node:net';
+import path from 'node:path';
 import type { RelayConfig, WorkerConfig } from '../../../../libs/config/src';
 import { silentLogger } from '../../../../libs/config/src';
 import { dockerClient, probeDisk, probeRedis } from '../../../../libs/health/src';
@@ -15,12 +16,18 @@ import {
   noopTunnelMetrics,
   TunnelDialer,
 } from '../../../../libs/tunnel/src';
+import { currentAccount, mayAccess, type Account } from './accounts';
 import { gpuContainerCheck } from './gpu-container';
+import type { ServiceView } from './source';
 
-/** One line of `gpu-sidecar doctor`: what was checked, and when it failed, the fix. */
+/**
+ * One line of `gpu-sidecar doctor`: what was checked, and when it failed, the fix. `warn`: worth
+ * a look but nothing fails because of it (the exit code stays 0).
+ */
 export interface CheckResult {
   name: string;
   ok: boolean;
+  warn?: boolean;
   detail: string;
   fix?: string;
 }
@@ -30,6 +37,13 @@ const ok = (name: string, detail: string): CheckResult => ({ name, ok: true, det
 const bad = (name: string, detail: string, fix: string): CheckResult => ({
   name,
   ok: false,
+  detail,
+  fix,
+});
+const warning = (name: string, detail: string, fix: string): CheckResult => ({
+  name,
+  ok: true,
+  warn: true,
   detail,
   fix,
 });
@@ -46,10 +60,13 @@ export function keyChecks(files: readonly string[]): Check {
             `${file}: fingerprint ${k.fingerprint} (the peer must list the same)`,
           );
         } catch (err) {
-          const msg = (err as Error).message;
-          const fix = /chmod/.test(msg)
+          // The fix is said once, after the dash: the loader's own "run `chmod ...`" is cut.
+          const msg = (err as Error).message.replace(/: run `[^`]*`$/, '');
+          const fix = /readable by group or others/.test(msg)
             ? `chmod 600 ${file}`
-            : `gpu-sidecar keygen ${file}, then copy it to the peer`;
+            : /EACCES/.test(msg)
+              ? `run doctor as the daemon's user, or as root (sudo gpu-sidecar doctor)`
+              : `gpu-sidecar keygen ${file}, then copy it to the peer`;
           return bad('key file', msg, fix);
         }
       }),
@@ -171,8 +188,14 @@ export function relaySeesWorker(config: RelayConfig): Check {
   };
 }
 
-/** Worker host: Docker, NVIDIA runtime, Redis, DATA_FOLDER, experiments. */
-export function workerChecks(config: WorkerConfig): Check[] {
+/**
+ * Worker host: Docker, NVIDIA runtime, Redis, DATA_FOLDER, experiments. `service`: the systemd
+ * unit the daemon runs under, whose user (not doctor's) must be able to write DATA_FOLDER and
+ * use the Docker socket.
+ */
+export function workerChecks(config: WorkerConfig, service?: ServiceView): Check[] {
+  const experiments = experimentsOf(config);
+  const inDocker = experiments.filter((e) => e.runner === 'docker').map((e) => e.name);
   return [
     async () => {
       try {
@@ -182,6 +205,8 @@ export function workerChecks(config: WorkerConfig): Check[] {
           Runtimes?: Record<string, unknown>;
         };
         const res = [ok('docker', `${config.dockerHost}: Docker ${info.ServerVersion}`)];
+        const access = socketAccess(config.dockerHost, service, inDocker.length > 0);
+        if (access) res.push(access);
         if (config.gpuDevices.kind !== 'none') {
           const nvidia = Boolean(info.Runtimes && 'nvidia' in info.Runtimes);
           res.push(
@@ -193,17 +218,21 @@ export function workerChecks(config: WorkerConfig): Check[] {
                   'apt-get install nvidia-container-toolkit && nvidia-ctk runtime configure --runtime=docker && systemctl restart docker',
                 ),
           );
-          res.push(
-            await gpuContainerCheck(docker, config.gpuDevices, nvidia, experimentsOf(config)),
-          );
+          res.push(await gpuContainerCheck(docker, config.gpuDevices, nvidia, experiments));
         }
         return res;
       } catch (err) {
-        return bad(
-          'docker',
-          `${config.dockerHost}: ${(err as Error).message}`,
-          "start Docker (systemctl start docker), check DOCKER_HOST, and add the daemon's user to the docker group",
-        );
+        const detail = `${config.dockerHost}: ${(err as Error).message}`;
+        const fix =
+          "start Docker (systemctl start docker), check DOCKER_HOST, and add the daemon's user to the docker group";
+        // Only the docker experiments need it: the worker runs every other job without it.
+        return inDocker.length
+          ? bad('docker', `${detail} (needed by ${inDocker.join(', ')})`, fix)
+          : warning(
+              'docker',
+              `${detail}; no installed experiment runs in Docker, so nothing needs it now`,
+              `${fix}, before installing a docker experiment`,
+            );
       }
     },
     async () => {
@@ -235,33 +264,19 @@ export function workerChecks(config: WorkerConfig): Check[] {
         client.disconnect();
       }
     },
-    async () => {
-      try {
-        mkdirSync(config.dataFolder, { recursive: true });
-        accessSync(config.dataFolder, constants.W_OK);
-      } catch (err) {
-        return bad(
-          'data folder',
-          `${config.dataFolder}: ${(err as Error).message}`,
-          `mkdir -p ${config.dataFolder} && chown <daemon user> ${config.dataFolder}`,
-        );
-      }
-      const d = await probeDisk(config.dataFolder, config.minFreeDisk);
-      const free = `${(d.freeBytes / 1e9).toFixed(1)} GB free (${d.freePercent.toFixed(1)} %)`;
-      return d.belowThreshold
-        ? bad(
-            'data folder',
-            `${config.dataFolder}: ${free}, under MIN_FREE_DISK: new jobs get 507`,
-            'free space or lower RESULTS_TTL',
-          )
-        : ok('data folder', `${config.dataFolder}: writable, ${free}`);
-    },
+    async () => dataFolderCheck(config, service),
     async () => {
       try {
         const names = loadExperiments(config.experimentsDir)
           .list()
           .map((e: { name: string }) => e.name);
-        return ok('experiments', `${config.experimentsDir}: ${names.join(', ') || 'none'}`);
+        return names.length
+          ? ok('experiments', `${config.experimentsDir}: ${names.join(', ')}`)
+          : warning(
+              'experiments',
+              `${config.experimentsDir}: no experiment installed, so no job can be submitted`,
+              `put one YAML file per experiment there (examples/experiments has two)`,
+            );
       } catch (err) {
         return bad(
           'experiments',
@@ -271,6 +286,98 @@ export function workerChecks(config: WorkerConfig): Check[] {
       }
     },
   ];
+}
+
+/** The nearest folder that exists: `p` itself, or the first of its parents. */
+function nearestExisting(p: string): string {
+  let dir = path.resolve(p);
+  while (!existsSync(dir) && path.dirname(dir) !== dir) dir = path.dirname(dir);
+  return dir;
+}
+
+const under = (p: string, dir: string) =>
+  path.resolve(p) === path.resolve(dir) || path.resolve(p).startsWith(`${path.resolve(dir)}/`);
+
+/**
+ * DATA_FOLDER: writable by whoever runs the daemon (the unit's user, else this process), free
+ * space, and under systemd's ProtectSystem=strict inside a path the unit may write. Creates
+ * nothing: a folder that does not exist yet is fine when the daemon can create it at start.
+ */
+async function dataFolderCheck(config: WorkerConfig, service?: ServiceView): Promise<CheckResult> {
+  const dir = path.resolve(config.dataFolder);
+  const unit = service?.unit;
+  if (unit?.protectSystemStrict) {
+    const writable = [...unit.readWritePaths, ...unit.stateDirectories];
+    if (!writable.some((w) => under(dir, w)))
+      return bad(
+        'data folder',
+        `${dir} is read-only to ${unit.name} (ProtectSystem=strict; it may write ${writable.join(', ') || 'nothing'})`,
+        `systemctl edit ${unit.name} and add [Service] ReadWritePaths=${dir}`,
+      );
+  }
+  if (service?.missingUser)
+    return bad(
+      'data folder',
+      `${unit?.name} runs as ${service.missingUser}, which does not exist`,
+      `sudo gpu-sidecar install worker (it creates the user)`,
+    );
+  const who: Account | undefined = service ? service.account : currentAccount();
+  const whoName = service ? `${unit?.name}'s user ${who?.name ?? '(dynamic)'}` : 'this user';
+  const existing = nearestExisting(dir);
+  const state = unit?.stateDirectories.find((s) => under(dir, s));
+  if (who && !(existing !== dir && state && !existsSync(state))) {
+    let can = false;
+    try {
+      can = statSync(existing).isDirectory() && mayAccess(who, existing, 3);
+    } catch {
+      can = false;
+    }
+    if (!can)
+      return bad(
+        'data folder',
+        existing === dir
+          ? `${dir} is not writable by ${whoName}`
+          : `${dir} does not exist and ${whoName} cannot create it in ${existing}`,
+        `mkdir -p ${dir} && chown ${service ? who.name : '<the daemon user>'} ${dir}`,
+      );
+  }
+  if (existing !== dir) {
+    const by = state && !existsSync(state) ? 'systemd (StateDirectory=)' : 'the worker';
+    return ok('data folder', `${dir}: does not exist yet; ${by} creates it at start`);
+  }
+  const d = await probeDisk(dir, config.minFreeDisk);
+  const free = `${(d.freeBytes / 1e9).toFixed(1)} GB free (${d.freePercent.toFixed(1)} %)`;
+  return d.belowThreshold
+    ? bad(
+        'data folder',
+        `${dir}: ${free}, under MIN_FREE_DISK: new jobs get 507`,
+        'free space or lower RESULTS_TTL',
+      )
+    : ok('data folder', `${dir}: writable, ${free}`);
+}
+
+/**
+ * Under systemd, whether the unit's user may use the Docker socket (root, doctor's usual user,
+ * always may). Undefined when there is nothing to say (not a unit, not a unix socket).
+ */
+function socketAccess(
+  dockerHost: string,
+  service: ServiceView | undefined,
+  needed: boolean,
+): CheckResult | undefined {
+  if (!service?.account || !dockerHost.startsWith('unix://')) return undefined;
+  const socket = dockerHost.slice('unix://'.length);
+  let can = false;
+  try {
+    can = mayAccess(service.account, socket, 6);
+  } catch {
+    return undefined;
+  }
+  if (can) return ok('docker access', `${service.account.name} may use ${socket}`);
+  const gid = statSync(socket).gid;
+  const detail = `${service.unit.name}'s user ${service.account.name} cannot use ${socket} (group ${gid})`;
+  const fix = `systemctl edit ${service.unit.name}: SupplementaryGroups= the socket's group`;
+  return needed ? bad('docker access', detail, fix) : warning('docker access', detail, fix);
 }
 
 /** Runs checks one after another (their output reads top-down like a checklist). */

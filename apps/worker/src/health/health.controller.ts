@@ -11,7 +11,8 @@ import { HealthMonitor, type Readiness } from './monitor';
 /**
  * `/health` (everything, for a person and `gpu-sidecar status`), `/health/live` (the process
  * answers) and `/health/ready` (it can take jobs: Redis and the queue answer, DATA_FOLDER above
- * MIN_FREE_DISK, Docker reachable when a docker experiment is installed). 503 when not ready.
+ * MIN_FREE_DISK). 503 when not ready. Docker is reported, never a reason for 503: without it
+ * only the docker experiments' jobs wait.
  */
 @Controller('health')
 export class HealthController {
@@ -73,14 +74,15 @@ export class HealthController {
       : check.up(data);
   }
 
-  /** Docker unreachable makes the worker not ready only when a docker experiment needs it. */
+  /**
+   * Docker unreachable leaves the worker ready: jobs of the other runners still run, and the
+   * docker experiments' jobs wait in the queue until it answers (/health says which).
+   */
   private docker({ docker }: Readiness) {
     const check = this.indicator.check('docker');
     if (!docker) return check.up({ required: false });
     const data = { reachable: docker.reachable, required: docker.required };
     if (docker.reachable) return check.up({ ...data, nvidiaRuntime: docker.nvidiaRuntime });
-    return docker.required
-      ? check.down({ ...data, message: docker.reason ?? 'unreachable' })
-      : check.up({ ...data, reason: docker.reason });
+    return check.up({ ...data, reason: docker.reason ?? 'unreachable' });
   }
 }
