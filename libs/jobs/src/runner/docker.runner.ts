@@ -1,11 +1,10 @@
-import { createWriteStream } from 'node:fs';
 import { lchown } from 'node:fs/promises';
-import { createInterface } from 'node:readline';
 import type { ContainerCreateOptions } from 'dockerode';
 import type { Logger } from '../../../config/src';
 import { isDockerUnreachable, WORKER_LABEL } from '../../../health/src/containers/probe';
 import type { ContainerEngine } from './docker.engine';
-import { parseProgressLine } from './progress';
+import { JobLog } from './job-log';
+import { parseProgressLine, ProgressScanner, ProgressThrottle } from './progress';
 import type { RunOutcome, RunSpec, Runner } from './runner';
 
 /** Labels on every job container; the health probe and reconciliation filter on the worker's. */
@@ -290,10 +289,8 @@ export class DockerRunner implements Runner {
 
   private async runContainer(id: string, spec: RunSpec): Promise<RunOutcome> {
     const engine = this.o.engine;
-    const log = createWriteStream(spec.paths.log, { flags: 'a' });
-    let logError: Error | undefined;
-    log.on('error', (e) => (logError ??= e));
-    const closeLog = () => new Promise<void>((r) => log.end(r));
+    const log = new JobLog(spec.paths.log);
+    const closeLog = () => log.close();
     let attached;
     try {
       attached = await engine.attach(id);
@@ -302,14 +299,19 @@ export class DockerRunner implements Runner {
       if (isDockerUnreachable(err)) return this.lost(err);
       return { kind: 'error', message: this.explain(err, spec) };
     }
+    // Bytes to the log as they come; progress from stdout lines of 64 KiB at most (progress.ts).
+    const throttle = new ProgressThrottle((line) => {
+      const p = parseProgressLine(line);
+      if (p) spec.onProgress(p);
+    });
+    const scanner = new ProgressScanner((line) => throttle.push(line));
     const outputDone = Promise.all([
-      lines(attached.stdout, (line) => {
-        log.write(line + '\n');
-        const p = parseProgressLine(line);
-        if (p) spec.onProgress(p);
-      }),
-      lines(attached.stderr, (line) => log.write(line + '\n')),
-    ]);
+      log.pump(attached.stdout, (chunk) => scanner.push(chunk)),
+      log.pump(attached.stderr),
+    ]).then(() => {
+      scanner.end();
+      throttle.flush();
+    });
 
     // Set from the abort listener and the timer: an object, so reads after an await see it.
     const st: { running: boolean; stop?: StopReason } = { running: false };
@@ -364,8 +366,8 @@ export class DockerRunner implements Runner {
       // decided for itself.
       if (end?.oomKilled && exitCode !== 0)
         return { kind: 'error', message: 'out of memory', exitCode, runMs };
-      if (logError) {
-        return { kind: 'error', message: `cannot write ${spec.paths.log}: ${logError.message}` };
+      if (log.error) {
+        return { kind: 'error', message: `cannot write ${spec.paths.log}: ${log.error.message}` };
       }
       return { kind: 'exited', exitCode, runMs };
     } finally {
@@ -404,14 +406,6 @@ const stopped = (st: { stop?: StopReason }): StopReason | undefined => st.stop;
 
 function reasonOf(signal: AbortSignal): string {
   return String(signal.reason ?? 'cancelled');
-}
-
-function lines(stream: NodeJS.ReadableStream, onLine: (line: string) => void): Promise<void> {
-  return new Promise((resolve) => {
-    const rl = createInterface({ input: stream, crlfDelay: Infinity });
-    rl.on('line', onLine);
-    rl.on('close', resolve);
-  });
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
