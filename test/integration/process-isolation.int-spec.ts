@@ -163,8 +163,8 @@ describe.each(['cgroup2', 'cgroup1', 'proc'] as IsolationMode[])('isolation by %
     s.onStarted = (i) => (pid = i.pid);
     try {
       const run = runner.run(s);
-      while (liveWith(`sleep ${t}`).length < 4) await new Promise((r) => setTimeout(r, 20));
-      expect(pid).toBeGreaterThan(0);
+      // The start message may come after the processes exist: both are waited for.
+      while (!pid || liveWith(`sleep ${t}`).length < 4) await new Promise((r) => setTimeout(r, 20));
       process.kill(launcher.helperPid!, 'SIGKILL');
       expect(await run).toMatchObject({ kind: 'error', message: 'spawn helper exited' });
       expect(liveWith(`sleep ${t}`)).toEqual([]);
@@ -175,6 +175,19 @@ describe.each(['cgroup2', 'cgroup1', 'proc'] as IsolationMode[])('isolation by %
   });
 
   if (mode !== 'proc') {
+    it.each([
+      ['dot-dot segments', '../../../../etc'],
+      ['a slash', 'a/../../b'],
+      ['a NUL', 'x\0y'],
+      ['only a dot', '.'],
+      ['nothing', ''],
+    ])("keeps the cgroup of a job id of %s inside this worker's folder", (_what, id) => {
+      const s = isolation.specFor(id);
+      if (s.kind === 'proc') throw new Error('expected a cgroup');
+      expect(path.dirname(s.dir)).toBe(isolation.base);
+      expect(path.basename(s.dir)).toMatch(/^job-[0-9a-f]{64}$/);
+    });
+
     it('kills and removes the job cgroups a previous run left (reconciliation at start)', async () => {
       const t = token();
       const left = isolation.specFor('left-behind');

@@ -130,7 +130,9 @@ export class JobIsolation {
   /** What the launcher needs to keep this attempt's processes. */
   specFor(jobId: string): ScopeSpec {
     if (this.mode === 'proc' || !this.base || !this.home) return { kind: 'proc', jobId };
-    // Job ids are UUIDs; anything else is hashed rather than trusted as a path segment.
+    // Why the path stays this worker's: job ids are UUIDs (the API refuses others), and any id
+    // that is not a plain segment of word characters is hashed rather than joined, so no `..`,
+    // `/` or NUL can take a job's cgroup (made, killed, removed) outside `base`.
     const seg = /^[\w-]{1,100}$/.test(jobId)
       ? jobId
       : createHash('sha256').update(jobId).digest('hex');

@@ -31,17 +31,6 @@ export function readProc(pid: number): ProcInfo | undefined {
   }
 }
 
-/** Every process now on the host (as far as this process can see /proc). */
-export function listProcs(): ProcInfo[] {
-  const out: ProcInfo[] = [];
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    const p = readProc(Number(name));
-    if (p) out.push(p);
-  }
-  return out;
-}
-
 /** Whether the process's environment (as it started) holds `entry` exactly. */
 function environHas(pid: number, entry: string): boolean {
   try {
@@ -61,19 +50,18 @@ export const PROC_SCAN_MS = 100;
  * the job's processes are found in /proc, every PROC_SCAN_MS while it runs and again when it
  * is killed. A process belongs to the job when it started after the job's first process and
  * its parent belongs to the job, or it is in the job's session or process group, or its
- * environment still says `JOB_ID=<this job>`. Pids are remembered with their start time, so a
- * reused pid is never mistaken for the job's.
+ * environment says `JOB_ID=<this job>`. Each look reads the list of pids and the stat of new
+ * pids only (a process is judged once, when first seen: a stranger cannot join the job later,
+ * and a pid is not reused within one look's interval), so it costs little on a busy host.
  *
- * What it cannot promise (README, "Process runner"): a process that leaves the session, loses
+ * What it cannot promise (README.md, "Process runner"): a process that leaves the session, loses
  * its parent between two looks (a double fork within PROC_SCAN_MS) and clears its environment
  * is not found; a cgroup has no such gap.
  */
 export class ProcScope {
   private leader?: ProcInfo;
-  /** pid → start time of every process found to be the job's. */
-  private readonly members = new Map<number, number>();
-  /** `pid:start` of processes looked at and found not to be the job's. */
-  private readonly strangers = new Set<string>();
+  /** Every pid seen on the host, with its start time and whether it is the job's. */
+  private readonly known = new Map<number, { start: number; member: boolean }>();
   private timer?: NodeJS.Timeout;
   private readonly marker: string;
 
@@ -91,26 +79,34 @@ export class ProcScope {
       start: 0,
       state: 'R',
     };
-    this.members.set(pid, this.leader.start);
+    this.known.set(pid, { start: this.leader.start, member: true });
+    this.scan();
     this.timer = setInterval(() => this.scan(), PROC_SCAN_MS);
     this.timer.unref();
   }
 
   /** The job's processes alive now (zombies are dead, whatever their parent does). */
-  live(): ProcInfo[] {
-    const procs = this.scan();
-    return procs.filter((p) => this.members.get(p.pid) === p.start && p.state !== 'Z');
+  live(): number[] {
+    this.scan();
+    const live: number[] = [];
+    for (const [pid, k] of this.known) {
+      if (!k.member) continue;
+      const p = readProc(pid);
+      if (p && p.start === k.start && p.state !== 'Z') live.push(pid);
+    }
+    return live;
   }
 
   signal(sig: NodeJS.Signals): void {
-    for (const p of this.live()) this.send(p.pid, sig);
+    for (const pid of this.live()) this.send(pid, sig);
     if (this.leader) this.send(-this.leader.pgrp, sig);
   }
 
   killNow(): number {
     clearInterval(this.timer);
+    if (!this.leader) return this.killByMarker();
     const live = this.live();
-    for (const p of live) this.send(p.pid, 'SIGKILL');
+    for (const pid of live) this.send(pid, 'SIGKILL');
     if (this.leader) this.send(-this.leader.pgrp, 'SIGKILL');
     return live.length;
   }
@@ -121,38 +117,54 @@ export class ProcScope {
     while (this.killNow() > 0 && Date.now() < deadline) await sleep(20);
   }
 
-  /** Looks at /proc once; adds the job's new processes; returns what it saw. */
-  private scan(): ProcInfo[] {
-    const procs = listProcs();
+  /**
+   * Without the job's first pid (its launcher died before saying it), the job's processes are
+   * those whose environment names it: kills them, returns how many were alive.
+   */
+  private killByMarker(): number {
+    let n = 0;
+    for (const name of readdirSync('/proc')) {
+      if (!/^\d+$/.test(name)) continue;
+      const p = readProc(Number(name));
+      if (!p || p.state === 'Z' || !environHas(p.pid, this.marker)) continue;
+      this.send(p.pid, 'SIGKILL');
+      n++;
+    }
+    return n;
+  }
+
+  /** Looks at /proc once: forgets the pids gone, judges the new ones. */
+  private scan(): void {
     const lead = this.leader;
-    if (!lead) return procs;
-    // Members that are gone are forgotten, so their pids, once reused, mean nothing.
-    const now = new Map(procs.map((p) => [p.pid, p.start]));
-    for (const [pid, start] of this.members) if (now.get(pid) !== start) this.members.delete(pid);
-    const seen = new Set<string>();
+    if (!lead) return;
+    const now = new Set<number>();
+    const fresh: ProcInfo[] = [];
+    for (const name of readdirSync('/proc')) {
+      if (!/^\d+$/.test(name)) continue;
+      const pid = Number(name);
+      now.add(pid);
+      if (this.known.has(pid)) continue;
+      const p = readProc(pid);
+      if (p) fresh.push(p);
+    }
+    for (const pid of this.known.keys()) if (!now.has(pid)) this.known.delete(pid);
     // Until nothing new is found: a child may be listed before its parent.
     for (let grew = true; grew;) {
       grew = false;
-      for (const p of procs) {
-        if (this.members.get(p.pid) === p.start || p.start < lead.start) continue;
-        const key = `${p.pid}:${p.start}`;
-        seen.add(key);
-        const known = this.strangers.has(key);
-        if (this.members.has(p.ppid) || (!known && this.belongs(p, lead))) {
-          this.members.set(p.pid, p.start);
-          this.strangers.delete(key);
+      for (const p of fresh) {
+        if (this.known.has(p.pid) || p.start < lead.start) continue;
+        if (this.known.get(p.ppid)?.member || this.belongs(p, lead)) {
+          this.known.set(p.pid, { start: p.start, member: true });
           grew = true;
-        } else if (!known) {
-          this.strangers.add(key);
         }
       }
     }
-    // Only what still runs is remembered: the set stays the size of the host's process table.
-    for (const key of this.strangers) if (!seen.has(key)) this.strangers.delete(key);
-    return procs;
+    for (const p of fresh) {
+      if (!this.known.has(p.pid)) this.known.set(p.pid, { start: p.start, member: false });
+    }
   }
 
-  /** Belongs by session, group or environment (the parent is checked on every look). */
+  /** Belongs by session, group or environment (the parent is checked by the caller). */
   private belongs(p: ProcInfo, lead: ProcInfo): boolean {
     return p.session === lead.session || p.pgrp === lead.pgrp || environHas(p.pid, this.marker);
   }
