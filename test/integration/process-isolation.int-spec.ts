@@ -93,6 +93,10 @@ const holders = (t: string) =>
 
 const token = () => `400.${Math.floor(Math.random() * 1e6)}`;
 
+/** Every isolation made here: their (empty) cgroup folders go at the end, whatever ran. */
+const made: JobIsolation[] = [];
+afterAll(() => made.forEach((i) => i.close()));
+
 const launchers: [string, () => Launcher][] = [
   ['directly', () => new DirectLauncher()],
   ['through the helper', () => new HelperLauncher()],
@@ -104,7 +108,7 @@ describe.each(['cgroup2', 'cgroup1', 'proc'] as IsolationMode[])('isolation by %
     dataFolder: path.join(root, mode),
     prefer: [mode],
   });
-  afterAll(() => isolation.close());
+  made.push(isolation);
 
   it('is available here, as asked', () => {
     expect(isolation.mode).toBe(mode);
