@@ -10,6 +10,7 @@ import { JobRecordsRepository } from './queue/job-records.repository';
 import { openRedis, type RedisBackend } from './queue/redis-connection';
 import { DockerEngine, type ContainerEngine } from './runner/docker.engine';
 import { DockerRunner, type DockerStatus } from './runner/docker.runner';
+import { JobIsolation } from './runner/isolation';
 import { HelperLauncher } from './runner/launcher';
 import { ProcessRunner } from './runner/process.runner';
 import type { Runner } from './runner/runner';
@@ -60,6 +61,7 @@ export class JobsRuntime {
     readonly options: JobsOptions,
     private readonly runners: Map<string, Runner>,
     private readonly docker: DockerRunner,
+    private readonly isolation: JobIsolation,
     private readonly backend: RedisBackend,
     private readonly log: Logger,
   ) {}
@@ -99,11 +101,14 @@ export class JobsRuntime {
       // A container that finished while no worker watched: its job succeeded, not run again.
       onExitedOk: (job, experiment) => store.markExitedOk(experiment, job),
     });
+    const isolation = startIsolation(config, catalog, log);
+    const processRunner = new ProcessRunner({
+      killGraceMs: options.killGraceMs,
+      launcher: new HelperLauncher(),
+      isolation,
+    });
     const runners = new Map<string, Runner>([
-      [
-        'process',
-        new ProcessRunner({ killGraceMs: options.killGraceMs, launcher: new HelperLauncher() }),
-      ],
+      ['process', processRunner],
       ['docker', docker],
     ]);
     const executor = new JobExecutor({
@@ -137,12 +142,17 @@ export class JobsRuntime {
       options,
       runners,
       docker,
+      isolation,
       backend,
       log,
     );
-    // Containers first (stopped and removed), then the records: a job handed back by
-    // recoverOrphans can never meet its old container still running.
+    // Containers and job cgroups first (stopped and removed), then the records: a job handed
+    // back by recoverOrphans can never meet its old container or processes still running.
     await rt.reconcileContainers(catalog);
+    const leftovers = await processRunner.reconcile();
+    if (leftovers) {
+      log.warn({ cgroups: leftovers }, 'killed the processes of jobs left by a previous run');
+    }
     await service.recoverOrphans(config.workerName);
     queue.startWorker('cpu', config.workerConcurrency, executor.process);
     if (gpus.capacity > 0) queue.startWorker('gpu', gpus.capacity, executor.process);
@@ -222,8 +232,36 @@ export class JobsRuntime {
     this.executor.dispose();
     await this.queue.close();
     for (const r of this.runners.values()) r.close?.();
+    this.isolation.close();
     await this.records.close();
     await this.backend.stop();
     this.log.info('job queue stopped');
   }
+}
+
+/**
+ * How process jobs are kept together on this host, said once at start: a cgroup per job, or
+ * the /proc fallback (with why no cgroup could be made); and a warning when they run as root.
+ */
+function startIsolation(
+  config: WorkerConfig,
+  catalog: ExperimentCatalog,
+  log: Logger,
+): JobIsolation {
+  const isolation = JobIsolation.detect({
+    workerName: config.workerName,
+    dataFolder: config.dataFolder,
+  });
+  const processJobs = catalog.list().some((e) => e.runner === 'process');
+  if (isolation.mode === 'proc' && processJobs) {
+    log.warn({ isolation: isolation.describe() }, 'process jobs: no cgroup per job');
+  } else {
+    log.info({ isolation: isolation.describe() }, 'process jobs: isolation');
+  }
+  if (processJobs && config.jobUser.uid === 0) {
+    log.warn(
+      "process jobs run as root (the daemon's user, JOB_UID unset): set JOB_UID=uid:gid to run them as another user",
+    );
+  }
+  return isolation;
 }

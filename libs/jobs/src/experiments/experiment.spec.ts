@@ -100,10 +100,62 @@ describe('experiment files', () => {
       /memory must be at least 6m/,
     );
     expect(() => parseExperiment('/x/hello.yaml', `${docker}memory: lots\n`)).toThrow(
-      /memory must match pattern/,
+      /memory must be a size like 512m or 2g, or unlimited/,
     );
     expect(() => parseExperiment('/x/hello.yaml', `${docker}cpus: 0\n`)).toThrow(
       /cpus must be > 0/,
     );
   });
+
+  it('reads the container defaults each experiment may override', () => {
+    const docker = HELLO.replace('runner: process', 'runner: docker\nimage: busybox');
+    expect(parseExperiment('/x/hello.yaml', docker)).not.toHaveProperty('pids');
+    const e = parseExperiment(
+      '/x/hello.yaml',
+      `${docker}memory: unlimited\npids: 64\ntmp: 2g\nrootfs: writable\nuser: root\n` +
+        'ulimits:\n  nofile: 1024\n  memlock: unlimited\n  stack: { soft: 8388608, hard: unlimited }\n',
+    );
+    expect(e).toMatchObject({
+      memoryBytes: 'unlimited',
+      pids: 64,
+      tmpBytes: 2 * 1024 ** 3,
+      writableRootfs: true,
+      runAsRoot: true,
+      ulimits: {
+        nofile: { soft: 1024, hard: 1024 },
+        memlock: { soft: -1, hard: -1 },
+        stack: { soft: 8388608, hard: -1 },
+      },
+    });
+    expect(parseExperiment('/x/hello.yaml', `${docker}pids: unlimited\n`).pids).toBe('unlimited');
+  });
+
+  it.each([
+    ['pids: 0', /pids must be a whole number from 1 to 4194304, or unlimited/],
+    ['pids: 1.5', /pids must be a whole number/],
+    ['pids: lots', /pids must be a whole number/],
+    ['ulimits: { files: 10 }', /ulimits\.files is not a ulimit: use one of core, cpu/],
+    [
+      'ulimits: { nofile: -5 }',
+      /ulimits\.nofile must be a whole number of at least 0, or unlimited/,
+    ],
+    ['ulimits: { nofile: { soft: 10, hard: 5 } }', /ulimits\.nofile soft must not be above hard/],
+    ['ulimits: { nofile: { soft: 1, max: 5 } }', /ulimits\.nofile\.max is not allowed/],
+    ['tmp: huge', /tmp must be a size like 512m or 2g/],
+    ['tmp: 10k', /tmp must be at least 1m/],
+    ['rootfs: rw', /rootfs must be one of read-only, writable/],
+    ['user: admin', /user must be one of root/],
+  ])('refuses %s with a message that says what to write', (line, message) => {
+    const docker = HELLO.replace('runner: process', 'runner: docker\nimage: busybox');
+    expect(() => parseExperiment('/x/hello.yaml', `${docker}${line}\n`)).toThrow(message);
+  });
+
+  it.each(['pids: 64', 'ulimits: { nofile: 10 }', 'tmp: 1g', 'rootfs: writable', 'user: root'])(
+    'refuses %s on a process experiment: only a container can enforce it',
+    (line) => {
+      expect(() => parseExperiment('/x/hello.yaml', `${HELLO}${line}\n`)).toThrow(
+        /applies only to `runner: docker`/,
+      );
+    },
+  );
 });

@@ -5,7 +5,7 @@ import addFormats from 'ajv-formats';
 import { parse as parseYaml } from 'yaml';
 import { parseDuration } from '../../../config/src';
 
-/** One installed experiment, as read from `EXPERIMENTS_DIR/<name>.yaml` (DESIGN.md). */
+/** One installed experiment, as read from `EXPERIMENTS_DIR/<name>.yaml` (libs/jobs/README.md). */
 export interface Experiment {
   name: string;
   runner: 'docker' | 'process';
@@ -17,10 +17,23 @@ export interface Experiment {
   env: Record<string, string>;
   /** docker only: the container gets a network (`network: true`); none by default. */
   network?: boolean;
-  /** docker only: memory limit in bytes (`memory: 512m`), swap included. */
-  memoryBytes?: number;
+  /**
+   * docker only: memory limit in bytes (`memory: 512m`), swap included, or `unlimited`; unset, the
+   * Docker runner's default (90% of the host's memory).
+   */
+  memoryBytes?: number | 'unlimited';
   /** docker only: CPU limit in CPUs (`cpus: 1.5`). */
   cpus?: number;
+  /** docker only: most processes and threads at once (`pids: 512`) or `unlimited`; default 4096. */
+  pids?: number | 'unlimited';
+  /** docker only: resource limits by name (`ulimits: { nofile: 1024 }`), -1 for unlimited. */
+  ulimits?: Record<string, { soft: number; hard: number }>;
+  /** docker only: size of the tmpfs mounted at /tmp (`tmp: 2g`); default 1 GiB. */
+  tmpBytes?: number;
+  /** docker only: `rootfs: writable`; the image's file system is read-only by default. */
+  writableRootfs?: boolean;
+  /** docker only: `user: root` lets the container run as uid 0; it never does by default. */
+  runAsRoot?: boolean;
   /** The JSON Schema that a job's params must satisfy. */
   params: Record<string, unknown>;
   /** The file it came from, for messages. */
@@ -54,8 +67,13 @@ const FILE_SCHEMA = {
     attempts: { type: 'integer', minimum: 1, maximum: 100 },
     env: { type: 'object', additionalProperties: { type: 'string' } },
     network: { type: 'boolean' },
-    memory: { type: 'string', pattern: '^[0-9]+(\\.[0-9]+)?[bkmgBKMG]?$' },
+    memory: { type: 'string' },
     cpus: { type: 'number', exclusiveMinimum: 0, maximum: 1024 },
+    pids: { type: ['number', 'string'] },
+    ulimits: { type: 'object' },
+    tmp: { type: 'string' },
+    rootfs: { enum: ['read-only', 'writable'] },
+    user: { enum: ['root'] },
     params: { type: 'object' },
   },
   if: { properties: { runner: { const: 'docker' } } },
@@ -143,19 +161,12 @@ export function parseExperiment(file: string, text: string): Experiment {
       throw new ExperimentFileError(file, 'timeout', (err as Error).message);
     }
   }
-  const dockerOnly = ['network', 'memory', 'cpus'].find((k) => d[k] !== undefined);
+  const dockerOnly = DOCKER_ONLY.find((k) => d[k] !== undefined);
   if (dockerOnly && d.runner !== 'docker') {
     // A limit the process runner cannot enforce is refused rather than silently ignored.
     throw new ExperimentFileError(file, dockerOnly, 'applies only to `runner: docker`');
   }
-  let memoryBytes: number | undefined;
-  if (d.memory !== undefined) {
-    memoryBytes = parseMemory(d.memory as string);
-    // Docker refuses less than 6 MiB; say so at start rather than at the first job.
-    if (memoryBytes < 6 * 1024 * 1024) {
-      throw new ExperimentFileError(file, 'memory', 'must be at least 6m (Docker refuses less)');
-    }
-  }
+  const limits = containerLimits(file, d);
   const base = path.basename(file).replace(/\.ya?ml$/, '');
   if (d.name !== base) {
     throw new ExperimentFileError(file, 'name', `must match the file name '${base}'`);
@@ -170,11 +181,110 @@ export function parseExperiment(file: string, text: string): Experiment {
     attempts: (d.attempts as number | undefined) ?? 1,
     env: (d.env as Record<string, string> | undefined) ?? {},
     network: (d.network as boolean | undefined) ?? false,
-    ...(memoryBytes !== undefined ? { memoryBytes } : {}),
+    ...limits,
     ...(d.cpus !== undefined ? { cpus: d.cpus as number } : {}),
     params: d.params as Record<string, unknown>,
     file,
   };
+}
+
+/** The fields only a container can enforce. */
+const DOCKER_ONLY = ['network', 'memory', 'cpus', 'pids', 'ulimits', 'tmp', 'rootfs', 'user'];
+
+/** The ulimit names Docker knows (`man setrlimit`, without the RLIMIT_ prefix). */
+export const ULIMIT_NAMES = [
+  'core',
+  'cpu',
+  'data',
+  'fsize',
+  'locks',
+  'memlock',
+  'msgqueue',
+  'nice',
+  'nofile',
+  'nproc',
+  'rss',
+  'rtprio',
+  'rttime',
+  'sigpending',
+  'stack',
+];
+
+type Limits = Pick<
+  Experiment,
+  'memoryBytes' | 'pids' | 'ulimits' | 'tmpBytes' | 'writableRootfs' | 'runAsRoot'
+>;
+
+/** The container's limits from the file, each checked with a message that says what to write. */
+function containerLimits(file: string, d: Record<string, unknown>): Limits {
+  const bad = (field: string, problem: string) => new ExperimentFileError(file, field, problem);
+  const out: Limits = {};
+  if (d.memory !== undefined) {
+    const text = d.memory as string;
+    if (text === 'unlimited') out.memoryBytes = 'unlimited';
+    else {
+      out.memoryBytes = sizeOf(text, () =>
+        bad('memory', 'must be a size like 512m or 2g, or unlimited'),
+      );
+      // Docker refuses less than 6 MiB; say so at start rather than at the first job.
+      if (out.memoryBytes < 6 * 1024 * 1024)
+        throw bad('memory', 'must be at least 6m (Docker refuses less)');
+    }
+  }
+  if (d.pids !== undefined) {
+    const ok = d.pids === 'unlimited' || (Number.isInteger(d.pids) && (d.pids as number) >= 1);
+    if (!ok || (d.pids as number) > 4194304)
+      throw bad('pids', 'must be a whole number from 1 to 4194304, or unlimited');
+    out.pids = d.pids as number | 'unlimited';
+  }
+  if (d.ulimits !== undefined) out.ulimits = ulimitsOf(d.ulimits as Record<string, unknown>, bad);
+  if (d.tmp !== undefined) {
+    out.tmpBytes = sizeOf(d.tmp as string, () => bad('tmp', 'must be a size like 512m or 2g'));
+    if (out.tmpBytes < 1024 * 1024) throw bad('tmp', 'must be at least 1m');
+  }
+  if (d.rootfs === 'writable') out.writableRootfs = true;
+  if (d.user === 'root') out.runAsRoot = true;
+  return out;
+}
+
+function sizeOf(text: string, error: () => Error): number {
+  try {
+    return parseMemory(text);
+  } catch {
+    throw error();
+  }
+}
+
+/** `nofile: 1024`, `memlock: unlimited`, `stack: { soft: 8m-in-bytes, hard: unlimited }`. */
+function ulimitsOf(
+  given: Record<string, unknown>,
+  bad: (field: string, problem: string) => Error,
+): Record<string, { soft: number; hard: number }> {
+  const out: Record<string, { soft: number; hard: number }> = {};
+  const value = (field: string, v: unknown): number => {
+    if (v === 'unlimited') return -1;
+    if (Number.isInteger(v) && (v as number) >= 0) return v as number;
+    throw bad(field, 'must be a whole number of at least 0, or unlimited');
+  };
+  for (const [name, v] of Object.entries(given)) {
+    const field = `ulimits.${name}`;
+    if (!ULIMIT_NAMES.includes(name))
+      throw bad(field, `is not a ulimit: use one of ${ULIMIT_NAMES.join(', ')}`);
+    if (v !== null && typeof v === 'object') {
+      const { soft, hard, ...rest } = v as Record<string, unknown>;
+      const extra = Object.keys(rest)[0];
+      if (extra !== undefined)
+        throw bad(`${field}.${extra}`, 'is not allowed (soft and hard only)');
+      const s = value(`${field}.soft`, soft);
+      const h = value(`${field}.hard`, hard);
+      if (h !== -1 && (s === -1 || s > h)) throw bad(field, 'soft must not be above hard');
+      out[name] = { soft: s, hard: h };
+    } else {
+      const n = value(field, v);
+      out[name] = { soft: n, hard: n };
+    }
+  }
+  return out;
 }
 
 const MEMORY_UNITS: Record<string, number> = { b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };

@@ -1,4 +1,4 @@
-import { PassThrough } from 'node:stream';
+import { PassThrough, Writable, type Readable } from 'node:stream';
 import type { ContainerCreateOptions } from 'dockerode';
 // The one dockerode client of the project lives in libs/health; this adapter only shapes calls.
 import { dockerClient } from '../../../health/src/containers/docker';
@@ -22,8 +22,8 @@ export interface ContainerEnd {
 
 /** Output of a running container, demultiplexed; `ended` resolves when both streams ended. */
 export interface Attached {
-  stdout: NodeJS.ReadableStream;
-  stderr: NodeJS.ReadableStream;
+  stdout: Readable;
+  stderr: Readable;
   ended: Promise<void>;
   close(): void;
 }
@@ -77,7 +77,9 @@ export class DockerEngine implements ContainerEngine {
     };
     const stdout = new PassThrough();
     const stderr = new PassThrough();
-    this.docker.modem.demuxStream(stream, stdout, stderr);
+    // Not dockerode's demuxStream: it ignores backpressure, so a job printing faster than its
+    // log is written would pile its output up in this process's memory.
+    stream.pipe(demuxer(stdout, stderr));
     const ended = new Promise<void>((resolve) => {
       const done = () => {
         stdout.end();
@@ -149,4 +151,44 @@ export class DockerEngine implements ContainerEngine {
     });
     return list.map((c) => ({ id: c.Id, labels: c.Labels ?? {}, state: c.State }));
   }
+}
+
+/**
+ * Splits Docker's multiplexed attach stream (frames: 1 byte stream type, 3 zero bytes, a
+ * big-endian 32-bit length, the payload) into stdout and stderr. Why memory stays bounded: a
+ * chunk is acknowledged only once both outputs took its payloads (after 'drain' when one was
+ * full), so the attach socket, and through it the container's own writes, wait for the reader;
+ * at most one partial 8-byte header is kept between chunks, never a whole frame.
+ */
+export function demuxer(stdout: Writable, stderr: Writable): Writable {
+  let header = Buffer.alloc(0);
+  let left = 0;
+  let target: Writable = stdout;
+  return new Writable({
+    write(chunk: Buffer, _enc, callback) {
+      const full = new Set<Writable>();
+      let at = 0;
+      while (at < chunk.length) {
+        if (left === 0) {
+          const need = 8 - header.length;
+          header = Buffer.concat([header, chunk.subarray(at, at + need)]);
+          at += Math.min(need, chunk.length - at);
+          if (header.length < 8) break;
+          target = header[0] === 2 ? stderr : stdout;
+          left = header.readUInt32BE(4);
+          header = Buffer.alloc(0);
+          continue;
+        }
+        const piece = chunk.subarray(at, at + left);
+        at += piece.length;
+        left -= piece.length;
+        if (!target.write(piece)) full.add(target);
+      }
+      const waits = [...full].filter((w) => !w.writableEnded && !w.destroyed);
+      if (waits.length === 0) return callback();
+      void Promise.all(waits.map((w) => new Promise((r) => w.once('drain', r)))).then(() =>
+        callback(),
+      );
+    },
+  });
 }

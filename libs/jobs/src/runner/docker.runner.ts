@@ -1,11 +1,12 @@
-import { createWriteStream } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { lchown } from 'node:fs/promises';
-import { createInterface } from 'node:readline';
+import { totalmem } from 'node:os';
 import type { ContainerCreateOptions } from 'dockerode';
 import type { Logger } from '../../../config/src';
 import { isDockerUnreachable, WORKER_LABEL } from '../../../health/src/containers/probe';
 import type { ContainerEngine } from './docker.engine';
-import { parseProgressLine } from './progress';
+import { JobLog } from './job-log';
+import { parseProgressLine, ProgressScanner, ProgressThrottle } from './progress';
 import type { RunOutcome, RunSpec, Runner } from './runner';
 
 /** Labels on every job container; the health probe and reconciliation filter on the worker's. */
@@ -45,15 +46,80 @@ export interface DockerRunnerOptions {
 export const containerName = (jobId: string): string => `gsc-job-${jobId}`;
 
 /**
+ * What a container gets when its experiment file says nothing (README.md, "Docker experiments").
+ * - pids 4096: a fork bomb stops there; threads count, and a data loader with 16 workers of 64
+ *   threads each already uses 1,024.
+ * - memory: 90% of the host's. Training jobs need most of a GPU host's RAM, so a small fixed
+ *   default would break them; but without any limit a job that runs away makes the kernel's
+ *   OOM killer choose among all processes, the worker and Redis included. Under the limit, the
+ *   job alone is killed ("out of memory").
+ * - nofile 65536 (data loaders open many files), or the worker's own hard limit when lower (a
+ *   container cannot get more than the Engine has, and the Engine runs on this host: asking
+ *   more fails every job); core 0 (a crashing job writes no core dump).
+ * - a read-only image file system with a 1 GiB tmpfs at /tmp (counted in the memory limit).
+ * - never uid 0: a job that would run as root (a root daemon without JOB_UID, or JOB_UID=0)
+ *   runs as nobody (65534:65534) unless its experiment says `user: root`.
+ */
+export const CONTAINER_DEFAULTS = {
+  pids: 4096,
+  memoryShare: 0.9,
+  nofile: 65536,
+  ulimits: { core: { soft: 0, hard: 0 } } as Record<string, { soft: number; hard: number }>,
+  tmpBytes: 1024 ** 3,
+  nobody: { uid: 65534, gid: 65534 },
+};
+
+/** The uid:gid the container runs as: JOB_UID, but never 0 unless the experiment says `user: root`. */
+export function containerUser(spec: RunSpec): { uid: number; gid: number } {
+  const { uid, gid } = spec.user;
+  if (uid === 0 && !spec.experiment.runAsRoot) return CONTAINER_DEFAULTS.nobody;
+  return { uid, gid: gid ?? uid };
+}
+
+/** This process's hard limit on open files (/proc/self/limits), or undefined if unknown. */
+export function ownOpenFilesLimit(): number | undefined {
+  try {
+    const m = /^Max open files\s+\S+\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The default ulimits (CONTAINER_DEFAULTS) with the experiment's over them. */
+function ulimitsFor(exp: RunSpec['experiment']): Record<string, { soft: number; hard: number }> {
+  const nofile = Math.min(CONTAINER_DEFAULTS.nofile, ownOpenFilesLimit() ?? Infinity);
+  return {
+    nofile: { soft: nofile, hard: nofile },
+    ...CONTAINER_DEFAULTS.ulimits,
+    ...exp.ulimits,
+  };
+}
+
+/** The memory limit in bytes, or undefined for none (`memory: unlimited`). */
+function memoryLimit(exp: RunSpec['experiment'], hostBytes: number): number | undefined {
+  if (exp.memoryBytes === 'unlimited') return undefined;
+  return exp.memoryBytes ?? Math.floor(hostBytes * CONTAINER_DEFAULTS.memoryShare);
+}
+
+/**
  * The container for one attempt. Safe by default: the image comes only from the experiment file;
  * the job folder is mounted read-only (the job cannot rewrite its record or log) with only
- * output/ writable; it runs as JOB_UID with every capability dropped and no-new-privileges (a
- * setuid binary in the image cannot regain root); no network unless the experiment asks.
+ * output/ writable; it runs as JOB_UID (never root unless asked) with every capability dropped
+ * and no-new-privileges (a setuid binary in the image cannot regain root); no network unless the
+ * experiment asks; limits on processes, memory and open files; the image's file system
+ * read-only. Docker keeps no log of its own (the daemon writes logs/output.log).
  */
-export function containerOptions(spec: RunSpec, workerName: string): ContainerCreateOptions {
+export function containerOptions(
+  spec: RunSpec,
+  workerName: string,
+  hostMemoryBytes = totalmem(),
+): ContainerCreateOptions {
   const exp = spec.experiment;
   const gpus = spec.gpus.join(',');
   const env: Record<string, string> = {
+    // A writable home (the root file system is read-only); the experiment's env may set another.
+    HOME: '/tmp',
     ...exp.env,
     JOB_ID: spec.jobId,
     JOB_DIR: '/job',
@@ -66,14 +132,17 @@ export function containerOptions(spec: RunSpec, workerName: string): ContainerCr
     NVIDIA_VISIBLE_DEVICES: gpus,
     CUDA_DEVICE_ORDER: 'PCI_BUS_ID',
   };
-  const { uid, gid } = spec.user;
+  const { uid, gid } = containerUser(spec);
+  const memory = memoryLimit(exp, hostMemoryBytes);
+  const ulimits = ulimitsFor(exp);
+  const tmpBytes = exp.tmpBytes ?? CONTAINER_DEFAULTS.tmpBytes;
   return {
     name: containerName(spec.jobId),
     Image: exp.image,
     Cmd: exp.command,
     Env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
     WorkingDir: '/job',
-    User: `${uid}:${gid ?? uid}`,
+    User: `${uid}:${gid}`,
     Labels: {
       [LABELS.worker]: workerName,
       [LABELS.job]: spec.jobId,
@@ -86,7 +155,14 @@ export function containerOptions(spec: RunSpec, workerName: string): ContainerCr
       ...(exp.network ? {} : { NetworkMode: 'none' }),
       CapDrop: ['ALL'],
       SecurityOpt: ['no-new-privileges'],
-      ...(exp.memoryBytes ? { Memory: exp.memoryBytes, MemorySwap: exp.memoryBytes } : {}),
+      PidsLimit: exp.pids === 'unlimited' ? -1 : (exp.pids ?? CONTAINER_DEFAULTS.pids),
+      ...(memory ? { Memory: memory, MemorySwap: memory } : {}),
+      Ulimits: Object.entries(ulimits).map(([Name, l]) => ({ Name, Soft: l.soft, Hard: l.hard })),
+      ReadonlyRootfs: !exp.writableRootfs,
+      Tmpfs: { '/tmp': `rw,nosuid,nodev,size=${tmpBytes}` },
+      // The daemon writes the job's log from the attach stream; a second copy under Docker's
+      // data root would be outside DATA_FOLDER's disk guard (a 700 MB job, twice).
+      LogConfig: { Type: 'none', Config: {} },
       ...(exp.cpus ? { NanoCpus: Math.round(exp.cpus * 1e9) } : {}),
       ...(spec.gpus.length
         ? {
@@ -260,12 +336,12 @@ export class DockerRunner implements Runner {
   }
 
   /**
-   * output/ is the only folder the container may write, as JOB_UID. The daemon created it;
-   * lchown changes that folder alone and never follows a link.
+   * output/ is the only folder the container may write, as its user (containerUser). The daemon
+   * created it; lchown changes that folder alone and never follows a link.
    */
   private async handOutput(spec: RunSpec): Promise<void> {
-    const { uid, gid } = spec.user;
-    if (process.getuid?.() === 0 && uid !== 0) await lchown(spec.paths.output, uid, gid ?? uid);
+    const { uid, gid } = containerUser(spec);
+    if (process.getuid?.() === 0 && uid !== 0) await lchown(spec.paths.output, uid, gid);
   }
 
   private async create(spec: RunSpec): Promise<string> {
@@ -290,10 +366,8 @@ export class DockerRunner implements Runner {
 
   private async runContainer(id: string, spec: RunSpec): Promise<RunOutcome> {
     const engine = this.o.engine;
-    const log = createWriteStream(spec.paths.log, { flags: 'a' });
-    let logError: Error | undefined;
-    log.on('error', (e) => (logError ??= e));
-    const closeLog = () => new Promise<void>((r) => log.end(r));
+    const log = new JobLog(spec.paths.log);
+    const closeLog = () => log.close();
     let attached;
     try {
       attached = await engine.attach(id);
@@ -302,14 +376,19 @@ export class DockerRunner implements Runner {
       if (isDockerUnreachable(err)) return this.lost(err);
       return { kind: 'error', message: this.explain(err, spec) };
     }
+    // Bytes to the log as they come; progress from stdout lines of 64 KiB at most (progress.ts).
+    const throttle = new ProgressThrottle((line) => {
+      const p = parseProgressLine(line);
+      if (p) spec.onProgress(p);
+    });
+    const scanner = new ProgressScanner((line) => throttle.push(line));
     const outputDone = Promise.all([
-      lines(attached.stdout, (line) => {
-        log.write(line + '\n');
-        const p = parseProgressLine(line);
-        if (p) spec.onProgress(p);
-      }),
-      lines(attached.stderr, (line) => log.write(line + '\n')),
-    ]);
+      log.pump(attached.stdout, (chunk) => scanner.push(chunk)),
+      log.pump(attached.stderr),
+    ]).then(() => {
+      scanner.end();
+      throttle.flush();
+    });
 
     // Set from the abort listener and the timer: an object, so reads after an await see it.
     const st: { running: boolean; stop?: StopReason } = { running: false };
@@ -364,8 +443,8 @@ export class DockerRunner implements Runner {
       // decided for itself.
       if (end?.oomKilled && exitCode !== 0)
         return { kind: 'error', message: 'out of memory', exitCode, runMs };
-      if (logError) {
-        return { kind: 'error', message: `cannot write ${spec.paths.log}: ${logError.message}` };
+      if (log.error) {
+        return { kind: 'error', message: `cannot write ${spec.paths.log}: ${log.error.message}` };
       }
       return { kind: 'exited', exitCode, runMs };
     } finally {
@@ -383,6 +462,12 @@ export class DockerRunner implements Runner {
     if (isDockerUnreachable(err)) return this.unreachable(err);
     if (statusCode(err) === 404 && /no such image/i.test(msg)) {
       return `image ${spec.experiment.image} not found on this host; docker.sh pull or docker load it`;
+    }
+    if (/error setting rlimit/i.test(msg)) {
+      return (
+        `a ulimit of experiment ${spec.experiment.name} is above what the Docker Engine may ` +
+        `grant (its own limit): lower it in ${spec.experiment.file} (Docker said: ${msg})`
+      );
     }
     if (spec.gpus.length && /device driver|nvidia|runtime/i.test(msg)) {
       return (
@@ -404,14 +489,6 @@ const stopped = (st: { stop?: StopReason }): StopReason | undefined => st.stop;
 
 function reasonOf(signal: AbortSignal): string {
   return String(signal.reason ?? 'cancelled');
-}
-
-function lines(stream: NodeJS.ReadableStream, onLine: (line: string) => void): Promise<void> {
-  return new Promise((resolve) => {
-    const rl = createInterface({ input: stream, crlfDelay: Infinity });
-    rl.on('line', onLine);
-    rl.on('close', resolve);
-  });
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());

@@ -1,82 +1,29 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { createWriteStream, writeFileSync } from 'node:fs';
-import { createInterface } from 'node:readline';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { openScope, type ScopeSpec } from './job-scope';
+import { launchOne, type LaunchEnd, type LaunchRequest, type LaunchStart } from './launch';
+import type { HelperRequest } from './spawn-helper';
 
-/** One process to start: its own process group, output appended to `log`. */
-export interface LaunchRequest {
-  cmd: string;
-  args: string[];
-  cwd: string;
-  env: Record<string, string>;
-  uid?: number;
-  gid?: number;
-  log: string;
-  /** Written (`0`) as soon as the process exits 0, before the end is reported (runner.ts). */
-  exitMark?: string;
-}
+export type { LaunchEnd, LaunchRequest, LaunchStart } from './launch';
 
-export type LaunchStart = { pid: number } | { error: string };
-/** The end, once the log is flushed: the exit, or why it never ran or could not be watched. */
-export type LaunchEnd = { code: number | null; signal: NodeJS.Signals | null } | { error: string };
-
+/** A started launch: its start, its end, and a way to stop it. */
 export interface Launched {
   started: Promise<LaunchStart>;
   ended: Promise<LaunchEnd>;
+  /** SIGTERM: every process of the job; SIGKILL: the job's whole scope. */
+  signal(sig: 'SIGTERM' | 'SIGKILL'): void;
 }
 
 /**
- * Starts job processes. `onProgressLine` gets the stdout lines that start with `::progress::`;
- * every line of stdout and stderr goes to the log.
+ * Starts job processes. `onProgressLine` gets the stdout lines that start with `::progress::`
+ * (64 KiB at most, a few a second); stdout and stderr go to the log as bytes.
  */
 export interface Launcher {
   launch(req: LaunchRequest, onProgressLine: (line: string) => void): Launched;
   close(): void;
 }
-
-const PREFIX = '::progress::';
-
-// The body shared by both launchers: spawn detached, log everything, report progress lines.
-// Kept as plain JavaScript so the helper below can run it with `node -e`.
-const LAUNCH_JS = `
-function launchOne(spawn, createWriteStream, createInterface, writeFileSync, req, onStart, onLine, onEnd) {
-  let done = false;
-  const finish = (end) => { if (!done) { done = true; onEnd(end); } };
-  const log = createWriteStream(req.log, { flags: 'a' });
-  let logError;
-  let child;
-  // A log that cannot be written (the disk is full) ends the job: its output could not be kept.
-  log.on('error', (e) => {
-    logError = logError || e;
-    if (child && child.pid) { try { process.kill(-child.pid, 'SIGKILL'); } catch (x) {} }
-  });
-  try {
-    child = spawn(req.cmd, req.args, {
-      cwd: req.cwd, env: req.env, detached: true, stdio: ['ignore', 'pipe', 'pipe'],
-      ...(req.uid !== undefined ? { uid: req.uid, gid: req.gid } : {}),
-    });
-  } catch (e) {
-    onStart({ error: e.message });
-    log.end(() => finish({ error: e.message }));
-    return;
-  }
-  child.on('error', (e) => { onStart({ error: e.message }); log.end(() => finish({ error: e.message })); });
-  if (child.pid !== undefined) onStart({ pid: child.pid });
-  child.stderr.pipe(log, { end: false });
-  createInterface({ input: child.stdout, crlfDelay: Infinity }).on('line', (line) => {
-    log.write(line + '\\n');
-    if (line.startsWith(${JSON.stringify(PREFIX)})) onLine(line);
-  });
-  child.on('close', (code, signal) => {
-    if (code === 0 && req.exitMark) { try { writeFileSync(req.exitMark, '0\\n'); } catch (e) {} }
-    const end = () => finish(logError ? { error: 'cannot write ' + req.log + ': ' + logError.message } : { code, signal });
-    if (log.closed || log.destroyed) end(); else { log.once('close', end); log.end(); }
-  });
-}
-`;
-
-// eslint-disable-next-line @typescript-eslint/no-implied-eval -- the same code runs in the helper
-const launchOne = new Function(`${LAUNCH_JS}; return launchOne;`)() as (...a: unknown[]) => void;
 
 function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void } {
   let resolve!: (v: T) => void;
@@ -89,69 +36,49 @@ export class DirectLauncher implements Launcher {
   launch(req: LaunchRequest, onProgressLine: (line: string) => void): Launched {
     const started = deferred<LaunchStart>();
     const ended = deferred<LaunchEnd>();
-    launchOne(
-      spawn,
-      createWriteStream,
-      createInterface,
-      writeFileSync,
-      req,
-      started.resolve,
-      onProgressLine,
-      ended.resolve,
-    );
-    return { started: started.promise, ended: ended.promise };
+    const ctl = launchOne(req, {
+      started: started.resolve,
+      progress: onProgressLine,
+      ended: ended.resolve,
+    });
+    return { started: started.promise, ended: ended.promise, signal: (s) => ctl.signal(s) };
   }
 
   close(): void {}
 }
 
-const HELPER_JS = `${LAUNCH_JS}
-const { spawn } = require('node:child_process');
-const { createWriteStream, writeFileSync } = require('node:fs');
-const { createInterface } = require('node:readline');
-const groups = new Set();
-let live = 0;
-let leaving = false;
-const killAll = () => {
-  for (const pid of groups) { try { process.kill(-pid, 'SIGKILL'); } catch {} }
-  groups.clear();
-};
-// The daemon went away (even by SIGKILL): no job outlives it, nobody would record its end. A send
-// to a dead daemon fails through its callback, never as an uncaught error; and whatever way this
-// helper ends, its jobs end with it. It waits (2 s at most) for the killed jobs' ends to be seen,
-// so a job that had exited 0 just before still leaves its exit mark.
-process.on('disconnect', () => {
-  killAll();
-  leaving = true;
-  if (live === 0) process.exit(0);
-  setTimeout(() => process.exit(0), 2000);
-});
-process.on('uncaughtException', () => { killAll(); process.exit(1); });
-process.on('exit', killAll);
-process.on('message', (m) => {
-  const send = (msg) => { if (process.connected) process.send({ id: m.id, ...msg }, () => {}); };
-  let pid;
-  live++;
-  launchOne(spawn, createWriteStream, createInterface, writeFileSync, m.req,
-    (s) => { if (s.pid) { pid = s.pid; groups.add(pid); if (leaving) killAll(); } send({ start: s }); },
-    (line) => send({ line }),
-    (end) => { groups.delete(pid); live--; send({ end }); if (leaving && live === 0) process.exit(0); });
-});
-`;
+/**
+ * How to run the helper: its compiled module next to this one (dist/), or, when this code runs
+ * from the TypeScript sources (jest), the .ts file through scripts/ts-register.js.
+ */
+function helperArgs(): string[] {
+  const js = path.join(__dirname, 'spawn-helper.js');
+  if (existsSync(js)) return [js];
+  const root = path.join(__dirname, '..', '..', '..', '..');
+  return [
+    '-r',
+    path.join(root, 'scripts', 'ts-register.js'),
+    path.join(__dirname, 'spawn-helper.ts'),
+  ];
+}
 
 interface Pending {
+  scope: ScopeSpec;
+  pid?: number;
   started: (s: LaunchStart) => void;
   ended: (e: LaunchEnd) => void;
   onLine: (line: string) => void;
 }
 
+type HelperReply = { id: number; start?: LaunchStart; line?: string; end?: LaunchEnd };
+
 /**
- * Spawns through a small helper process (plain Node, a few MB of heap). fork() copies the
- * caller's page tables, so spawning from the daemon costs milliseconds that grow with its memory
- * (about 4 ms here, 28 ms at 300 MB); from the helper it stays near 2 ms. Falls back to nothing
- * clever: if the helper dies, pending launches end with an error and the next one starts a new
- * helper. When the daemon dies, even by SIGKILL, the helper sees the IPC channel close, kills the
- * process groups of the jobs it started and exits: no job outlives its worker.
+ * Spawns through a small helper process (spawn-helper.ts: plain Node, a few MB of heap). fork()
+ * copies the caller's page tables, so spawning from the daemon costs milliseconds that grow with
+ * its memory (about 4 ms here, 28 ms at 300 MB); from the helper it stays near 2 ms. If the helper
+ * dies, the daemon kills the scopes of its pending jobs, they end with an error, and the next
+ * launch starts a new helper. When the daemon dies, even by SIGKILL, the helper sees the IPC
+ * channel close, kills every job it started and exits: no job outlives its worker.
  */
 export class HelperLauncher implements Launcher {
   private helper?: ChildProcess;
@@ -160,13 +87,16 @@ export class HelperLauncher implements Launcher {
 
   private ensure(): ChildProcess {
     if (this.helper && this.helper.connected) return this.helper;
-    const h = spawn(process.execPath, ['--max-old-space-size=64', '-e', HELPER_JS], {
+    const h = spawn(process.execPath, ['--max-old-space-size=64', ...helperArgs()], {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
-    h.on('message', (m: { id: number; start?: LaunchStart; line?: string; end?: LaunchEnd }) => {
+    h.on('message', (m: HelperReply) => {
       const p = this.pending.get(m.id);
       if (!p) return;
-      if (m.start) p.started(m.start);
+      if (m.start) {
+        if ('pid' in m.start) p.pid = m.start.pid;
+        p.started(m.start);
+      }
       if (m.line !== undefined) p.onLine(m.line);
       if (m.end) {
         this.pending.delete(m.id);
@@ -179,7 +109,7 @@ export class HelperLauncher implements Launcher {
       for (const [id, p] of this.pending) {
         this.pending.delete(id);
         p.started({ error: 'spawn helper exited' });
-        p.ended({ error: 'spawn helper exited' });
+        void this.orphaned(p);
       }
     });
     h.on('error', () => undefined);
@@ -187,6 +117,18 @@ export class HelperLauncher implements Launcher {
     (h.channel as { unref?: () => void } | undefined)?.unref?.();
     this.helper = h;
     return h;
+  }
+
+  /** The helper died under a job: whatever of the job still runs is killed from here. */
+  private async orphaned(p: Pending): Promise<void> {
+    try {
+      const scope = openScope(p.scope, false);
+      if (p.pid) scope.watch(p.pid);
+      await scope.kill();
+    } catch {
+      /* nothing left to kill */
+    }
+    p.ended({ error: 'spawn helper exited' });
   }
 
   /** The helper's pid while it runs (for health checks and tests). */
@@ -199,12 +141,22 @@ export class HelperLauncher implements Launcher {
     const ended = deferred<LaunchEnd>();
     const id = this.nextId++;
     this.pending.set(id, {
+      scope: req.scope,
       started: started.resolve,
       ended: ended.resolve,
       onLine: onProgressLine,
     });
-    this.ensure().send({ id, req });
-    return { started: started.promise, ended: ended.promise };
+    const helper = this.ensure();
+    helper.send({ id, req } satisfies HelperRequest);
+    return {
+      started: started.promise,
+      ended: ended.promise,
+      signal: (signal) => {
+        if (this.pending.has(id) && helper.connected) {
+          helper.send({ id, signal } satisfies HelperRequest, () => undefined);
+        }
+      },
+    };
   }
 
   close(): void {

@@ -53,6 +53,22 @@ function liveInGroup(pgid: number): number[] {
   return live;
 }
 
+/** Live (not zombie) processes whose command line contains `token`. */
+function liveWith(token: string): string[] {
+  const live: string[] = [];
+  for (const d of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+    try {
+      const cmd = readFileSync(`/proc/${d}/cmdline`, 'latin1').split('\0').join(' ');
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      if (cmd.includes(token) && stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z')
+        live.push(`${d} ${cmd}`);
+    } catch {
+      /* exited meanwhile */
+    }
+  }
+  return live;
+}
+
 /** Live members of the group once SIGKILL has had time to land (polls up to 2 s). */
 async function settledGroup(pgid: number): Promise<number[]> {
   for (let i = 0; i < 40 && liveInGroup(pgid).length > 0; i++) {
@@ -132,6 +148,32 @@ describe.each([
     expect(out).toMatchObject({ kind: 'error', message: expect.stringMatching(/ENOSPC/) });
     expect(isNoSpace((out as { message: string }).message)).toBe(true);
     expect(await settledGroup(pid)).toEqual([]);
+  });
+
+  it('logs a line of 8 MiB without a newline byte for byte, and still reads progress after it', async () => {
+    const { s, progress, log } = spec(
+      'head -c 8388608 /dev/zero | tr "\\000" x; echo; echo "::progress:: 70 after"',
+    );
+    expect(await runner.run(s)).toMatchObject({ kind: 'exited', exitCode: 0 });
+    expect(log()).toBe(`${'x'.repeat(8 * 1024 * 1024)}\n::progress:: 70 after\n`);
+    expect(progress).toEqual([{ percent: 70, message: 'after' }]);
+  });
+
+  it('kills what the job left running when it exits: a new session, a double fork, no env', async () => {
+    // A sleep of its own length, so that only this test's processes are counted.
+    const t = `300.${Date.now() % 1_000_000}`;
+    const { s } = spec(
+      `setsid sh -c "sleep ${t}" </dev/null >/dev/null 2>&1 & ` +
+        `sh -c "setsid sleep ${t} </dev/null >/dev/null 2>&1 &"; ` +
+        `setsid env -i sleep ${t} </dev/null >/dev/null 2>&1 & sleep 0.3; exit 0`,
+    );
+    s.jobId = `escape-${t}`;
+    try {
+      expect(await runner.run(s)).toMatchObject({ kind: 'exited', exitCode: 0 });
+      expect(liveWith(`sleep ${t}`)).toEqual([]);
+    } finally {
+      for (const p of liveWith(`sleep ${t}`)) process.kill(Number(p.split(' ')[0]), 'SIGKILL');
+    }
   });
 
   it('reports a command that cannot start', async () => {

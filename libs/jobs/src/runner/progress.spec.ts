@@ -1,5 +1,10 @@
 import fc from 'fast-check';
-import { parseProgressLine } from './progress';
+import {
+  MAX_PROGRESS_LINE,
+  parseProgressLine,
+  ProgressScanner,
+  ProgressThrottle,
+} from './progress';
 
 describe('progress lines', () => {
   it('reads a percentage and an optional message', () => {
@@ -29,5 +34,80 @@ describe('progress lines', () => {
         },
       ),
     );
+  });
+});
+
+/** Feeds `chunks` to a scanner; returns the lines it reported. */
+function scan(chunks: (string | Buffer)[], end = true): string[] {
+  const lines: string[] = [];
+  const s = new ProgressScanner((l) => lines.push(l));
+  for (const c of chunks) s.push(Buffer.isBuffer(c) ? c : Buffer.from(c));
+  if (end) s.end();
+  return lines;
+}
+
+describe('progress scanner (bytes in, progress lines out)', () => {
+  it('reports only lines that start with the prefix, across any chunk boundaries', () => {
+    const text = 'hello\n::progress:: 10 a\nx ::progress:: 20\n::progress:: 30\r\n::prog';
+    const expected = ['::progress:: 10 a', '::progress:: 30\r'];
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: 1, max: text.length - 1 }), { maxLength: 6 }),
+        (cuts) => {
+          const at = [0, ...[...new Set(cuts)].sort((a, b) => a - b), text.length];
+          const chunks = at.slice(1).map((to, i) => text.slice(at[i], to));
+          expect(scan(chunks)).toEqual(expected);
+        },
+      ),
+    );
+    expect(scan(['::progress:: 99 last'])).toEqual(['::progress:: 99 last']);
+    expect(scan(['::progress:: 99 last'], false)).toEqual([]);
+  });
+
+  it('never holds more than 64 KiB of a line: a longer one is skipped, the next read', () => {
+    const long = `::progress:: 50 ${'x'.repeat(MAX_PROGRESS_LINE)}`;
+    expect(scan([long.slice(0, 40_000), long.slice(40_000), '\n::progress:: 60\n'])).toEqual([
+      '::progress:: 60',
+    ]);
+    const fits = `::progress:: 50 ${'y'.repeat(MAX_PROGRESS_LINE - 30)}`;
+    expect(scan([fits, '\n'])).toEqual([fits]);
+  });
+
+  it('keeps nothing of a line that cannot be progress, however long (no copy of 100 MB)', () => {
+    const s = new ProgressScanner(() => undefined);
+    const mb = Buffer.alloc(1024 * 1024, 'x');
+    const before = process.memoryUsage().arrayBuffers;
+    for (let i = 0; i < 100; i++) s.push(mb);
+    const held = (s as unknown as { heldBytes: number }).heldBytes;
+    expect(held).toBe(0);
+    expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(16 * 1024 * 1024);
+  });
+});
+
+describe('progress throttle', () => {
+  beforeEach(() => jest.useFakeTimers());
+  afterEach(() => jest.useRealTimers());
+
+  it('passes the first at once, then the latest of each interval, and flushes the last', () => {
+    const got: string[] = [];
+    const t = new ProgressThrottle((l) => got.push(l), 100);
+    t.push('a');
+    for (const l of ['b', 'c', 'd']) t.push(l);
+    expect(got).toEqual(['a']);
+    jest.advanceTimersByTime(100);
+    expect(got).toEqual(['a', 'd']);
+    t.push('e');
+    t.flush();
+    expect(got).toEqual(['a', 'd', 'e']);
+    t.flush();
+    expect(got).toEqual(['a', 'd', 'e']);
+  });
+
+  it('turns a million progress lines into a handful of updates', () => {
+    const got: string[] = [];
+    const t = new ProgressThrottle((l) => got.push(l), 100);
+    for (let i = 0; i < 1_000_000; i++) t.push(`::progress:: ${i % 100}`);
+    t.flush();
+    expect(got).toEqual(['::progress:: 0', '::progress:: 99']);
   });
 });
