@@ -1,4 +1,3 @@
-import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { Controller, Get, Inject, Param, Query, Req, Res } from '@nestjs/common';
 import { ApiOperation, ApiTags } from '@nestjs/swagger';
@@ -6,6 +5,7 @@ import type { Request, Response } from 'express';
 import { isFinal, type JobRecord } from '../job-record';
 import { publicRecord } from '../jobs.service';
 import { JobsRuntime } from '../jobs.runtime';
+import type { OpenedFile } from '../store/results.store';
 import { checkJobId, toHttp } from './http-errors';
 
 const FOLLOW_POLL_MS = 200;
@@ -34,20 +34,28 @@ export class JobOutputController {
     @Res() res: Response,
   ) {
     const rec = await this.record(id);
-    const file = this.rt.store.paths(rec.experiment, rec.id).log;
-    res.status(200).type('text/plain; charset=utf-8');
+    const p = this.rt.store.paths(rec.experiment, rec.id);
     if (follow !== '1' && follow !== 'true') {
-      const fh = await open(file, 'r').catch(() => undefined);
-      if (!fh) return res.end();
-      fh.createReadStream().pipe(res);
+      // Opened as output files are (ResultsStore.openLog): a job may have swapped in a link.
+      let log: OpenedFile | undefined;
+      try {
+        log = await this.rt.store.openLog(p);
+      } catch (err) {
+        throw toHttp(err);
+      }
+      res.status(200).type('text/plain; charset=utf-8');
+      if (!log) return res.end();
+      log.handle.createReadStream().pipe(res);
       return;
     }
+    res.status(200).type('text/plain; charset=utf-8');
     let closed = false;
     req.on('close', () => (closed = true));
     let offset = 0;
     const drain = async () => {
-      const fh = await open(file, 'r').catch(() => undefined);
-      if (!fh) return;
+      const log = await this.rt.store.openLog(p).catch(() => undefined);
+      if (!log) return;
+      const fh = log.handle;
       try {
         const buf = Buffer.alloc(64 * 1024);
         for (;;) {
@@ -134,9 +142,10 @@ export class JobOutputController {
   }
 
   /**
-   * Download. The router has decoded each segment once; ResultsStore.resolveOutputFile explains
-   * why the path cannot leave the job's output folder (no `..`, no second encoding, no absolute
-   * path, no symlink).
+   * Download. The router has decoded each segment once; ResultsStore.openOutputFile explains why
+   * what it opens is that file of the job's output folder and nothing else (no `..`, no second
+   * encoding, no link, no FIFO or device, whatever the job swaps in meanwhile). The headers and
+   * the bytes come from that one descriptor.
    */
   @Get(':id/files/*path')
   @ApiOperation({ summary: 'download one output file' })
@@ -147,23 +156,21 @@ export class JobOutputController {
   ) {
     const rec = await this.record(id);
     const requested = Array.isArray(rel) ? rel.join('/') : rel;
-    let file: string;
+    let file: OpenedFile;
     try {
-      file = await this.rt.store.resolveOutputFile(
+      file = await this.rt.store.openOutputFile(
         this.rt.store.paths(rec.experiment, rec.id),
         requested,
       );
     } catch (err) {
       throw toHttp(err);
     }
-    const fh = await open(file, 'r');
-    const { size } = await fh.stat();
     res.status(200).set({
       'Content-Type': 'application/octet-stream',
-      'Content-Length': String(size),
-      'Content-Disposition': `attachment; filename="${path.basename(file).replace(/"/g, '')}"`,
+      'Content-Length': String(file.stat.size),
+      'Content-Disposition': `attachment; filename="${path.basename(requested).replace(/"/g, '')}"`,
       'X-Content-Type-Options': 'nosniff',
     });
-    fh.createReadStream().pipe(res);
+    file.handle.createReadStream().pipe(res);
   }
 }
