@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { pipeline } from 'node:stream';
 import { Controller, Get, Inject, Param, Query, Req, Res } from '@nestjs/common';
 import { ApiOperation, ApiTags } from '@nestjs/swagger';
 import type { Request, Response } from 'express';
@@ -6,6 +7,7 @@ import { isFinal, type JobRecord } from '../job-record';
 import { publicRecord } from '../jobs.service';
 import { JobsRuntime } from '../jobs.runtime';
 import type { OpenedFile } from '../store/results.store';
+import { planRange } from './byte-range';
 import { checkJobId, toHttp } from './http-errors';
 
 const FOLLOW_POLL_MS = 200;
@@ -43,9 +45,15 @@ export class JobOutputController {
       } catch (err) {
         throw toHttp(err);
       }
-      res.status(200).type('text/plain; charset=utf-8');
-      if (!log) return res.end();
-      log.handle.createReadStream().pipe(res);
+      const size = log?.stat.size ?? 0;
+      res.status(200).type('text/plain; charset=utf-8').set('Content-Length', String(size));
+      if (!log || size === 0 || req.method === 'HEAD') {
+        await log?.handle.close();
+        return res.end();
+      }
+      // What the log held when it was opened; the descriptor is closed at the end, or when the
+      // client goes (pipeline destroys the read stream, which closes it).
+      sendBytes(log, 0, size - 1, res);
       return;
     }
     res.status(200).type('text/plain; charset=utf-8');
@@ -142,16 +150,19 @@ export class JobOutputController {
   }
 
   /**
-   * Download. The router has decoded each segment once; ResultsStore.openOutputFile explains why
-   * what it opens is that file of the job's output folder and nothing else (no `..`, no second
-   * encoding, no link, no FIFO or device, whatever the job swaps in meanwhile). The headers and
-   * the bytes come from that one descriptor.
+   * Download, with single byte ranges (`curl -C -` resumes). The router has decoded each segment
+   * once; ResultsStore.openOutputFile explains why what is opened is that file of the job's
+   * output folder and nothing else (no `..`, no second encoding, no link, no FIFO or device,
+   * whatever the job swaps in meanwhile). Headers and bytes come from that one descriptor.
    */
   @Get(':id/files/*path')
-  @ApiOperation({ summary: 'download one output file' })
+  @ApiOperation({
+    summary: 'download one output file; Range: bytes=a-b answers 206 (416 past the end)',
+  })
   async download(
     @Param('id') id: string,
     @Param('path') rel: string | string[],
+    @Req() req: Request,
     @Res() res: Response,
   ) {
     const rec = await this.record(id);
@@ -165,12 +176,52 @@ export class JobOutputController {
     } catch (err) {
       throw toHttp(err);
     }
-    res.status(200).set({
-      'Content-Type': 'application/octet-stream',
-      'Content-Length': String(file.stat.size),
-      'Content-Disposition': `attachment; filename="${path.basename(requested).replace(/"/g, '')}"`,
-      'X-Content-Type-Options': 'nosniff',
-    });
-    file.handle.createReadStream().pipe(res);
+    let sending = false;
+    try {
+      const { size, mtime, ino } = file.stat;
+      const etag = `"${ino.toString(16)}-${size.toString(16)}-${mtime.getTime().toString(16)}"`;
+      const lastModified = mtime.toUTCString();
+      res.set({ 'Accept-Ranges': 'bytes', ETag: etag, 'Last-Modified': lastModified });
+      const plan = planRange(size, req.get('Range'), req.get('If-Range'), { etag, lastModified });
+      if (plan.kind === 'unsatisfiable') {
+        res.status(416).set('Content-Range', `bytes */${size}`);
+        return void res.json({
+          statusCode: 416,
+          error: 'Range Not Satisfiable',
+          message: `range '${req.get('Range')}' is outside '${requested}' (${size} bytes)`,
+        });
+      }
+      const [start, end] = plan.kind === 'partial' ? [plan.start, plan.end] : [0, size - 1];
+      res.attachment(path.basename(requested));
+      res.set({
+        'Content-Type': 'application/octet-stream',
+        'Content-Length': String(end - start + 1),
+        'X-Content-Type-Options': 'nosniff',
+      });
+      if (plan.kind === 'partial') {
+        res.status(206).set('Content-Range', `bytes ${start}-${end}/${size}`);
+      } else {
+        res.status(200);
+      }
+      if (req.method === 'HEAD' || end < start) return void res.end();
+      sending = true;
+      sendBytes(file, start, end, res);
+    } finally {
+      if (!sending) await file.handle.close();
+    }
   }
+}
+
+/**
+ * Sends bytes `start`..`end` of the opened file and closes it: at the end, or when the client
+ * goes (pipeline destroys the read stream, which closes the descriptor; no garbage collector
+ * left to do it). A file that shrank meanwhile cuts the connection rather than send fewer bytes
+ * than Content-Length promised.
+ */
+function sendBytes(file: OpenedFile, start: number, end: number, res: Response): void {
+  const stream = file.handle.createReadStream({ start, end });
+  stream.once('end', () => {
+    if (stream.bytesRead < end - start + 1) res.destroy();
+  });
+  pipeline(stream, res, () => undefined);
 }
