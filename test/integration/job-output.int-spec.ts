@@ -235,6 +235,55 @@ describe('job output routes against a real Redis', () => {
       });
       expect(await follow.text()).toBe('');
     });
+
+    it('answers HEAD on a running job’s follow at once', async () => {
+      const res = await fetch(`${w.api.base}/jobs/${running}/logs?follow=1`, {
+        method: 'HEAD',
+        signal: AbortSignal.timeout(5_000),
+      });
+      expect(res.status).toBe(200);
+      expect(res.headers.get('content-type')).toMatch(/^text\/plain/);
+    });
+
+    it('ends a follow when its client half-closes, after what the log holds', async () => {
+      const got = await raw(
+        w.port,
+        `GET /jobs/${running}/logs?follow=1 HTTP/1.1\r\nHost: x\r\n\r\n`,
+        true,
+      );
+      expect(got).toMatch(/^HTTP\/1.1 200/);
+      expect(got).toContain('started');
+      expect(got.endsWith('0\r\n\r\n')).toBe(true); // the chunked body's proper end
+    });
+  });
+
+  describe('events', () => {
+    const events = (text: string) =>
+      text
+        .split('\n\n')
+        .filter((b) => b.includes('event:'))
+        .map((b) => ({
+          id: /^id: (.*)$/m.exec(b)?.[1],
+          event: /^event: (.*)$/m.exec(b)?.[1],
+          state: JSON.parse(/^data: (.*)$/m.exec(b)?.[1] ?? '{}').state,
+        }));
+
+    it('answers HEAD on a running job’s events at once, and ends a half-closed stream after the current state', async () => {
+      const head = await fetch(`${w.api.base}/jobs/${running}/events`, {
+        method: 'HEAD',
+        signal: AbortSignal.timeout(5_000),
+      });
+      expect(head.status).toBe(200);
+      expect(head.headers.get('content-type')).toBe('text/event-stream');
+      const got = await raw(
+        w.port,
+        `GET /jobs/${running}/events HTTP/1.1\r\nHost: x\r\n\r\n`,
+        true, // half-closed: what there is now, then the end
+      );
+      expect(events(got.slice(got.indexOf('\r\n\r\n')))).toEqual([
+        { id: undefined, event: 'state', state: 'running' },
+      ]);
+    });
   });
 
   it('removes an old job’s folder at retention without following the links it left', async () => {

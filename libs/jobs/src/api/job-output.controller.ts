@@ -8,12 +8,24 @@ import { publicRecord } from '../jobs.service';
 import { JobsRuntime } from '../jobs.runtime';
 import type { OpenedFile } from '../store/results.store';
 import { planRange } from './byte-range';
+import { ClientWatch } from './client-watch';
 import { checkJobId, toHttp } from './http-errors';
 
 const FOLLOW_POLL_MS = 200;
 const SSE_HEARTBEAT_MS = 15_000;
+const READ_CHUNK = 64 * 1024;
 
-/** What a job printed, its events, and the files it wrote. */
+const SSE_HEADERS = {
+  'Content-Type': 'text/event-stream',
+  'Cache-Control': 'no-cache',
+  'X-Accel-Buffering': 'no',
+};
+
+/**
+ * What a job printed, its events, and the files it wrote. Every answer here that reads the job's
+ * folder does so through ResultsStore (job-files.ts): opened first, checked after, read from
+ * the descriptor it checked. Every long-lived answer ends when its client goes (ClientWatch).
+ */
 @ApiTags('jobs')
 @Controller('jobs')
 export class JobOutputController {
@@ -28,7 +40,9 @@ export class JobOutputController {
   }
 
   @Get(':id/logs')
-  @ApiOperation({ summary: 'the job output so far; ?follow=1 streams until the job ends' })
+  @ApiOperation({
+    summary: 'the job output so far; ?follow=1 streams until the job ends',
+  })
   async logs(
     @Param('id') id: string,
     @Query('follow') follow: string | undefined,
@@ -36,54 +50,57 @@ export class JobOutputController {
     @Res() res: Response,
   ) {
     const rec = await this.record(id);
+    if (follow === '1' || follow === 'true') return this.follow(rec, req, res);
+    let log: OpenedFile | undefined;
+    try {
+      log = await this.rt.store.openLog(this.rt.store.paths(rec.experiment, rec.id));
+    } catch (err) {
+      throw toHttp(err);
+    }
+    const size = log?.stat.size ?? 0;
+    res.status(200).type('text/plain; charset=utf-8').set('Content-Length', String(size));
+    if (!log || size === 0 || req.method === 'HEAD') {
+      await log?.handle.close();
+      return res.end();
+    }
+    // What the log held when it was opened; the descriptor is closed at the end, or when the
+    // client goes (pipeline destroys the read stream, which closes it).
+    sendBytes(log, 0, size - 1, res);
+  }
+
+  /** logs?follow=1: what the log holds, then what is appended, until the job ends. */
+  private async follow(rec: JobRecord, req: Request, res: Response): Promise<void> {
+    const ok = () =>
+      res
+        .status(200)
+        .type('text/plain; charset=utf-8')
+        .set({ 'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no' });
+    // HEAD: the headers at once (a follow never ends while the job runs, and HEAD has no body).
+    if (req.method === 'HEAD') return void ok().end();
+    const watch = new ClientWatch(req, res);
+    // Headers at once, even while the job is queued and its log empty.
+    ok().flushHeaders();
     const p = this.rt.store.paths(rec.experiment, rec.id);
-    if (follow !== '1' && follow !== 'true') {
-      // Opened as output files are (ResultsStore.openLog): a job may have swapped in a link.
-      let log: OpenedFile | undefined;
-      try {
-        log = await this.rt.store.openLog(p);
-      } catch (err) {
-        throw toHttp(err);
-      }
-      const size = log?.stat.size ?? 0;
-      res.status(200).type('text/plain; charset=utf-8').set('Content-Length', String(size));
-      if (!log || size === 0 || req.method === 'HEAD') {
-        await log?.handle.close();
-        return res.end();
-      }
-      // What the log held when it was opened; the descriptor is closed at the end, or when the
-      // client goes (pipeline destroys the read stream, which closes it).
-      sendBytes(log, 0, size - 1, res);
-      return;
-    }
-    res.status(200).type('text/plain; charset=utf-8');
-    let closed = false;
-    req.on('close', () => (closed = true));
+    let log: OpenedFile | undefined;
     let offset = 0;
-    const drain = async () => {
-      const log = await this.rt.store.openLog(p).catch(() => undefined);
-      if (!log) return;
-      const fh = log.handle;
-      try {
-        const buf = Buffer.alloc(64 * 1024);
-        for (;;) {
-          const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
-          if (bytesRead === 0) break;
-          offset += bytesRead;
-          if (!res.write(buf.subarray(0, bytesRead)))
-            await new Promise((r) => res.once('drain', r));
-        }
-      } finally {
-        await fh.close();
+    try {
+      for (;;) {
+        const now = await this.rt.service.get(rec.id).catch(() => undefined);
+        // Opened once (it appears when the job starts), then read by offset: what the job
+        // swaps in at that name later is never looked at.
+        log ??= await this.rt.store.openLog(p);
+        if (log) offset = await copyFrom(log, offset, watch, res);
+        // Read after seeing the end: nothing the job printed is missed.
+        if (!now || isFinal(now.state) || watch.left || res.destroyed) break;
+        await watch.sleep(FOLLOW_POLL_MS);
       }
-    };
-    while (!closed) {
-      const now = await this.rt.service.get(rec.id).catch(() => undefined);
-      await drain();
-      if (!now || isFinal(now.state)) break; // drained after seeing the end: nothing is missed
-      await new Promise((r) => setTimeout(r, FOLLOW_POLL_MS));
+    } catch {
+      // The log cannot be read safely (it became a link, a FIFO) or at all: the stream ends.
+    } finally {
+      await log?.handle.close();
+      watch.dispose();
+      if (!res.destroyed) res.end();
     }
-    res.end();
   }
 
   @Get(':id/events')
@@ -92,9 +109,31 @@ export class JobOutputController {
   })
   async events(@Param('id') id: string, @Req() req: Request, @Res() res: Response) {
     checkJobId(id);
+    const channel = `event:${id}`;
+    // Listen first, then read once. Events that arrive during the read may be older or newer
+    // than it; only an ending among them is sure to be newer, so only that one is replayed.
+    const pending: JobRecord[] = [];
+    const early = (rec: JobRecord) => pending.push(rec);
+    this.rt.records.bus.on(channel, early);
+    let now: JobRecord;
+    try {
+      now = await this.rt.service.get(id);
+    } catch (err) {
+      throw toHttp(err);
+    } finally {
+      this.rt.records.bus.off(channel, early);
+    }
+    now = pending.find((r) => isFinal(r.state)) ?? now;
+    if (isFinal(now.state)) {
+      res.writeHead(200, SSE_HEADERS);
+      if (req.method !== 'HEAD') res.write(sseEvent('state', now));
+      return void res.end();
+    }
+    if (req.method === 'HEAD') return void res.writeHead(200, SSE_HEADERS).end();
+    const watch = new ClientWatch(req, res);
+    res.writeHead(200, SSE_HEADERS);
     let last: JobRecord | undefined;
     let ended = false;
-    const channel = `event:${id}`;
     const send = (rec: JobRecord) => {
       if (ended) return;
       if (
@@ -106,44 +145,26 @@ export class JobOutputController {
         return;
       const kind = !last || last.state !== rec.state ? 'state' : 'progress';
       last = rec;
-      res.write(`event: ${kind}\ndata: ${JSON.stringify(publicRecord(rec))}\n\n`);
-      if (isFinal(rec.state)) cleanup();
+      watch.write(sseEvent(kind, rec));
+      if (isFinal(rec.state)) end();
     };
-    const pending: JobRecord[] = [];
-    const early = (rec: JobRecord) => pending.push(rec);
-    const timers: NodeJS.Timeout[] = [];
-    const cleanup = () => {
+    const heartbeat = setInterval(() => watch.write(': keep-alive\n\n'), SSE_HEARTBEAT_MS);
+    const end = () => {
+      if (ended) return;
       ended = true;
-      timers.forEach(clearInterval);
+      clearInterval(heartbeat);
       this.rt.records.bus.off(channel, send);
-      res.end();
+      watch.dispose();
+      if (!res.destroyed) res.end();
     };
-    // Listen first, then read once. Events that arrive during the read may be older or newer
-    // than it; only an ending among them is sure to be newer, so only that one is replayed.
-    this.rt.records.bus.on(channel, early);
-    let now: JobRecord;
-    try {
-      now = await this.rt.service.get(id);
-    } catch (err) {
-      throw toHttp(err);
-    } finally {
-      this.rt.records.bus.off(channel, early);
-    }
-    res.writeHead(200, {
-      'Content-Type': 'text/event-stream',
-      'Cache-Control': 'no-cache',
-      Connection: 'keep-alive',
-      'X-Accel-Buffering': 'no',
-    });
-    timers.push(setInterval(() => res.write(': keep-alive\n\n'), SSE_HEARTBEAT_MS));
     this.rt.records.bus.on(channel, send);
-    req.on('close', cleanup);
     send(now);
-    for (const rec of pending) if (isFinal(rec.state)) send(rec);
+    // Sent what there is; a client that went (or half-closed) gets nothing more.
+    watch.whenGone(end);
   }
 
   @Get(':id/files')
-  @ApiOperation({ summary: 'files the job wrote to its output folder' })
+  @ApiOperation({ summary: 'regular files the job wrote to its output folder, with their sizes' })
   async files(@Param('id') id: string) {
     const rec = await this.record(id);
     return { files: await this.rt.store.listOutput(this.rt.store.paths(rec.experiment, rec.id)) };
@@ -212,6 +233,11 @@ export class JobOutputController {
   }
 }
 
+/** One SSE event about `rec`. */
+function sseEvent(kind: 'state' | 'progress', rec: JobRecord): string {
+  return `event: ${kind}\ndata: ${JSON.stringify(publicRecord(rec))}\n\n`;
+}
+
 /**
  * Sends bytes `start`..`end` of the opened file and closes it: at the end, or when the client
  * goes (pipeline destroys the read stream, which closes the descriptor; no garbage collector
@@ -224,4 +250,25 @@ function sendBytes(file: OpenedFile, start: number, end: number, res: Response):
     if (stream.bytesRead < end - start + 1) res.destroy();
   });
   pipeline(stream, res, () => undefined);
+}
+
+/**
+ * Writes what `log` holds from `offset` on, as it is read; returns the new offset. Each chunk is
+ * a buffer of its own (the response may keep it until sent). Waits for the client to take what
+ * it was given, or to go.
+ */
+async function copyFrom(
+  log: OpenedFile,
+  offset: number,
+  watch: ClientWatch,
+  res: Response,
+): Promise<number> {
+  for (;;) {
+    if (res.destroyed) return offset;
+    const buf = Buffer.allocUnsafe(READ_CHUNK);
+    const { bytesRead } = await log.handle.read(buf, 0, buf.length, offset);
+    if (bytesRead === 0) return offset;
+    offset += bytesRead;
+    if (!watch.write(buf.subarray(0, bytesRead))) await watch.drain();
+  }
 }
