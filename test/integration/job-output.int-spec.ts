@@ -268,7 +268,27 @@ describe('job output routes against a real Redis', () => {
           state: JSON.parse(/^data: (.*)$/m.exec(b)?.[1] ?? '{}').state,
         }));
 
-    it('answers HEAD on a running job’s events at once, and ends a half-closed stream after the current state', async () => {
+    it('gives a finished job’s final state once to a first request, and 204 to a reconnect that saw it', async () => {
+      const first = await fetch(`${w.api.base}/jobs/${odd}/events`);
+      expect(first.status).toBe(200);
+      expect(events(await first.text())).toEqual([
+        { id: 'succeeded', event: 'state', state: 'succeeded' },
+      ]);
+      const again = await fetch(`${w.api.base}/jobs/${odd}/events`, {
+        headers: { 'Last-Event-ID': 'succeeded' },
+      });
+      expect(again.status).toBe(204);
+      expect(await again.text()).toBe('');
+      // A reconnect that missed the end (its last id is older) gets the end.
+      const missed = await fetch(`${w.api.base}/jobs/${odd}/events`, {
+        headers: { 'Last-Event-ID': 'running.33' },
+      });
+      expect(events(await missed.text())).toEqual([
+        { id: 'succeeded', event: 'state', state: 'succeeded' },
+      ]);
+    });
+
+    it('gives every event of a running job an id, and answers HEAD at once', async () => {
       const head = await fetch(`${w.api.base}/jobs/${running}/events`, {
         method: 'HEAD',
         signal: AbortSignal.timeout(5_000),
@@ -281,7 +301,7 @@ describe('job output routes against a real Redis', () => {
         true, // half-closed: what there is now, then the end
       );
       expect(events(got.slice(got.indexOf('\r\n\r\n')))).toEqual([
-        { id: undefined, event: 'state', state: 'running' },
+        { id: 'running.10', event: 'state', state: 'running' },
       ]);
     });
   });

@@ -22,6 +22,14 @@ const SSE_HEADERS = {
 };
 
 /**
+ * The `id:` of an event about `rec`: the final state's name for a job's last event (a reconnect
+ * that carries it as Last-Event-ID is told 204: it has seen the end), else `<state>.<progress>`.
+ */
+export function eventId(rec: JobRecord): string {
+  return isFinal(rec.state) ? rec.state : `${rec.state}.${rec.progress}`;
+}
+
+/**
  * What a job printed, its events, and the files it wrote. Every answer here that reads the job's
  * folder does so through ResultsStore (job-files.ts): opened first, checked after, read from
  * the descriptor it checked. Every long-lived answer ends when its client goes (ClientWatch).
@@ -105,7 +113,9 @@ export class JobOutputController {
 
   @Get(':id/events')
   @ApiOperation({
-    summary: 'Server-Sent Events: `state` and `progress` changes, until the job ends',
+    summary:
+      'Server-Sent Events: `state` and `progress` changes, until the job ends; 204 to a reconnect ' +
+      'whose Last-Event-ID is the job’s final state',
   })
   async events(@Param('id') id: string, @Req() req: Request, @Res() res: Response) {
     checkJobId(id);
@@ -125,6 +135,10 @@ export class JobOutputController {
     }
     now = pending.find((r) => isFinal(r.state)) ?? now;
     if (isFinal(now.state)) {
+      // An EventSource reconnects (every 3 s, forever) to a stream that ended; 204 is the one
+      // answer that makes it stop. It is sent only to a client that saw the final event (its
+      // id): a first request, or one that missed the end, gets the final state once.
+      if (req.get('Last-Event-ID') === eventId(now)) return void res.status(204).end();
       res.writeHead(200, SSE_HEADERS);
       if (req.method !== 'HEAD') res.write(sseEvent('state', now));
       return void res.end();
@@ -233,9 +247,9 @@ export class JobOutputController {
   }
 }
 
-/** One SSE event about `rec`. */
+/** One SSE event about `rec`, with its id (eventId). */
 function sseEvent(kind: 'state' | 'progress', rec: JobRecord): string {
-  return `event: ${kind}\ndata: ${JSON.stringify(publicRecord(rec))}\n\n`;
+  return `id: ${eventId(rec)}\nevent: ${kind}\ndata: ${JSON.stringify(publicRecord(rec))}\n\n`;
 }
 
 /**
