@@ -18,6 +18,7 @@ import type { INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { loadWorkerConfig, silentLogger } from '../../libs/config/src';
 import { JobsModule, JobsRuntime } from '../../libs/jobs/src';
+import { STREAM_LIMITS } from '../../libs/jobs/src/api/stream-limits';
 import { JobsClient } from '../../libs/jobs/src/testing/client';
 import { startRedis, type TestRedis } from '../support/redis';
 
@@ -303,6 +304,39 @@ describe('job output routes against a real Redis', () => {
       expect(events(got.slice(got.indexOf('\r\n\r\n')))).toEqual([
         { id: 'running.10', event: 'state', state: 'running' },
       ]);
+    });
+
+    it('refuses the stream past the per-job limit with 503, Retry-After and the limit named', async () => {
+      const held = [];
+      for (let i = 0; i < STREAM_LIMITS.events.perJob; i++) {
+        const s = connect(w.port, '127.0.0.1');
+        await once(s, 'connect');
+        s.write(`GET /jobs/${running}/events HTTP/1.1\r\nHost: x\r\n\r\n`);
+        await once(s, 'data');
+        held.push(s);
+      }
+      const over = await fetch(`${w.api.base}/jobs/${running}/events`);
+      expect(over.status).toBe(503);
+      expect(over.headers.get('retry-after')).toBe('5');
+      expect(await over.json()).toMatchObject({
+        statusCode: 503,
+        limit: 'events per job',
+        max: STREAM_LIMITS.events.perJob,
+      });
+      held[0].destroy();
+      // Its slot is given back as soon as its client is gone.
+      const deadline = Date.now() + 5_000;
+      let status = 0;
+      while (Date.now() < deadline) {
+        const c = new AbortController();
+        const res = await fetch(`${w.api.base}/jobs/${running}/events`, { signal: c.signal });
+        status = res.status;
+        c.abort();
+        if (status === 200) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(status).toBe(200);
+      for (const s of held) s.destroy();
     });
   });
 

@@ -10,6 +10,7 @@ import type { OpenedFile } from '../store/results.store';
 import { planRange } from './byte-range';
 import { ClientWatch } from './client-watch';
 import { checkJobId, toHttp } from './http-errors';
+import { RETRY_AFTER_S, StreamLimitError, StreamLimits, type StreamKind } from './stream-limits';
 
 const FOLLOW_POLL_MS = 200;
 const SSE_HEARTBEAT_MS = 15_000;
@@ -32,11 +33,14 @@ export function eventId(rec: JobRecord): string {
 /**
  * What a job printed, its events, and the files it wrote. Every answer here that reads the job's
  * folder does so through ResultsStore (job-files.ts): opened first, checked after, read from
- * the descriptor it checked. Every long-lived answer ends when its client goes (ClientWatch).
+ * the descriptor it checked. Every long-lived answer ends when its client goes (ClientWatch) and
+ * is capped per job and in total (StreamLimits).
  */
 @ApiTags('jobs')
 @Controller('jobs')
 export class JobOutputController {
+  private readonly limits = new StreamLimits();
+
   constructor(@Inject(JobsRuntime) private readonly rt: JobsRuntime) {}
 
   private async record(id: string): Promise<JobRecord> {
@@ -47,9 +51,20 @@ export class JobOutputController {
     }
   }
 
+  /** A slot for a long-lived answer, or 503 with Retry-After (StreamLimits). */
+  private take(kind: StreamKind, job: string, res: Response): () => void {
+    try {
+      return this.limits.take(kind, job);
+    } catch (err) {
+      if (err instanceof StreamLimitError) res.set('Retry-After', String(RETRY_AFTER_S));
+      throw err;
+    }
+  }
+
   @Get(':id/logs')
   @ApiOperation({
-    summary: 'the job output so far; ?follow=1 streams until the job ends',
+    summary:
+      'the job output so far; ?follow=1 streams until the job ends (503 over the follower limit)',
   })
   async logs(
     @Param('id') id: string,
@@ -85,6 +100,7 @@ export class JobOutputController {
         .set({ 'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no' });
     // HEAD: the headers at once (a follow never ends while the job runs, and HEAD has no body).
     if (req.method === 'HEAD') return void ok().end();
+    const release = this.take('logs', rec.id, res);
     const watch = new ClientWatch(req, res);
     // Headers at once, even while the job is queued and its log empty.
     ok().flushHeaders();
@@ -107,6 +123,7 @@ export class JobOutputController {
     } finally {
       await log?.handle.close();
       watch.dispose();
+      release();
       if (!res.destroyed) res.end();
     }
   }
@@ -115,7 +132,7 @@ export class JobOutputController {
   @ApiOperation({
     summary:
       'Server-Sent Events: `state` and `progress` changes, until the job ends; 204 to a reconnect ' +
-      'whose Last-Event-ID is the job’s final state',
+      'whose Last-Event-ID is the job’s final state (503 over the stream limit)',
   })
   async events(@Param('id') id: string, @Req() req: Request, @Res() res: Response) {
     checkJobId(id);
@@ -144,6 +161,7 @@ export class JobOutputController {
       return void res.end();
     }
     if (req.method === 'HEAD') return void res.writeHead(200, SSE_HEADERS).end();
+    const release = this.take('events', id, res);
     const watch = new ClientWatch(req, res);
     res.writeHead(200, SSE_HEADERS);
     let last: JobRecord | undefined;
@@ -169,6 +187,7 @@ export class JobOutputController {
       clearInterval(heartbeat);
       this.rt.records.bus.off(channel, send);
       watch.dispose();
+      release();
       if (!res.destroyed) res.end();
     };
     this.rt.records.bus.on(channel, send);
