@@ -1,20 +1,46 @@
-import { open } from 'node:fs/promises';
 import path from 'node:path';
+import { pipeline } from 'node:stream';
 import { Controller, Get, Inject, Param, Query, Req, Res } from '@nestjs/common';
 import { ApiOperation, ApiTags } from '@nestjs/swagger';
 import type { Request, Response } from 'express';
 import { isFinal, type JobRecord } from '../job-record';
 import { publicRecord } from '../jobs.service';
 import { JobsRuntime } from '../jobs.runtime';
+import type { OpenedFile } from '../store/results.store';
+import { planRange } from './byte-range';
+import { ClientWatch } from './client-watch';
 import { checkJobId, toHttp } from './http-errors';
+import { RETRY_AFTER_S, StreamLimitError, StreamLimits, type StreamKind } from './stream-limits';
 
 const FOLLOW_POLL_MS = 200;
 const SSE_HEARTBEAT_MS = 15_000;
+const READ_CHUNK = 64 * 1024;
 
-/** What a job printed, its events, and the files it wrote. */
+const SSE_HEADERS = {
+  'Content-Type': 'text/event-stream',
+  'Cache-Control': 'no-cache',
+  'X-Accel-Buffering': 'no',
+};
+
+/**
+ * The `id:` of an event about `rec`: the final state's name for a job's last event (a reconnect
+ * that carries it as Last-Event-ID is told 204: it has seen the end), else `<state>.<progress>`.
+ */
+export function eventId(rec: JobRecord): string {
+  return isFinal(rec.state) ? rec.state : `${rec.state}.${rec.progress}`;
+}
+
+/**
+ * What a job printed, its events, and the files it wrote. Every answer here that reads the job's
+ * folder does so through ResultsStore (job-files.ts): opened first, checked after, read from
+ * the descriptor it checked. Every long-lived answer ends when its client goes (ClientWatch) and
+ * is capped per job and in total (StreamLimits).
+ */
 @ApiTags('jobs')
 @Controller('jobs')
 export class JobOutputController {
+  private readonly limits = new StreamLimits();
+
   constructor(@Inject(JobsRuntime) private readonly rt: JobsRuntime) {}
 
   private async record(id: string): Promise<JobRecord> {
@@ -25,8 +51,21 @@ export class JobOutputController {
     }
   }
 
+  /** A slot for a long-lived answer, or 503 with Retry-After (StreamLimits). */
+  private take(kind: StreamKind, job: string, res: Response): () => void {
+    try {
+      return this.limits.take(kind, job);
+    } catch (err) {
+      if (err instanceof StreamLimitError) res.set('Retry-After', String(RETRY_AFTER_S));
+      throw err;
+    }
+  }
+
   @Get(':id/logs')
-  @ApiOperation({ summary: 'the job output so far; ?follow=1 streams until the job ends' })
+  @ApiOperation({
+    summary:
+      'the job output so far; ?follow=1 streams until the job ends (503 over the follower limit)',
+  })
   async logs(
     @Param('id') id: string,
     @Query('follow') follow: string | undefined,
@@ -34,51 +73,99 @@ export class JobOutputController {
     @Res() res: Response,
   ) {
     const rec = await this.record(id);
-    const file = this.rt.store.paths(rec.experiment, rec.id).log;
-    res.status(200).type('text/plain; charset=utf-8');
-    if (follow !== '1' && follow !== 'true') {
-      const fh = await open(file, 'r').catch(() => undefined);
-      if (!fh) return res.end();
-      fh.createReadStream().pipe(res);
-      return;
+    if (follow === '1' || follow === 'true') return this.follow(rec, req, res);
+    let log: OpenedFile | undefined;
+    try {
+      log = await this.rt.store.openLog(this.rt.store.paths(rec.experiment, rec.id));
+    } catch (err) {
+      throw toHttp(err);
     }
-    let closed = false;
-    req.on('close', () => (closed = true));
+    const size = log?.stat.size ?? 0;
+    res.status(200).type('text/plain; charset=utf-8').set('Content-Length', String(size));
+    if (!log || size === 0 || req.method === 'HEAD') {
+      await log?.handle.close();
+      return res.end();
+    }
+    // What the log held when it was opened; the descriptor is closed at the end, or when the
+    // client goes (pipeline destroys the read stream, which closes it).
+    sendBytes(log, 0, size - 1, res);
+  }
+
+  /** logs?follow=1: what the log holds, then what is appended, until the job ends. */
+  private async follow(rec: JobRecord, req: Request, res: Response): Promise<void> {
+    const ok = () =>
+      res
+        .status(200)
+        .type('text/plain; charset=utf-8')
+        .set({ 'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no' });
+    // HEAD: the headers at once (a follow never ends while the job runs, and HEAD has no body).
+    if (req.method === 'HEAD') return void ok().end();
+    const release = this.take('logs', rec.id, res);
+    const watch = new ClientWatch(req, res);
+    // Headers at once, even while the job is queued and its log empty.
+    ok().flushHeaders();
+    const p = this.rt.store.paths(rec.experiment, rec.id);
+    let log: OpenedFile | undefined;
     let offset = 0;
-    const drain = async () => {
-      const fh = await open(file, 'r').catch(() => undefined);
-      if (!fh) return;
-      try {
-        const buf = Buffer.alloc(64 * 1024);
-        for (;;) {
-          const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
-          if (bytesRead === 0) break;
-          offset += bytesRead;
-          if (!res.write(buf.subarray(0, bytesRead)))
-            await new Promise((r) => res.once('drain', r));
-        }
-      } finally {
-        await fh.close();
+    try {
+      for (;;) {
+        const now = await this.rt.service.get(rec.id).catch(() => undefined);
+        // Opened once (it appears when the job starts), then read by offset: what the job
+        // swaps in at that name later is never looked at.
+        log ??= await this.rt.store.openLog(p);
+        if (log) offset = await copyFrom(log, offset, watch, res);
+        // Read after seeing the end: nothing the job printed is missed.
+        if (!now || isFinal(now.state) || watch.left || res.destroyed) break;
+        await watch.sleep(FOLLOW_POLL_MS);
       }
-    };
-    while (!closed) {
-      const now = await this.rt.service.get(rec.id).catch(() => undefined);
-      await drain();
-      if (!now || isFinal(now.state)) break; // drained after seeing the end: nothing is missed
-      await new Promise((r) => setTimeout(r, FOLLOW_POLL_MS));
+    } catch {
+      // The log cannot be read safely (it became a link, a FIFO) or at all: the stream ends.
+    } finally {
+      await log?.handle.close();
+      watch.dispose();
+      release();
+      if (!res.destroyed) res.end();
     }
-    res.end();
   }
 
   @Get(':id/events')
   @ApiOperation({
-    summary: 'Server-Sent Events: `state` and `progress` changes, until the job ends',
+    summary:
+      'Server-Sent Events: `state` and `progress` changes, until the job ends; 204 to a reconnect ' +
+      'whose Last-Event-ID is the job’s final state (503 over the stream limit)',
   })
   async events(@Param('id') id: string, @Req() req: Request, @Res() res: Response) {
     checkJobId(id);
+    const channel = `event:${id}`;
+    // Listen first, then read once. Events that arrive during the read may be older or newer
+    // than it; only an ending among them is sure to be newer, so only that one is replayed.
+    const pending: JobRecord[] = [];
+    const early = (rec: JobRecord) => pending.push(rec);
+    this.rt.records.bus.on(channel, early);
+    let now: JobRecord;
+    try {
+      now = await this.rt.service.get(id);
+    } catch (err) {
+      throw toHttp(err);
+    } finally {
+      this.rt.records.bus.off(channel, early);
+    }
+    now = pending.find((r) => isFinal(r.state)) ?? now;
+    if (isFinal(now.state)) {
+      // An EventSource reconnects (every 3 s, forever) to a stream that ended; 204 is the one
+      // answer that makes it stop. It is sent only to a client that saw the final event (its
+      // id): a first request, or one that missed the end, gets the final state once.
+      if (req.get('Last-Event-ID') === eventId(now)) return void res.status(204).end();
+      res.writeHead(200, SSE_HEADERS);
+      if (req.method !== 'HEAD') res.write(sseEvent('state', now));
+      return void res.end();
+    }
+    if (req.method === 'HEAD') return void res.writeHead(200, SSE_HEADERS).end();
+    const release = this.take('events', id, res);
+    const watch = new ClientWatch(req, res);
+    res.writeHead(200, SSE_HEADERS);
     let last: JobRecord | undefined;
     let ended = false;
-    const channel = `event:${id}`;
     const send = (rec: JobRecord) => {
       if (ended) return;
       if (
@@ -90,80 +177,131 @@ export class JobOutputController {
         return;
       const kind = !last || last.state !== rec.state ? 'state' : 'progress';
       last = rec;
-      res.write(`event: ${kind}\ndata: ${JSON.stringify(publicRecord(rec))}\n\n`);
-      if (isFinal(rec.state)) cleanup();
+      watch.write(sseEvent(kind, rec));
+      if (isFinal(rec.state)) end();
     };
-    const pending: JobRecord[] = [];
-    const early = (rec: JobRecord) => pending.push(rec);
-    const timers: NodeJS.Timeout[] = [];
-    const cleanup = () => {
+    const heartbeat = setInterval(() => watch.write(': keep-alive\n\n'), SSE_HEARTBEAT_MS);
+    const end = () => {
+      if (ended) return;
       ended = true;
-      timers.forEach(clearInterval);
+      clearInterval(heartbeat);
       this.rt.records.bus.off(channel, send);
-      res.end();
+      watch.dispose();
+      release();
+      if (!res.destroyed) res.end();
     };
-    // Listen first, then read once. Events that arrive during the read may be older or newer
-    // than it; only an ending among them is sure to be newer, so only that one is replayed.
-    this.rt.records.bus.on(channel, early);
-    let now: JobRecord;
-    try {
-      now = await this.rt.service.get(id);
-    } catch (err) {
-      throw toHttp(err);
-    } finally {
-      this.rt.records.bus.off(channel, early);
-    }
-    res.writeHead(200, {
-      'Content-Type': 'text/event-stream',
-      'Cache-Control': 'no-cache',
-      Connection: 'keep-alive',
-      'X-Accel-Buffering': 'no',
-    });
-    timers.push(setInterval(() => res.write(': keep-alive\n\n'), SSE_HEARTBEAT_MS));
     this.rt.records.bus.on(channel, send);
-    req.on('close', cleanup);
     send(now);
-    for (const rec of pending) if (isFinal(rec.state)) send(rec);
+    // Sent what there is; a client that went (or half-closed) gets nothing more.
+    watch.whenGone(end);
   }
 
   @Get(':id/files')
-  @ApiOperation({ summary: 'files the job wrote to its output folder' })
+  @ApiOperation({ summary: 'regular files the job wrote to its output folder, with their sizes' })
   async files(@Param('id') id: string) {
     const rec = await this.record(id);
     return { files: await this.rt.store.listOutput(this.rt.store.paths(rec.experiment, rec.id)) };
   }
 
   /**
-   * Download. The router has decoded each segment once; ResultsStore.resolveOutputFile explains
-   * why the path cannot leave the job's output folder (no `..`, no second encoding, no absolute
-   * path, no symlink).
+   * Download, with single byte ranges (`curl -C -` resumes). The router has decoded each segment
+   * once; ResultsStore.openOutputFile explains why what is opened is that file of the job's
+   * output folder and nothing else (no `..`, no second encoding, no link, no FIFO or device,
+   * whatever the job swaps in meanwhile). Headers and bytes come from that one descriptor.
    */
   @Get(':id/files/*path')
-  @ApiOperation({ summary: 'download one output file' })
+  @ApiOperation({
+    summary: 'download one output file; Range: bytes=a-b answers 206 (416 past the end)',
+  })
   async download(
     @Param('id') id: string,
     @Param('path') rel: string | string[],
+    @Req() req: Request,
     @Res() res: Response,
   ) {
     const rec = await this.record(id);
     const requested = Array.isArray(rel) ? rel.join('/') : rel;
-    let file: string;
+    let file: OpenedFile;
     try {
-      file = await this.rt.store.resolveOutputFile(
+      file = await this.rt.store.openOutputFile(
         this.rt.store.paths(rec.experiment, rec.id),
         requested,
       );
     } catch (err) {
       throw toHttp(err);
     }
-    const fh = await open(file, 'r');
-    const { size } = await fh.stat();
-    res.status(200).set({
-      'Content-Type': 'application/octet-stream',
-      'Content-Length': String(size),
-      'Content-Disposition': `attachment; filename="${path.basename(file).replace(/"/g, '')}"`,
-      'X-Content-Type-Options': 'nosniff',
-    });
-    fh.createReadStream().pipe(res);
+    let sending = false;
+    try {
+      const { size, mtime, ino } = file.stat;
+      const etag = `"${ino.toString(16)}-${size.toString(16)}-${mtime.getTime().toString(16)}"`;
+      const lastModified = mtime.toUTCString();
+      res.set({ 'Accept-Ranges': 'bytes', ETag: etag, 'Last-Modified': lastModified });
+      const plan = planRange(size, req.get('Range'), req.get('If-Range'), { etag, lastModified });
+      if (plan.kind === 'unsatisfiable') {
+        res.status(416).set('Content-Range', `bytes */${size}`);
+        return void res.json({
+          statusCode: 416,
+          error: 'Range Not Satisfiable',
+          message: `range '${req.get('Range')}' is outside '${requested}' (${size} bytes)`,
+        });
+      }
+      const [start, end] = plan.kind === 'partial' ? [plan.start, plan.end] : [0, size - 1];
+      res.attachment(path.basename(requested));
+      res.set({
+        'Content-Type': 'application/octet-stream',
+        'Content-Length': String(end - start + 1),
+        'X-Content-Type-Options': 'nosniff',
+      });
+      if (plan.kind === 'partial') {
+        res.status(206).set('Content-Range', `bytes ${start}-${end}/${size}`);
+      } else {
+        res.status(200);
+      }
+      if (req.method === 'HEAD' || end < start) return void res.end();
+      sending = true;
+      sendBytes(file, start, end, res);
+    } finally {
+      if (!sending) await file.handle.close();
+    }
+  }
+}
+
+/** One SSE event about `rec`, with its id (eventId). */
+function sseEvent(kind: 'state' | 'progress', rec: JobRecord): string {
+  return `id: ${eventId(rec)}\nevent: ${kind}\ndata: ${JSON.stringify(publicRecord(rec))}\n\n`;
+}
+
+/**
+ * Sends bytes `start`..`end` of the opened file and closes it: at the end, or when the client
+ * goes (pipeline destroys the read stream, which closes the descriptor; no garbage collector
+ * left to do it). A file that shrank meanwhile cuts the connection rather than send fewer bytes
+ * than Content-Length promised.
+ */
+function sendBytes(file: OpenedFile, start: number, end: number, res: Response): void {
+  const stream = file.handle.createReadStream({ start, end });
+  stream.once('end', () => {
+    if (stream.bytesRead < end - start + 1) res.destroy();
+  });
+  pipeline(stream, res, () => undefined);
+}
+
+/**
+ * Writes what `log` holds from `offset` on, as it is read; returns the new offset. Each chunk is
+ * a buffer of its own (the response may keep it until sent). Waits for the client to take what
+ * it was given, or to go.
+ */
+async function copyFrom(
+  log: OpenedFile,
+  offset: number,
+  watch: ClientWatch,
+  res: Response,
+): Promise<number> {
+  for (;;) {
+    if (res.destroyed) return offset;
+    const buf = Buffer.allocUnsafe(READ_CHUNK);
+    const { bytesRead } = await log.handle.read(buf, 0, buf.length, offset);
+    if (bytesRead === 0) return offset;
+    offset += bytesRead;
+    if (!watch.write(buf.subarray(0, bytesRead))) await watch.drain();
   }
 }

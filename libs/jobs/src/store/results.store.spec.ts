@@ -8,6 +8,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import type { JobPaths } from '../runner/runner';
 import {
   atomicWrite,
   FileNotFoundError,
@@ -18,6 +19,16 @@ import {
 
 const ID = '0b9f7c1e-8a2d-4c3b-9e5f-1a2b3c4d5e6f';
 const OTHER = '1b9f7c1e-8a2d-4c3b-9e5f-1a2b3c4d5e6f';
+
+/** Reads an output file through openOutputFile, closing it. */
+async function read(store: ResultsStore, p: JobPaths, rel: string): Promise<string> {
+  const { handle } = await store.openOutputFile(p, rel);
+  try {
+    return await handle.readFile('utf8');
+  } finally {
+    await handle.close();
+  }
+}
 
 function setup() {
   const data = mkdtempSync(path.join(tmpdir(), 'gsc-store-'));
@@ -34,10 +45,10 @@ function setup() {
 }
 
 describe('results store', () => {
-  it('resolves plain relative paths inside the output folder', async () => {
+  it('opens plain relative paths inside the output folder', async () => {
     const { store, p } = setup();
-    expect(await store.resolveOutputFile(p, 'a.txt')).toBe(path.join(p.output, 'a.txt'));
-    expect(await store.resolveOutputFile(p, 'sub/b.txt')).toBe(path.join(p.output, 'sub', 'b.txt'));
+    expect(await read(store, p, 'a.txt')).toBe('A');
+    expect(await read(store, p, 'sub/b.txt')).toBe('B');
   });
 
   it.each([
@@ -54,7 +65,7 @@ describe('results store', () => {
     '',
   ])('refuses %j as unsafe', async (bad) => {
     const { store, p } = setup();
-    await expect(store.resolveOutputFile(p, bad)).rejects.toBeInstanceOf(UnsafePathError);
+    await expect(store.openOutputFile(p, bad)).rejects.toBeInstanceOf(UnsafePathError);
   });
 
   it('refuses a symlink the job made, to a file outside or to another job', async () => {
@@ -64,14 +75,15 @@ describe('results store', () => {
     symlinkSync(other.output, path.join(p.output, 'otherdir'));
     symlinkSync(path.join(p.output, 'a.txt'), path.join(p.output, 'inside-link.txt'));
     for (const f of ['passwd', 'peek.txt', 'otherdir/secret.txt', 'inside-link.txt']) {
-      await expect(store.resolveOutputFile(p, f)).rejects.toBeInstanceOf(UnsafePathError);
+      await expect(store.openOutputFile(p, f)).rejects.toBeInstanceOf(UnsafePathError);
     }
   });
 
   it('answers not found for a missing file or a folder', async () => {
     const { store, p } = setup();
-    await expect(store.resolveOutputFile(p, 'nope.txt')).rejects.toBeInstanceOf(FileNotFoundError);
-    await expect(store.resolveOutputFile(p, 'sub')).rejects.toBeInstanceOf(FileNotFoundError);
+    await expect(store.openOutputFile(p, 'nope.txt')).rejects.toBeInstanceOf(FileNotFoundError);
+    await expect(store.openOutputFile(p, 'sub')).rejects.toBeInstanceOf(FileNotFoundError);
+    await expect(store.openOutputFile(p, 'a.txt/x')).rejects.toBeInstanceOf(FileNotFoundError);
   });
 
   it('refuses job ids and experiment names that are not plain', () => {

@@ -1,31 +1,26 @@
 import { randomBytes } from 'node:crypto';
 import { constants as fsc, type StatsFs } from 'node:fs';
-import {
-  lstat,
-  unlink,
-  mkdir,
-  open,
-  readdir,
-  readFile,
-  realpath,
-  rename,
-  rm,
-  statfs,
-  writeFile,
-} from 'node:fs/promises';
+import { lstat, unlink, mkdir, open, realpath, rename, statfs, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { DiskThreshold } from '../../../config/src';
 import { exitMark, type JobPaths } from '../runner/runner';
 import { isFinal, type JobRecord } from '../job-record';
+import {
+  FileNotFoundError,
+  openRegularFile,
+  removeTree,
+  UnsafePathError,
+  walkFiles,
+  type OpenedFile,
+} from './job-files';
+
+export { FileNotFoundError, UnsafePathError, type OpenedFile };
 
 /** Job ids are UUIDs; anything else is refused before it gets near a path. */
 export const JOB_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const EXPERIMENT = /^[a-z0-9-]+$/;
 
-/** Why a requested output path is refused; the controller maps it to a 4xx. */
-export class UnsafePathError extends Error {}
-
-/** The files and folders of the job folder `dir` (DESIGN.md, "Job directory"). */
+/** The files and folders of the job folder `dir` (libs/jobs/README.md, "Job folder"). */
 export function jobPathsIn(dir: string): JobPaths {
   return {
     dir,
@@ -38,7 +33,10 @@ export function jobPathsIn(dir: string): JobPaths {
 
 /**
  * The results store: `DATA_FOLDER/jobs/<experiment>/<id>/` with job.json, params.json, input/,
- * output/ and logs/output.log (DESIGN.md). Records are written atomically and durably.
+ * output/ and logs/output.log. Records are written atomically and durably. Whatever a job can
+ * change (output/, and for a process job that runs as the daemon's user, its whole folder) is only
+ * ever read, listed, fsynced and removed through job-files.ts, which no link, FIFO or device
+ * the job leaves there can lead elsewhere or block.
  */
 export class ResultsStore {
   readonly root: string;
@@ -102,14 +100,30 @@ export class ResultsStore {
   async readRecord(experiment: string, id: string): Promise<JobRecord | undefined> {
     try {
       const p = this.paths(experiment, id);
-      return JSON.parse(await readFile(path.join(p.dir, 'job.json'), 'utf8')) as JobRecord;
+      const { handle } = await openRegularFile(await this.real(p.dir, 'job.json'));
+      try {
+        return JSON.parse(await handle.readFile('utf8')) as JobRecord;
+      } finally {
+        await handle.close();
+      }
     } catch {
       return undefined;
     }
   }
 
+  /** Removes the job's folder (retention, a refused submission), never following a link in it. */
   async remove(experiment: string, id: string): Promise<void> {
-    await rm(this.paths(experiment, id).dir, { recursive: true, force: true });
+    await removeTree(this.paths(experiment, id).dir);
+  }
+
+  /**
+   * The real path of `dir` (a folder of this store, from paths()) joined with `parts`: the
+   * store's root resolved once more (DATA_FOLDER may be a link the operator made), then the
+   * names below it as they are, which is what the kernel calls a file in them if, and only if,
+   * none of them is a link.
+   */
+  private async real(dir: string, ...parts: string[]): Promise<string> {
+    return path.join(await realpath(this.root), path.relative(this.root, dir), ...parts);
   }
 
   /**
@@ -125,7 +139,14 @@ export class ResultsStore {
     try {
       await Promise.all([
         writeSynced(tmp, JSON.stringify(record, null, 2) + '\n'),
-        ...(withOutput ? [syncTree(p.output), syncPath(p.log).catch(() => undefined)] : []),
+        ...(withOutput
+          ? [
+              this.real(p.output).then(syncTree),
+              this.real(p.log)
+                .then(syncFile)
+                .catch(() => undefined),
+            ]
+          : []),
       ]);
       await rename(tmp, file);
     } catch (err) {
@@ -149,60 +170,48 @@ export class ResultsStore {
     }
   }
 
-  /** Files the job wrote to output/, as paths relative to it (symlinks are not listed). */
+  /**
+   * Regular files the job wrote to output/, as paths relative to it, with their sizes. Links,
+   * FIFOs and devices are not listed, and no link is followed (job-files.ts: walkFiles).
+   */
   async listOutput(p: JobPaths): Promise<{ path: string; size: number }[]> {
     const out: { path: string; size: number }[] = [];
-    const walk = async (rel: string): Promise<void> => {
-      const entries = await readdir(path.join(p.output, rel), { withFileTypes: true }).catch(
-        () => [],
-      );
-      for (const e of entries) {
-        const r = rel ? `${rel}/${e.name}` : e.name;
-        if (e.isDirectory()) await walk(r);
-        else if (e.isFile())
-          out.push({ path: r, size: (await lstat(path.join(p.output, r))).size });
-      }
-    };
-    await walk('');
+    await walkFiles(await this.real(p.output), (f) => {
+      out.push({ path: f.rel, size: f.stat.size });
+    });
     return out.sort((a, b) => a.path.localeCompare(b.path));
   }
 
   /**
-   * Resolves `requested` (already URL-decoded once by the router) to a regular file inside the
-   * job's output folder, or throws UnsafePathError. Why this is safe:
+   * Opens `requested` (already URL-decoded once by the router), a regular file inside the job's
+   * output folder, for reading; or throws UnsafePathError (400) or FileNotFoundError (404).
+   * Why what it returns can only be that file:
    * - the raw text is refused if it holds `..`, `.` segments, a NUL, a backslash, percent signs
-   *   (a second decoding layer such as `%2e%2e`) or starts with `/`, so it is a plain relative path;
-   * - it is then joined to output/ and the result must still start with output/ + separator;
-   * - finally realpath() follows every symlink, in the path and in output/ itself, and the real
-   *   file must lie under the real output folder: a symlink the job made (to /etc/passwd, or to
-   *   another job) is refused even though its name looks innocent; and it must be a regular file.
+   *   (a second decoding layer such as `%2e%2e`) or starts with `/`, so it is a plain relative
+   *   path, and the expected path is the real output folder plus exactly that text;
+   * - the file is then opened first and checked after (job-files.ts, openRegularFile): the
+   *   descriptor must be a regular file whose real path is exactly the expected one, so a link
+   *   the job made, in the file or any folder on the way (to /etc/shadow, to another job), a
+   *   FIFO or a device is refused even when the job swaps it in between two requests or during
+   *   one; and what is served is read from that same descriptor, never opened again by name.
    */
-  async resolveOutputFile(p: JobPaths, requested: string): Promise<string> {
-    const segments = requested.split('/');
-    if (
-      requested.length === 0 ||
-      requested.length > 4096 ||
-      requested.startsWith('/') ||
-      /[\0\\%]/.test(requested) ||
-      segments.some((s) => s === '..' || s === '.' || s === '')
-    ) {
-      throw new UnsafePathError(`path '${requested}' is not a plain relative path inside output/`);
-    }
-    const joined = path.resolve(p.output, requested);
-    if (!joined.startsWith(p.output + path.sep)) throw new UnsafePathError('path leaves output/');
-    let real: string;
-    let realRoot: string;
+  async openOutputFile(p: JobPaths, requested: string): Promise<OpenedFile> {
+    checkRelativePath(requested);
+    return openRegularFile(await this.real(p.output, requested), requested);
+  }
+
+  /**
+   * Opens the job's log (logs/output.log) for reading the same way as an output file: a process
+   * job that runs as the daemon's user could put a link or a FIFO in its place. Undefined while
+   * there is no log yet.
+   */
+  async openLog(p: JobPaths): Promise<OpenedFile | undefined> {
     try {
-      [real, realRoot] = await Promise.all([realpath(joined), realpath(p.output)]);
-    } catch {
-      throw new FileNotFoundError(`no file '${requested}' in this job's output`);
+      return await openRegularFile(await this.real(p.log), 'logs/output.log');
+    } catch (err) {
+      if (err instanceof FileNotFoundError && err.missing) return undefined;
+      throw err;
     }
-    if (!real.startsWith(realRoot + path.sep) || real !== path.join(realRoot, requested)) {
-      throw new UnsafePathError(`path '${requested}' goes through a symbolic link`);
-    }
-    const st = await lstat(real);
-    if (!st.isFile()) throw new FileNotFoundError(`'${requested}' is not a file`);
-    return real;
   }
 
   /** Free space of DATA_FOLDER's filesystem against MIN_FREE_DISK; a reason when below. */
@@ -228,7 +237,19 @@ export class ResultsStore {
   }
 }
 
-export class FileNotFoundError extends Error {}
+/** Refuses anything but a plain relative path (see ResultsStore.openOutputFile). */
+function checkRelativePath(requested: string): void {
+  const segments = requested.split('/');
+  if (
+    requested.length === 0 ||
+    requested.length > 4096 ||
+    requested.startsWith('/') ||
+    /[\0\\%]/.test(requested) ||
+    segments.some((s) => s === '..' || s === '.' || s === '')
+  ) {
+    throw new UnsafePathError(`path '${requested}' is not a plain relative path inside output/`);
+  }
+}
 
 /** The error of a job that ended because DATA_FOLDER's filesystem filled up (README: "Disk full"). */
 export const DISK_FULL = 'disk full';
@@ -284,12 +305,29 @@ async function syncPath(p: string): Promise<void> {
   }
 }
 
-async function syncTree(dir: string): Promise<void> {
-  const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
-  for (const e of entries) {
-    const p = path.join(dir, e.name);
-    if (e.isDirectory()) await syncTree(p);
-    else if (e.isFile()) await syncPath(p);
+/** fsyncs every regular file and folder under the real folder `root`, following no link. */
+async function syncTree(root: string): Promise<void> {
+  await walkFiles(
+    root,
+    async (f) => {
+      const fh = await f.open();
+      if (!fh) return;
+      try {
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+    },
+    (dir) => dir.sync().catch(() => undefined),
+  );
+}
+
+/** fsyncs the regular file at the real path `file` (opened as job-files.ts opens output). */
+async function syncFile(file: string): Promise<void> {
+  const { handle } = await openRegularFile(file);
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
   }
-  await syncPath(dir).catch(() => undefined);
 }

@@ -1,0 +1,134 @@
+import { once } from 'node:events';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { connect, type AddressInfo, type Socket } from 'node:net';
+import { ClientWatch } from './client-watch';
+
+/**
+ * A real HTTP server (half-open connections allowed, as the worker's) whose one route hands its
+ * request to `onRequest`; and a raw client socket that sent a GET to it.
+ */
+async function serve(
+  onRequest: (req: IncomingMessage, res: ServerResponse) => void,
+): Promise<{ server: Server; client: () => Promise<Socket> }> {
+  const server = createServer(onRequest);
+  (server as Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  return {
+    server,
+    client: async () => {
+      const s = connect(port, '127.0.0.1');
+      await once(s, 'connect');
+      s.write('GET /x HTTP/1.1\r\nHost: x\r\n\r\n');
+      return s;
+    },
+  };
+}
+
+/** Resolves with the watch of the next request, once its handler ran. */
+function nextWatch(watches: ClientWatch[], n: number): Promise<ClientWatch> {
+  return new Promise((resolve) => {
+    const check = () => (watches.length >= n ? resolve(watches[n - 1]) : setTimeout(check, 5));
+    check();
+  });
+}
+
+describe('ClientWatch', () => {
+  let server: Server | undefined;
+  afterEach(() => {
+    server?.closeAllConnections();
+    server?.close();
+  });
+
+  it('sees the client go when it closes, and when it only half-closes (FIN)', async () => {
+    const watches: ClientWatch[] = [];
+    const gone: string[] = [];
+    const s = await serve((req, res) => {
+      res.writeHead(200);
+      const w = new ClientWatch(req, res);
+      w.whenGone(() => gone.push(req.url ?? ''));
+      watches.push(w);
+    });
+    server = s.server;
+    const closing = await s.client();
+    const w1 = await nextWatch(watches, 1);
+    expect(w1.left).toBe(false);
+    closing.destroy();
+    await waitFor(() => w1.left);
+    const halfClosing = await s.client();
+    const w2 = await nextWatch(watches, 2);
+    halfClosing.end();
+    await waitFor(() => w2.left);
+    expect(gone).toEqual(['/x', '/x']);
+  });
+
+  it('ends a sleep and a wait for drain as soon as the client goes', async () => {
+    const results: string[] = [];
+    const s = await serve((req, res) => {
+      res.writeHead(200);
+      const w = new ClientWatch(req, res);
+      // Fill the socket until a write says "wait"; the client never reads.
+      const big = Buffer.alloc(1024 * 1024);
+      while (w.write(big));
+      void Promise.all([w.drain(), w.sleep(60_000)]).then(() => results.push('woken'));
+    });
+    server = s.server;
+    const c = await s.client();
+    c.pause();
+    await new Promise((r) => setTimeout(r, 100));
+    expect(results).toEqual([]);
+    c.destroy();
+    await waitFor(() => results.length === 1);
+  });
+
+  it('cuts a client that takes nothing for the stall time', async () => {
+    let res: ServerResponse | undefined;
+    const s = await serve((req, r) => {
+      res = r;
+      r.writeHead(200);
+      const w = new ClientWatch(req, r, 300);
+      const big = Buffer.alloc(1024 * 1024);
+      // Keeps writing whenever the socket takes more, until the kernel's buffers are full too.
+      const pump = async () => {
+        while (!r.destroyed) {
+          while (w.write(big));
+          await w.drain();
+        }
+      };
+      void pump();
+    });
+    server = s.server;
+    const c = await s.client();
+    c.pause();
+    await waitFor(() => res !== undefined);
+    expect(res!.destroyed).toBe(false);
+    await waitFor(() => res!.destroyed, 5_000);
+    c.destroy();
+  });
+
+  it('leaves no listener on a kept-alive socket once disposed', async () => {
+    let sock: Socket | undefined;
+    let before = 0;
+    const s = await serve((req, res) => {
+      sock = req.socket;
+      before = req.socket.listenerCount('end');
+      const w = new ClientWatch(req, res);
+      w.dispose();
+      res.end('ok');
+    });
+    server = s.server;
+    const c = await s.client();
+    await waitFor(() => sock !== undefined);
+    expect(sock!.listenerCount('end')).toBe(before);
+    c.destroy();
+  });
+});
+
+async function waitFor(check: () => boolean, ms = 5_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error('not within ' + ms + ' ms');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

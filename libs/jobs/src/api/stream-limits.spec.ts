@@ -1,0 +1,49 @@
+import { MAX_STREAMS } from '../../../tunnel/src';
+import { STREAM_LIMITS, StreamLimitError, StreamLimits } from './stream-limits';
+
+const JOB = (n: number) => `job-${n}`;
+
+describe('stream limits', () => {
+  it('refuses the stream past the limit per job with a 503 that names it', () => {
+    const limits = new StreamLimits();
+    for (let i = 0; i < STREAM_LIMITS.events.perJob; i++) limits.take('events', JOB(1));
+    let refused: unknown;
+    try {
+      limits.take('events', JOB(1));
+    } catch (err) {
+      refused = err;
+    }
+    expect(refused).toBeInstanceOf(StreamLimitError);
+    const e = refused as StreamLimitError;
+    expect(e.getStatus()).toBe(503);
+    expect(e.getResponse()).toMatchObject({
+      statusCode: 503,
+      limit: 'events per job',
+      max: STREAM_LIMITS.events.perJob,
+      message: expect.stringMatching(/event streams .* on this job: the limit is 32; retry after/),
+    });
+    // Another job, and the other kind, still have room.
+    expect(() => limits.take('events', JOB(2))).not.toThrow();
+    expect(() => limits.take('logs', JOB(1))).not.toThrow();
+  });
+
+  it('refuses past the total over all jobs, and gives a slot back once per release', () => {
+    const limits = new StreamLimits();
+    const releases: (() => void)[] = [];
+    for (let i = 0; i < STREAM_LIMITS.logs.total; i++) releases.push(limits.take('logs', JOB(i)));
+    expect(() => limits.take('logs', JOB(9999))).toThrow(StreamLimitError);
+    expect(limits.open('logs')).toBe(STREAM_LIMITS.logs.total);
+    releases[0]();
+    releases[0]();
+    expect(limits.open('logs')).toBe(STREAM_LIMITS.logs.total - 1);
+    expect(limits.open('logs', JOB(0))).toBe(0);
+    expect(() => limits.take('logs', JOB(9999))).not.toThrow();
+    expect(() => limits.take('logs', JOB(10000))).toThrow(/log followers .* on this worker/);
+  });
+
+  it('leaves at least half of a tunnel session’s streams to short requests', () => {
+    expect(STREAM_LIMITS.events.total + STREAM_LIMITS.logs.total).toBeLessThanOrEqual(
+      MAX_STREAMS / 2,
+    );
+  });
+});

@@ -1,0 +1,247 @@
+import { randomBytes } from 'node:crypto';
+import { constants as fsc, type Stats } from 'node:fs';
+import {
+  lstat,
+  open,
+  readdir,
+  readlink,
+  rename,
+  rmdir,
+  unlink,
+  type FileHandle,
+} from 'node:fs/promises';
+import path from 'node:path';
+
+/**
+ * Reading, walking and removing what a job wrote, without ever being led elsewhere by it.
+ *
+ * A job owns its output/ folder and may change it while the daemon reads it: swap a file for a
+ * symbolic link to /etc/shadow, a folder for a link to /, a file for a FIFO (whose open() blocks
+ * a libuv thread until a writer comes) or a device. Checking a path and then opening it by name
+ * loses that race. Everything here instead opens first and then checks what was opened:
+ *
+ * - files are opened with O_PATH | O_NOFOLLOW: that open follows no link in the last component
+ *   and never reaches a driver or a FIFO (no blocking, no side effect such as a device's open);
+ * - the descriptor is then checked: fstat says it is a regular file, and the kernel's own name for
+ *   it (readlink of /proc/self/fd/N) is exactly the expected path under the real job folder, so a
+ *   link anywhere on the way (a folder swapped for a link) is refused;
+ * - only then is the same inode reopened for reading through /proc/self/fd/N (the kernel follows
+ *   that magic link to the very inode, not to a name), O_NONBLOCK, and checked again by fstat.
+ * - folders are walked through descriptors: each entry is reached as /proc/self/fd/<dir>/<name>,
+ *   whose only name the job can still change is the last one, which is never followed.
+ *
+ * Linux only (O_PATH, /proc); the worker runs on Linux GPU hosts.
+ */
+
+/** Why a requested path is refused; the API answers 400. */
+export class UnsafePathError extends Error {}
+
+/** No such regular file (`missing`: nothing at all by that name); the API answers 404. */
+export class FileNotFoundError extends Error {
+  constructor(
+    message: string,
+    readonly missing = false,
+  ) {
+    super(message);
+  }
+}
+
+/** Linux's O_PATH, which Node's fs.constants leaves out (same value on x86-64 and arm64). */
+const O_PATH = 0o10000000;
+const PROBE = O_PATH | fsc.O_NOFOLLOW;
+const READ = fsc.O_RDONLY | fsc.O_NONBLOCK | fsc.O_NOCTTY;
+const DIR = fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK;
+
+/** The path through which the kernel reaches open descriptor `fd` (and `name` inside it). */
+export function fdPath(fd: number, name?: string): string {
+  return name === undefined ? `/proc/self/fd/${fd}` : `/proc/self/fd/${fd}/${name}`;
+}
+
+/** A regular file opened for reading, with its fstat at open time. */
+export interface OpenedFile {
+  handle: FileHandle;
+  stat: Stats;
+}
+
+/**
+ * Opens the regular file at `expected` (an absolute path whose folders are the real ones: no
+ * link among them) for reading, or throws FileNotFoundError (missing, or not a regular file) or
+ * UnsafePathError (a symbolic link in it, anywhere). See the file comment for why this is safe.
+ */
+export async function openRegularFile(expected: string, shown = expected): Promise<OpenedFile> {
+  let probe: FileHandle;
+  try {
+    probe = await open(expected, PROBE);
+  } catch (err) {
+    throw openError(err, shown);
+  }
+  try {
+    const first = await probe.stat();
+    if (first.isSymbolicLink()) throw new UnsafePathError(`'${shown}' is a symbolic link`);
+    if (!first.isFile()) throw new FileNotFoundError(`'${shown}' is not a regular file`);
+    if ((await readlink(fdPath(probe.fd))) !== expected) {
+      throw new UnsafePathError(`'${shown}' goes through a symbolic link`);
+    }
+    const handle = await open(fdPath(probe.fd), READ);
+    const stat = await handle.stat().catch(async (err: unknown) => {
+      await handle.close();
+      throw err;
+    });
+    if (!stat.isFile() || stat.ino !== first.ino || stat.dev !== first.dev) {
+      await handle.close();
+      throw new UnsafePathError(`'${shown}' changed while it was opened`);
+    }
+    return { handle, stat };
+  } finally {
+    await probe.close();
+  }
+}
+
+/** Opens the folder at `expected` (as openRegularFile: no link anywhere in it) for listing. */
+export async function openFolder(expected: string, shown = expected): Promise<FileHandle> {
+  let dir: FileHandle;
+  try {
+    // A folder's open has no side effect; O_NOFOLLOW | O_DIRECTORY refuse a final link or a
+    // non-folder (ENOTDIR) before any FIFO or device open could run.
+    dir = await open(expected, DIR);
+  } catch (err) {
+    throw openError(err, shown);
+  }
+  if ((await readlink(fdPath(dir.fd)).catch(() => '')) !== expected) {
+    await dir.close();
+    throw new UnsafePathError(`'${shown}' goes through a symbolic link`);
+  }
+  return dir;
+}
+
+/** Opens the regular file `name` of the open folder `dir`, for reading (fsync, or reading). */
+async function openFileAt(dir: FileHandle, name: string): Promise<FileHandle | undefined> {
+  const probe = await open(fdPath(dir.fd, name), PROBE).catch(() => undefined);
+  if (!probe) return undefined;
+  try {
+    if (!(await probe.stat()).isFile()) return undefined;
+    return await open(fdPath(probe.fd), READ);
+  } catch {
+    return undefined;
+  } finally {
+    await probe.close();
+  }
+}
+
+function openError(err: unknown, shown: string): Error {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ELOOP') return new UnsafePathError(`'${shown}' goes through a symbolic link`);
+  if (code === 'ENOENT' || code === 'ENOTDIR') {
+    return new FileNotFoundError(`no file '${shown}'`, true);
+  }
+  return err as Error;
+}
+
+/** What walkFiles shows of each regular file: its path under the root and its lstat. */
+export interface WalkedFile {
+  rel: string;
+  stat: Stats;
+  /** Opens it for reading (undefined when it changed into something else meanwhile). */
+  open(): Promise<FileHandle | undefined>;
+}
+
+/**
+ * Visits every regular file under the real folder `root` (links, FIFOs, devices are skipped, and
+ * no link is ever followed), then `onFolder` for each folder, root included. One folder is open
+ * at a time; a folder that cannot be opened safely (it became a link, it went away) is skipped.
+ */
+export async function walkFiles(
+  root: string,
+  onFile: (f: WalkedFile) => Promise<void> | void,
+  onFolder?: (dir: FileHandle) => Promise<void>,
+): Promise<void> {
+  const todo = [''];
+  while (todo.length > 0) {
+    const rel = todo.pop()!;
+    const dir = await openFolder(rel ? path.join(root, rel) : root).catch(() => undefined);
+    if (!dir) continue;
+    try {
+      for (const name of await readdir(fdPath(dir.fd)).catch(() => [])) {
+        const stat = await lstat(fdPath(dir.fd, name)).catch(() => undefined);
+        const r = rel ? `${rel}/${name}` : name;
+        if (stat?.isDirectory()) todo.push(r);
+        else if (stat?.isFile()) await onFile({ rel: r, stat, open: () => openFileAt(dir, name) });
+      }
+      await onFolder?.(dir);
+    } finally {
+      await dir.close();
+    }
+  }
+}
+
+/** Folders deeper than this below the removed one are first moved up to it (descriptors used). */
+const REMOVE_DEPTH = 32;
+/** Passes over the removed folder before giving up (only a live writer could need more). */
+const REMOVE_PASSES = 1000;
+
+/**
+ * Removes the folder `dir` and everything in it, like `rm -rf`, but never through a link: every
+ * entry is removed through the descriptor of the folder that holds it (fs.rm looks each path up
+ * again by name, so a folder swapped for a link to / during the walk would lead it there).
+ * `dir` itself must be a name the job cannot change (the job folder: its parent is the daemon's).
+ * A missing `dir` is not an error.
+ */
+export async function removeTree(dir: string): Promise<void> {
+  let top: FileHandle;
+  try {
+    top = await open(dir, DIR);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return;
+    // A link or a file where the folder was: remove that name, never what it points to.
+    if (code === 'ENOTDIR' || code === 'ELOOP') return unlink(dir);
+    throw err;
+  }
+  try {
+    for (let pass = 0; ; pass++) {
+      if ((await emptyFolder(top, top, 0)) === 0) break;
+      if (pass >= REMOVE_PASSES) throw new Error(`${dir}: still not empty after ${pass} passes`);
+    }
+  } finally {
+    await top.close();
+  }
+  await rmdir(dir).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'ENOENT') throw err;
+  });
+}
+
+/**
+ * Removes what `dir` holds; folders beyond REMOVE_DEPTH are moved up into `top` for the next
+ * pass instead. Returns how many entries it saw (0: `dir` was empty). Names are taken as bytes:
+ * a name that is not UTF-8 must go too.
+ */
+async function emptyFolder(top: FileHandle, dir: FileHandle, depth: number): Promise<number> {
+  const names = await readdir(fdPath(dir.fd), { encoding: 'buffer' });
+  const inDir = Buffer.from(`${fdPath(dir.fd)}/`);
+  for (const name of names) {
+    const entry = Buffer.concat([inDir, name]);
+    // unlink never follows the last component: a link is removed, not its target.
+    const err = await unlink(entry).then(
+      () => undefined,
+      (e: NodeJS.ErrnoException) => e,
+    );
+    if (!err || err.code === 'ENOENT') continue;
+    if (err.code !== 'EISDIR' && err.code !== 'EPERM') throw err;
+    if (depth >= REMOVE_DEPTH) {
+      await rename(entry, fdPath(top.fd, `.gsc-rm-${randomBytes(8).toString('hex')}`));
+      continue;
+    }
+    const sub = await open(entry, DIR).catch(() => undefined);
+    if (!sub) continue; // swapped for something else meanwhile: the next pass sees it
+    try {
+      await emptyFolder(top, sub, depth + 1);
+    } finally {
+      await sub.close();
+    }
+    await rmdir(entry).catch((e: NodeJS.ErrnoException) => {
+      // Not empty: something was moved up into it from below (depth), or written meanwhile.
+      if (e.code !== 'ENOENT' && e.code !== 'ENOTEMPTY') throw e;
+    });
+  }
+  return names.length;
+}
