@@ -1,4 +1,5 @@
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -51,5 +52,23 @@ describe('job log', () => {
     expect(bytes).toBe(100 * 65536);
     expect(errors).toHaveLength(1);
     expect(log.error?.message).toMatch(/ENOSPC/);
+  });
+
+  it('never writes through a link or waits on a FIFO put in place of the log', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'gsc-log-'));
+    const target = path.join(dir, 'elsewhere');
+    writeFileSync(target, 'untouched');
+    symlinkSync(target, path.join(dir, 'link.log'));
+    execFileSync('mkfifo', [path.join(dir, 'fifo.log')]);
+    for (const name of ['link.log', 'fifo.log']) {
+      const errors: Error[] = [];
+      const log = new JobLog(path.join(dir, name), (e) => errors.push(e));
+      await log.pump(source('x', 1024, 4));
+      await log.close();
+      expect(errors.map((e) => (e as NodeJS.ErrnoException).code)).toEqual([
+        name === 'link.log' ? 'ELOOP' : 'ENXIO',
+      ]);
+    }
+    expect(readFileSync(target, 'utf8')).toBe('untouched');
   });
 });

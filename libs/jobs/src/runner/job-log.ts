@@ -1,4 +1,4 @@
-import { createWriteStream, type WriteStream } from 'node:fs';
+import { constants as fsc, createWriteStream, type WriteStream } from 'node:fs';
 import { finished, type Readable } from 'node:stream';
 
 /**
@@ -19,7 +19,12 @@ export class JobLog {
     readonly path: string,
     private readonly onError?: (err: Error) => void,
   ) {
-    this.file = createWriteStream(path, { flags: 'a' });
+    // The log is the daemon's file, in logs/ which no job can write; should something replace
+    // it all the same (a job running as the daemon's own user), a link is not followed and a
+    // FIFO is not waited on: opening fails (ELOOP, ENXIO) and the job ends with that error.
+    const flags = fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT | fsc.O_NOFOLLOW | fsc.O_NONBLOCK;
+    // (Node takes numeric flags here; its types only name strings.)
+    this.file = createWriteStream(path, { flags: flags as unknown as string, mode: 0o644 });
     this.file.on('drain', () => this.resumeAll());
     this.file.on('error', (err) => {
       if (this.failure) return;
