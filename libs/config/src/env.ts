@@ -11,6 +11,7 @@ import {
   parseTunnelUrl,
   parseUidGid,
 } from './parse';
+import { redactUrl } from './redact';
 
 /** The environment as handed to the daemons: process.env merged with the env file. */
 export type Env = Record<string, string | undefined>;
@@ -217,10 +218,11 @@ export function loadKeyFiles(env: Env): string[] {
   return parseOrThrow(keyFilesSchema, env).TUNNEL_KEY_FILE;
 }
 
-/** The configuration as safe to log: paths and addresses, never key material. */
+/** The configuration as safe to log: paths and addresses, never key material or passwords. */
 export function describeConfig(config: RelayConfig | WorkerConfig): Record<string, unknown> {
-  // Keys live in files; the config only holds their paths, so nothing here is secret. The proxy
-  // URL may carry credentials, so it is reduced to its host.
+  // Keys live in files; the config only holds their paths, so they are not secret. Every URL may
+  // carry credentials (`user:pass@`, REDIS_URL's `?sentinelPassword=`): each is redacted. The
+  // proxy URL is reduced to its host, as it always was.
   const out: Record<string, unknown> = { ...config };
   if (config.httpsProxy) {
     try {
@@ -229,7 +231,7 @@ export function describeConfig(config: RelayConfig | WorkerConfig): Record<strin
       out.httpsProxy = '(set)';
     }
   }
-  if ('redisUrl' in config && config.redisUrl)
-    out.redisUrl = config.redisUrl.replace(/\/\/[^@/]*@/, '//***@');
+  out.tunnelConnect = config.tunnelConnect.map(redactUrl);
+  if ('redisUrl' in config && config.redisUrl) out.redisUrl = redactUrl(config.redisUrl);
   return out;
 }

@@ -5,6 +5,7 @@ import {
   parseGpuDevices,
   parseHostPort,
   parseRedisUrl,
+  parseTunnelUrl,
   parseUidGid,
 } from './parse';
 
@@ -117,5 +118,21 @@ describe('parseRedisUrl', () => {
   ])('refuses %s, saying %s and the accepted forms', (url, msg) => {
     expect(() => parseRedisUrl(url)).toThrow(msg);
     expect(() => parseRedisUrl(url)).toThrow('redis+sentinel://[user:password@]host:port');
+  });
+});
+
+describe('URLs quoted back in errors', () => {
+  it('never repeat a password', () => {
+    for (const bad of ['redis://u:s3cret@host:1/x/y/z#', 'http://u:s3cret@redis:6379']) {
+      expect(() => parseRedisUrl(bad)).toThrow();
+      try {
+        parseRedisUrl(bad);
+      } catch (err) {
+        expect((err as Error).message).not.toContain('s3cret');
+      }
+    }
+    expect(() => parseTunnelUrl('http://u:s3cret@gpu1:8080')).toThrow(
+      /got 'http:\/\/u:\*\*\*@gpu1:8080'/,
+    );
   });
 });

@@ -1,7 +1,10 @@
+import { redactUrl } from './redact';
+
 /**
- * Parsers for the value formats used in the environment (DESIGN.md, "Configuration").
+ * Parsers for the value formats used in the environment (.env.template lists them).
  * Each returns the parsed value or throws an Error whose message says what a valid value is;
- * the schema (env.ts) prefixes it with the variable's name.
+ * the schema (env.ts) prefixes it with the variable's name. A value that may hold a secret (a
+ * URL) is quoted back redacted.
  */
 
 /** A `host:port` pair. IPv6 hosts are written in brackets: `[::1]:8000`. */
@@ -51,10 +54,10 @@ export function parseTunnelUrl(text: string): string {
   try {
     url = new URL(text);
   } catch {
-    throw new Error(`expected a ws:// or wss:// URL, got '${text}'`);
+    throw new Error(`expected a ws:// or wss:// URL, got '${redactUrl(text)}'`);
   }
   if (url.protocol !== 'ws:' && url.protocol !== 'wss:') {
-    throw new Error(`expected a ws:// or wss:// URL, got '${text}'`);
+    throw new Error(`expected a ws:// or wss:// URL, got '${redactUrl(text)}'`);
   }
   return url.toString();
 }
@@ -171,7 +174,7 @@ export function parseRedisUrl(text: string): RedisTarget {
     /^(redis|rediss|redis\+sentinel|redis-sentinel|rediss\+sentinel):\/\/(?:([^@/]*)@)?([^/?#]*)(\/[^?#]*)?(?:\?([^#]*))?$/.exec(
       text.trim(),
     );
-  if (!m) throw new Error(`expected ${REDIS_URL_HELP}, got '${text}'`);
+  if (!m) throw new Error(`expected ${REDIS_URL_HELP}, got '${redactUrl(text)}'`);
   const [, scheme, auth, hosts, pathPart = '', query = ''] = m;
   let username: string | undefined;
   let password: string | undefined;
