@@ -124,6 +124,14 @@ describe('worker configuration', () => {
     expect(issues[0]).toMatch(/^REDIS_URL: expected redis:\/\//);
     expect(issues.join('\n')).not.toContain('s3cret');
   });
+
+  it('reads MAX_UPLOAD, 1 GiB by default', () => {
+    expect(loadWorkerConfig(key).maxUploadBytes).toBe(1024 ** 3);
+    expect(loadWorkerConfig({ ...key, MAX_UPLOAD: '20MB' }).maxUploadBytes).toBe(20e6);
+    expect(issuesOf(() => loadWorkerConfig({ ...key, MAX_UPLOAD: 'big' }))[0]).toMatch(
+      /^MAX_UPLOAD: expected a size like 1GiB/,
+    );
+  });
 });
 
 describe('relay configuration', () => {

@@ -7,6 +7,7 @@ import {
   parseHostPort,
   parseList,
   parseRedisUrl,
+  parseSize,
   parseTargets,
   parseTunnelUrl,
   parseUidGid,
@@ -89,6 +90,8 @@ const relaySchema = z
 const workerSchema = z.object({
   ...common,
   API_LISTEN: def('127.0.0.1:8000').transform(via(parseHostPort)),
+  // The files of one submission together (POST /jobs, multipart); past it 413.
+  MAX_UPLOAD: def('1GiB').transform(via(parseSize)),
   TUNNEL_TARGETS: opt().transform(via((s?: string) => parseTargets(s ?? ''))),
   REDIS_URL: opt().transform(
     via((s?: string) => {
@@ -189,6 +192,7 @@ export function loadWorkerConfig(env: Env) {
     httpsProxy: v.HTTPS_PROXY,
     logLevel: v.LOG_LEVEL,
     apiListen: v.API_LISTEN,
+    maxUploadBytes: v.MAX_UPLOAD,
     tunnelTargets: v.TUNNEL_TARGETS,
     redisUrl: v.REDIS_URL,
     dataFolder: v.DATA_FOLDER,

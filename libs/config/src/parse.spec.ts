@@ -5,6 +5,7 @@ import {
   parseGpuDevices,
   parseHostPort,
   parseRedisUrl,
+  parseSize,
   parseTunnelUrl,
   parseUidGid,
 } from './parse';
@@ -119,6 +120,20 @@ describe('parseRedisUrl', () => {
     expect(() => parseRedisUrl(url)).toThrow(msg);
     expect(() => parseRedisUrl(url)).toThrow('redis+sentinel://[user:password@]host:port');
   });
+});
+
+describe('parseSize', () => {
+  it.each([
+    ['1GiB', 1024 ** 3],
+    ['500MB', 500e6],
+    ['1048576', 1048576],
+    ['1.5 kb', 1500],
+  ])('reads %s as %d bytes', (text, bytes) => expect(parseSize(text)).toBe(bytes));
+
+  it.each(['', 'lots', '5%', '-1MB', '0', '10 parsecs'])(
+    'refuses %j with the accepted forms',
+    (t) => expect(() => parseSize(t)).toThrow(/a size like 1GiB|at least 1 byte/),
+  );
 });
 
 describe('URLs quoted back in errors', () => {

@@ -103,6 +103,13 @@ const SIZE_UNITS: Record<string, number> = {
   tib: 1024 ** 4,
 };
 
+/** A size in bytes: `1073741824`, `500MB`, `1GiB` (units b, kb, mb, gb, tb, kib, mib, gib, tib); undefined if not one. */
+function sizeOf(text: string): number | undefined {
+  const size = /^(\d+(?:\.\d+)?)\s*([a-zA-Z]*)$/.exec(text.trim());
+  const unit = size ? SIZE_UNITS[size[2].toLowerCase()] : undefined;
+  return size && unit !== undefined ? Math.round(Number(size[1]) * unit) : undefined;
+}
+
 export function parseDiskThreshold(text: string): DiskThreshold {
   const t = text.trim();
   const pct = /^(\d+(?:\.\d+)?)%$/.exec(t);
@@ -111,12 +118,20 @@ export function parseDiskThreshold(text: string): DiskThreshold {
     if (percent >= 100) throw new Error(`a percentage must be below 100, got '${text}'`);
     return { percent };
   }
-  const size = /^(\d+(?:\.\d+)?)\s*([a-zA-Z]*)$/.exec(t);
-  const unit = size ? SIZE_UNITS[size[2].toLowerCase()] : undefined;
-  if (!size || unit === undefined) {
+  const bytes = sizeOf(t);
+  if (bytes === undefined) {
     throw new Error(`expected a percentage like 5% or a size like 10GB, got '${text}'`);
   }
-  return { bytes: Math.round(Number(size[1]) * unit) };
+  return { bytes };
+}
+
+/** A size of at least one byte: `1GiB`, `500MB`, `1048576`. */
+export function parseSize(text: string): number {
+  const bytes = sizeOf(text);
+  if (bytes === undefined)
+    throw new Error(`expected a size like 1GiB, 500MB or 1048576, got '${text}'`);
+  if (bytes < 1) throw new Error(`must be at least 1 byte, got '${text}'`);
+  return bytes;
 }
 
 /**
