@@ -9,11 +9,13 @@ const documented = new Set([...template.matchAll(/^#?([A-Z][A-Z0-9_]+)=/gm)].map
 // TUNNEL_TARGETS: names the worker exposes to the tunnel besides `api` (README, "Tunnel").
 // RELAY_FORWARDS is its relay-side counterpart (more listeners, each to a named target).
 // QUEUE_UI: the bull-board page at /queues (read-only unless configured).
+// API_HOSTS: the names the job API answers to (DNS rebinding and cross-origin guard).
 // MAX_UPLOAD: the files of one submission together (POST /jobs, multipart).
 const CONTRACT_VARIABLES = [
   'TUNNEL_TARGETS',
   'RELAY_FORWARDS',
   'QUEUE_UI',
+  'API_HOSTS',
   'MAX_UPLOAD',
   'TUNNEL_KEY_FILE',
   'TUNNEL_LISTEN',

@@ -125,9 +125,14 @@ describe('worker configuration', () => {
     expect(issues.join('\n')).not.toContain('s3cret');
   });
 
-  it('reads MAX_UPLOAD, 1 GiB by default', () => {
-    expect(loadWorkerConfig(key).maxUploadBytes).toBe(1024 ** 3);
-    expect(loadWorkerConfig({ ...key, MAX_UPLOAD: '20MB' }).maxUploadBytes).toBe(20e6);
+  it('reads API_HOSTS and MAX_UPLOAD, with their defaults', () => {
+    expect(loadWorkerConfig(key)).toMatchObject({ apiHosts: [], maxUploadBytes: 1024 ** 3 });
+    expect(
+      loadWorkerConfig({ ...key, API_HOSTS: 'front.example.org,GPU1', MAX_UPLOAD: '20MB' }),
+    ).toMatchObject({ apiHosts: ['front.example.org', 'gpu1'], maxUploadBytes: 20e6 });
+    expect(issuesOf(() => loadWorkerConfig({ ...key, API_HOSTS: 'https://front:443' }))[0]).toMatch(
+      /^API_HOSTS: expected host names or IP addresses without scheme or port/,
+    );
     expect(issuesOf(() => loadWorkerConfig({ ...key, MAX_UPLOAD: 'big' }))[0]).toMatch(
       /^MAX_UPLOAD: expected a size like 1GiB/,
     );

@@ -4,6 +4,7 @@ import {
   parseDiskThreshold,
   parseDuration,
   parseGpuDevices,
+  parseHostNames,
   parseHostPort,
   parseList,
   parseRedisUrl,
@@ -90,6 +91,8 @@ const relaySchema = z
 const workerSchema = z.object({
   ...common,
   API_LISTEN: def('127.0.0.1:8000').transform(via(parseHostPort)),
+  // More names the API answers to, besides loopback and API_LISTEN's host (DNS rebinding guard).
+  API_HOSTS: def('').transform(via(parseHostNames)),
   // The files of one submission together (POST /jobs, multipart); past it 413.
   MAX_UPLOAD: def('1GiB').transform(via(parseSize)),
   TUNNEL_TARGETS: opt().transform(via((s?: string) => parseTargets(s ?? ''))),
@@ -192,6 +195,7 @@ export function loadWorkerConfig(env: Env) {
     httpsProxy: v.HTTPS_PROXY,
     logLevel: v.LOG_LEVEL,
     apiListen: v.API_LISTEN,
+    apiHosts: v.API_HOSTS,
     maxUploadBytes: v.MAX_UPLOAD,
     tunnelTargets: v.TUNNEL_TARGETS,
     redisUrl: v.REDIS_URL,

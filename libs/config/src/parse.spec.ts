@@ -3,6 +3,7 @@ import {
   parseDiskThreshold,
   parseDuration,
   parseGpuDevices,
+  parseHostNames,
   parseHostPort,
   parseRedisUrl,
   parseSize,
@@ -133,6 +134,25 @@ describe('parseSize', () => {
   it.each(['', 'lots', '5%', '-1MB', '0', '10 parsecs'])(
     'refuses %j with the accepted forms',
     (t) => expect(() => parseSize(t)).toThrow(/a size like 1GiB|at least 1 byte/),
+  );
+});
+
+describe('parseHostNames', () => {
+  it('reads names and addresses, lower-cased, without a final dot or brackets', () => {
+    expect(parseHostNames('Front.Example.org., gpu1, 10.0.0.7, [fd00::7], ::1')).toEqual([
+      'front.example.org',
+      'gpu1',
+      '10.0.0.7',
+      'fd00::7',
+      '::1',
+    ]);
+    expect(parseHostNames('')).toEqual([]);
+  });
+
+  it.each(['http://front.example.org', 'front.example.org:443', '*.example.org', 'a b', 'x/y'])(
+    'refuses %j, asking for names without scheme or port',
+    (t) =>
+      expect(() => parseHostNames(t)).toThrow(/without scheme or port, like front\.example\.org/),
   );
 });
 

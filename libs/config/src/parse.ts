@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { redactUrl } from './redact';
 
 /**
@@ -132,6 +133,28 @@ export function parseSize(text: string): number {
     throw new Error(`expected a size like 1GiB, 500MB or 1048576, got '${text}'`);
   if (bytes < 1) throw new Error(`must be at least 1 byte, got '${text}'`);
   return bytes;
+}
+
+/**
+ * Host names a client may use to reach the API (API_HOSTS): a comma-separated list of DNS names
+ * or IP addresses, without scheme or port (any port is accepted). Lower-cased, a final dot
+ * dropped, IPv6 without brackets.
+ */
+export function parseHostNames(text: string): string[] {
+  return parseList(text).map((item) => {
+    const name = item
+      .toLowerCase()
+      .replace(/^\[(.*)\]$/, '$1')
+      .replace(/\.$/, '');
+    const dns =
+      /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
+    if (!dns.test(name) && isIP(name) === 0) {
+      throw new Error(
+        `expected host names or IP addresses without scheme or port, like front.example.org,gpu1; got '${item}'`,
+      );
+    }
+    return name;
+  });
 }
 
 /**
