@@ -7,7 +7,7 @@ import path from 'node:path';
 import type { INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { loadWorkerConfig, silentLogger, type Env } from '../../libs/config/src';
-import { JobsModule } from '../../libs/jobs/src';
+import { JobsModule, JobsRuntime } from '../../libs/jobs/src';
 import { JobsClient, writeTestExperiments } from '../../libs/jobs/src/testing/client';
 import { startRedis, type TestRedis } from '../support/redis';
 import { waitUntil } from '../support/system';
@@ -376,6 +376,13 @@ describe('POST /jobs: uploads and bodies', () => {
       ]);
       expect(full.uploads()).toEqual([]);
     } finally {
+      // BullMQ (5.x) throws an unhandled 'error' when a worker is closed while its blocking
+      // connection is still connecting (RedisConnection.close removes its listeners, then the
+      // pending init rejects): wait for the queue workers to be up before closing this one.
+      const queue = full.app.get(JobsRuntime).queue as unknown as {
+        workers: { waitUntilReady(): Promise<unknown> }[];
+      };
+      await Promise.all(queue.workers.map((q) => q.waitUntilReady()));
       await full.close();
     }
   });
