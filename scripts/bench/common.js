@@ -91,7 +91,7 @@ function receive(socket, n) {
   });
 }
 
-const REQUEST = 'GET /test HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n';
+const REQUEST = 'GET /test HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n';
 
 /** New TCP connection, one GET /test, read to the end: milliseconds. */
 function getTest(port) {

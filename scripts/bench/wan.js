@@ -184,7 +184,7 @@ async function getTests(port, ms) {
   return { lat, errors };
 }
 
-const KEEP_ALIVE = 'GET /test HTTP/1.1\r\nHost: bench\r\nConnection: keep-alive\r\n\r\n';
+const KEEP_ALIVE = 'GET /test HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n';
 
 /** One keep-alive connection doing GET /test back to back until `end`: responses. */
 async function keepAliveLoop(port, end) {

@@ -336,7 +336,7 @@ describe('job admission limits', () => {
   });
 
   it('answers 413 for an input file over the upload limit', async () => {
-    const w = await startWorker(redis, {}, { maxUploadBytes: 1024 });
+    const w = await startWorker(redis, { MAX_UPLOAD: '1024' });
     try {
       const form = new FormData();
       form.set('experiment', 'copy-input');

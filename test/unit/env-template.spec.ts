@@ -1,17 +1,22 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
-// .env.template documents every variable of DESIGN.md's table, and nothing the daemons ignore.
+// .env.template documents every variable the daemons read (the contract below), and nothing
+// they ignore.
 const template = readFileSync(path.join(__dirname, '..', '..', '.env.template'), 'utf8');
 const documented = new Set([...template.matchAll(/^#?([A-Z][A-Z0-9_]+)=/gm)].map((m) => m[1]));
 
-// TUNNEL_TARGETS extends DESIGN.md's table ("targets are names the worker exposes"): see README.
+// TUNNEL_TARGETS: names the worker exposes to the tunnel besides `api` (README, "Tunnel").
 // RELAY_FORWARDS is its relay-side counterpart (more listeners, each to a named target).
-// QUEUE_UI extends it for the bull-board page at /queues ("read-only unless configured").
-const DESIGN_VARIABLES = [
+// QUEUE_UI: the bull-board page at /queues (read-only unless configured).
+// API_HOSTS: the names the job API answers to (DNS rebinding and cross-origin guard).
+// MAX_UPLOAD: the files of one submission together (POST /jobs, multipart).
+const CONTRACT_VARIABLES = [
   'TUNNEL_TARGETS',
   'RELAY_FORWARDS',
   'QUEUE_UI',
+  'API_HOSTS',
+  'MAX_UPLOAD',
   'TUNNEL_KEY_FILE',
   'TUNNEL_LISTEN',
   'TUNNEL_CONNECT',
@@ -40,10 +45,10 @@ const DESIGN_VARIABLES = [
 
 describe('.env.template', () => {
   it('documents every variable of the configuration contract', () => {
-    expect(DESIGN_VARIABLES.filter((v) => !documented.has(v))).toEqual([]);
+    expect(CONTRACT_VARIABLES.filter((v) => !documented.has(v))).toEqual([]);
   });
 
   it('documents nothing that is not in the contract', () => {
-    expect([...documented].filter((v) => !DESIGN_VARIABLES.includes(v))).toEqual([]);
+    expect([...documented].filter((v) => !CONTRACT_VARIABLES.includes(v))).toEqual([]);
   });
 });

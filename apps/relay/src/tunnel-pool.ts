@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
-import type { Logger, RelayConfig } from '../../../libs/config/src';
+import { redactUrl, type Logger, type RelayConfig } from '../../../libs/config/src';
 import {
   listenTunnel,
   loadKeyRing,
@@ -147,7 +147,7 @@ export class TunnelPool {
     return this.entries.map((e) => {
       const up = e.session !== undefined && !e.session.closeReason;
       return {
-        url: e.url,
+        url: redactUrl(e.url),
         state: up ? 'up' : e.lastError !== undefined ? 'down' : 'connecting',
         session: up ? e.sessionId : undefined,
         streams: e.session?.openStreams ?? 0,

@@ -13,6 +13,7 @@ import { JobsRuntime } from '../../../libs/jobs/src';
 import { createRegistry, createTunnelMetrics } from '../../../libs/metrics/src';
 import { HealthMonitor } from './health/monitor';
 import { mountQueuesUi } from './queues-ui';
+import { HostPolicy, requestGuard } from './request-guard';
 import { startWorkerTunnels } from './tunnel';
 import { WorkerModule } from './worker.module';
 
@@ -34,6 +35,10 @@ export async function startWorker(
     { logger: new NestPinoLogger(log), abortOnError: false },
   );
   app.disable('x-powered-by');
+  // First of all middleware (before the body parsers, the routes and /queues): a foreign Host
+  // (DNS rebinding) or a cross-site Origin on a state-changing request is refused before
+  // anything is read or done.
+  app.use(requestGuard(new HostPolicy(config)));
   // A client that half-closes after its request (HTTP/1.0, `nc -N`, a relay client's FIN
   // carried by the tunnel) still gets its answer: Node's HTTP server otherwise ends the
   // connection as soon as it reads the FIN, before an asynchronous handler has answered. Over

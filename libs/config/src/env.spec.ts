@@ -104,6 +104,39 @@ describe('worker configuration', () => {
     const c = loadWorkerConfig({ ...key, REDIS_URL: 'redis://user:s3cret@redis:6379/0' });
     expect(JSON.stringify(describeConfig(c))).not.toContain('s3cret');
   });
+
+  it('hides every password of a Sentinel URL and of tunnel URLs when logged', () => {
+    const c = loadWorkerConfig({
+      ...key,
+      REDIS_URL: 'redis+sentinel://:m4ster@s1,s2/gsc?sentinelPassword=sent1nel',
+      TUNNEL_CONNECT: 'wss://relay:pr0xy@front.example.org/tunnel',
+    });
+    const shown = JSON.stringify(describeConfig(c));
+    for (const secret of ['m4ster', 'sent1nel', 'pr0xy']) expect(shown).not.toContain(secret);
+    expect(describeConfig(c)).toMatchObject({
+      redisUrl: 'redis+sentinel://:***@s1,s2/gsc?sentinelPassword=***',
+      tunnelConnect: ['wss://relay:***@front.example.org/tunnel'],
+    });
+  });
+
+  it('never repeats a password in the error about a bad REDIS_URL', () => {
+    const issues = issuesOf(() => loadWorkerConfig({ ...key, REDIS_URL: 'http://u:s3cret@x' }));
+    expect(issues[0]).toMatch(/^REDIS_URL: expected redis:\/\//);
+    expect(issues.join('\n')).not.toContain('s3cret');
+  });
+
+  it('reads API_HOSTS and MAX_UPLOAD, with their defaults', () => {
+    expect(loadWorkerConfig(key)).toMatchObject({ apiHosts: [], maxUploadBytes: 1024 ** 3 });
+    expect(
+      loadWorkerConfig({ ...key, API_HOSTS: 'front.example.org,GPU1', MAX_UPLOAD: '20MB' }),
+    ).toMatchObject({ apiHosts: ['front.example.org', 'gpu1'], maxUploadBytes: 20e6 });
+    expect(issuesOf(() => loadWorkerConfig({ ...key, API_HOSTS: 'https://front:443' }))[0]).toMatch(
+      /^API_HOSTS: expected host names or IP addresses without scheme or port/,
+    );
+    expect(issuesOf(() => loadWorkerConfig({ ...key, MAX_UPLOAD: 'big' }))[0]).toMatch(
+      /^MAX_UPLOAD: expected a size like 1GiB/,
+    );
+  });
 });
 
 describe('relay configuration', () => {

@@ -4,13 +4,16 @@ import {
   parseDiskThreshold,
   parseDuration,
   parseGpuDevices,
+  parseHostNames,
   parseHostPort,
   parseList,
   parseRedisUrl,
+  parseSize,
   parseTargets,
   parseTunnelUrl,
   parseUidGid,
 } from './parse';
+import { redactUrl } from './redact';
 
 /** The environment as handed to the daemons: process.env merged with the env file. */
 export type Env = Record<string, string | undefined>;
@@ -88,6 +91,10 @@ const relaySchema = z
 const workerSchema = z.object({
   ...common,
   API_LISTEN: def('127.0.0.1:8000').transform(via(parseHostPort)),
+  // More names the API answers to, besides loopback and API_LISTEN's host (DNS rebinding guard).
+  API_HOSTS: def('').transform(via(parseHostNames)),
+  // The files of one submission together (POST /jobs, multipart); past it 413.
+  MAX_UPLOAD: def('1GiB').transform(via(parseSize)),
   TUNNEL_TARGETS: opt().transform(via((s?: string) => parseTargets(s ?? ''))),
   REDIS_URL: opt().transform(
     via((s?: string) => {
@@ -188,6 +195,8 @@ export function loadWorkerConfig(env: Env) {
     httpsProxy: v.HTTPS_PROXY,
     logLevel: v.LOG_LEVEL,
     apiListen: v.API_LISTEN,
+    apiHosts: v.API_HOSTS,
+    maxUploadBytes: v.MAX_UPLOAD,
     tunnelTargets: v.TUNNEL_TARGETS,
     redisUrl: v.REDIS_URL,
     dataFolder: v.DATA_FOLDER,
@@ -217,10 +226,11 @@ export function loadKeyFiles(env: Env): string[] {
   return parseOrThrow(keyFilesSchema, env).TUNNEL_KEY_FILE;
 }
 
-/** The configuration as safe to log: paths and addresses, never key material. */
+/** The configuration as safe to log: paths and addresses, never key material or passwords. */
 export function describeConfig(config: RelayConfig | WorkerConfig): Record<string, unknown> {
-  // Keys live in files; the config only holds their paths, so nothing here is secret. The proxy
-  // URL may carry credentials, so it is reduced to its host.
+  // Keys live in files; the config only holds their paths, so they are not secret. Every URL may
+  // carry credentials (`user:pass@`, REDIS_URL's `?sentinelPassword=`): each is redacted. The
+  // proxy URL is reduced to its host, as it always was.
   const out: Record<string, unknown> = { ...config };
   if (config.httpsProxy) {
     try {
@@ -229,7 +239,7 @@ export function describeConfig(config: RelayConfig | WorkerConfig): Record<strin
       out.httpsProxy = '(set)';
     }
   }
-  if ('redisUrl' in config && config.redisUrl)
-    out.redisUrl = config.redisUrl.replace(/\/\/[^@/]*@/, '//***@');
+  out.tunnelConnect = config.tunnelConnect.map(redactUrl);
+  if ('redisUrl' in config && config.redisUrl) out.redisUrl = redactUrl(config.redisUrl);
   return out;
 }

@@ -4,3 +4,4 @@ export * from './parse';
 export * from './logger';
 export * from './nest-logger';
 export * from './daemon';
+export * from './redact';

@@ -3,8 +3,11 @@ import {
   parseDiskThreshold,
   parseDuration,
   parseGpuDevices,
+  parseHostNames,
   parseHostPort,
   parseRedisUrl,
+  parseSize,
+  parseTunnelUrl,
   parseUidGid,
 } from './parse';
 
@@ -117,5 +120,54 @@ describe('parseRedisUrl', () => {
   ])('refuses %s, saying %s and the accepted forms', (url, msg) => {
     expect(() => parseRedisUrl(url)).toThrow(msg);
     expect(() => parseRedisUrl(url)).toThrow('redis+sentinel://[user:password@]host:port');
+  });
+});
+
+describe('parseSize', () => {
+  it.each([
+    ['1GiB', 1024 ** 3],
+    ['500MB', 500e6],
+    ['1048576', 1048576],
+    ['1.5 kb', 1500],
+  ])('reads %s as %d bytes', (text, bytes) => expect(parseSize(text)).toBe(bytes));
+
+  it.each(['', 'lots', '5%', '-1MB', '0', '10 parsecs'])(
+    'refuses %j with the accepted forms',
+    (t) => expect(() => parseSize(t)).toThrow(/a size like 1GiB|at least 1 byte/),
+  );
+});
+
+describe('parseHostNames', () => {
+  it('reads names and addresses, lower-cased, without a final dot or brackets', () => {
+    expect(parseHostNames('Front.Example.org., gpu1, 10.0.0.7, [fd00::7], ::1')).toEqual([
+      'front.example.org',
+      'gpu1',
+      '10.0.0.7',
+      'fd00::7',
+      '::1',
+    ]);
+    expect(parseHostNames('')).toEqual([]);
+  });
+
+  it.each(['http://front.example.org', 'front.example.org:443', '*.example.org', 'a b', 'x/y'])(
+    'refuses %j, asking for names without scheme or port',
+    (t) =>
+      expect(() => parseHostNames(t)).toThrow(/without scheme or port, like front\.example\.org/),
+  );
+});
+
+describe('URLs quoted back in errors', () => {
+  it('never repeat a password', () => {
+    for (const bad of ['redis://u:s3cret@host:1/x/y/z#', 'http://u:s3cret@redis:6379']) {
+      expect(() => parseRedisUrl(bad)).toThrow();
+      try {
+        parseRedisUrl(bad);
+      } catch (err) {
+        expect((err as Error).message).not.toContain('s3cret');
+      }
+    }
+    expect(() => parseTunnelUrl('http://u:s3cret@gpu1:8080')).toThrow(
+      /got 'http:\/\/u:\*\*\*@gpu1:8080'/,
+    );
   });
 });

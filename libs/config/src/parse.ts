@@ -1,7 +1,11 @@
+import { isIP } from 'node:net';
+import { redactUrl } from './redact';
+
 /**
- * Parsers for the value formats used in the environment (DESIGN.md, "Configuration").
+ * Parsers for the value formats used in the environment (.env.template lists them).
  * Each returns the parsed value or throws an Error whose message says what a valid value is;
- * the schema (env.ts) prefixes it with the variable's name.
+ * the schema (env.ts) prefixes it with the variable's name. A value that may hold a secret (a
+ * URL) is quoted back redacted.
  */
 
 /** A `host:port` pair. IPv6 hosts are written in brackets: `[::1]:8000`. */
@@ -51,10 +55,10 @@ export function parseTunnelUrl(text: string): string {
   try {
     url = new URL(text);
   } catch {
-    throw new Error(`expected a ws:// or wss:// URL, got '${text}'`);
+    throw new Error(`expected a ws:// or wss:// URL, got '${redactUrl(text)}'`);
   }
   if (url.protocol !== 'ws:' && url.protocol !== 'wss:') {
-    throw new Error(`expected a ws:// or wss:// URL, got '${text}'`);
+    throw new Error(`expected a ws:// or wss:// URL, got '${redactUrl(text)}'`);
   }
   return url.toString();
 }
@@ -100,6 +104,13 @@ const SIZE_UNITS: Record<string, number> = {
   tib: 1024 ** 4,
 };
 
+/** A size in bytes: `1073741824`, `500MB`, `1GiB` (units b, kb, mb, gb, tb, kib, mib, gib, tib); undefined if not one. */
+function sizeOf(text: string): number | undefined {
+  const size = /^(\d+(?:\.\d+)?)\s*([a-zA-Z]*)$/.exec(text.trim());
+  const unit = size ? SIZE_UNITS[size[2].toLowerCase()] : undefined;
+  return size && unit !== undefined ? Math.round(Number(size[1]) * unit) : undefined;
+}
+
 export function parseDiskThreshold(text: string): DiskThreshold {
   const t = text.trim();
   const pct = /^(\d+(?:\.\d+)?)%$/.exec(t);
@@ -108,12 +119,42 @@ export function parseDiskThreshold(text: string): DiskThreshold {
     if (percent >= 100) throw new Error(`a percentage must be below 100, got '${text}'`);
     return { percent };
   }
-  const size = /^(\d+(?:\.\d+)?)\s*([a-zA-Z]*)$/.exec(t);
-  const unit = size ? SIZE_UNITS[size[2].toLowerCase()] : undefined;
-  if (!size || unit === undefined) {
+  const bytes = sizeOf(t);
+  if (bytes === undefined) {
     throw new Error(`expected a percentage like 5% or a size like 10GB, got '${text}'`);
   }
-  return { bytes: Math.round(Number(size[1]) * unit) };
+  return { bytes };
+}
+
+/** A size of at least one byte: `1GiB`, `500MB`, `1048576`. */
+export function parseSize(text: string): number {
+  const bytes = sizeOf(text);
+  if (bytes === undefined)
+    throw new Error(`expected a size like 1GiB, 500MB or 1048576, got '${text}'`);
+  if (bytes < 1) throw new Error(`must be at least 1 byte, got '${text}'`);
+  return bytes;
+}
+
+/**
+ * Host names a client may use to reach the API (API_HOSTS): a comma-separated list of DNS names
+ * or IP addresses, without scheme or port (any port is accepted). Lower-cased, a final dot
+ * dropped, IPv6 without brackets.
+ */
+export function parseHostNames(text: string): string[] {
+  return parseList(text).map((item) => {
+    const name = item
+      .toLowerCase()
+      .replace(/^\[(.*)\]$/, '$1')
+      .replace(/\.$/, '');
+    const dns =
+      /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
+    if (!dns.test(name) && isIP(name) === 0) {
+      throw new Error(
+        `expected host names or IP addresses without scheme or port, like front.example.org,gpu1; got '${item}'`,
+      );
+    }
+    return name;
+  });
 }
 
 /**
@@ -171,7 +212,7 @@ export function parseRedisUrl(text: string): RedisTarget {
     /^(redis|rediss|redis\+sentinel|redis-sentinel|rediss\+sentinel):\/\/(?:([^@/]*)@)?([^/?#]*)(\/[^?#]*)?(?:\?([^#]*))?$/.exec(
       text.trim(),
     );
-  if (!m) throw new Error(`expected ${REDIS_URL_HELP}, got '${text}'`);
+  if (!m) throw new Error(`expected ${REDIS_URL_HELP}, got '${redactUrl(text)}'`);
   const [, scheme, auth, hosts, pathPart = '', query = ''] = m;
   let username: string | undefined;
   let password: string | undefined;

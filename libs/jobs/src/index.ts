@@ -1,3 +1,4 @@
+export { closeIfUnread } from './api/http-errors';
 export * from './experiments/experiment';
 export * from './gpu-allocator';
 export * from './job-record';

@@ -1,6 +1,4 @@
 import { Inject, Module, type DynamicModule, type OnApplicationShutdown } from '@nestjs/common';
-import { MulterModule } from '@nestjs/platform-express';
-import path from 'node:path';
 import type { Logger, WorkerConfig } from '../../config/src';
 import { OpenApiDocs } from './api/docs';
 import { ExperimentsController } from './api/experiments.controller';
@@ -32,12 +30,6 @@ export class JobsModule {
     const opts = { ...DEFAULT_JOBS_OPTIONS, ...options };
     return {
       module: JobsModule,
-      imports: [
-        MulterModule.register({
-          dest: path.resolve(config.dataFolder, 'jobs', '.uploads'),
-          limits: { fileSize: opts.maxUploadBytes, files: 100 },
-        }),
-      ],
       controllers: [ExperimentsController, JobsController, JobOutputController],
       providers: [
         { provide: JobsRuntime, useFactory: () => JobsRuntime.start(config, log, opts) },

@@ -20,8 +20,6 @@ import { ResultsStore } from './store/results.store';
 export interface JobsOptions {
   /** SIGTERM → SIGKILL grace when a job is stopped. */
   killGraceMs: number;
-  /** Largest uploaded input file; past it POST /jobs answers 413. */
-  maxUploadBytes: number;
   /** How often the retention sweep runs. */
   sweepIntervalMs: number;
   /** GPU detection and health (from the health monitor); without it GPU_DEVICES is taken as given. */
@@ -32,7 +30,6 @@ export interface JobsOptions {
 
 export const DEFAULT_JOBS_OPTIONS: JobsOptions = {
   killGraceMs: 10_000,
-  maxUploadBytes: 1024 * 1024 * 1024,
   sweepIntervalMs: 60 * 60 * 1000,
 };
 
@@ -59,6 +56,8 @@ export class JobsRuntime {
     readonly service: JobsService,
     readonly gpus: GpuAllocator,
     readonly options: JobsOptions,
+    /** MAX_UPLOAD: the files of one submission together; past it POST /jobs answers 413. */
+    readonly maxUploadBytes: number,
     private readonly runners: Map<string, Runner>,
     private readonly docker: DockerRunner,
     private readonly isolation: JobIsolation,
@@ -140,6 +139,7 @@ export class JobsRuntime {
       service,
       gpus,
       options,
+      config.maxUploadBytes,
       runners,
       docker,
       isolation,

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { readFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import type { DiskThreshold, Logger } from '../../config/src';
-import type { ExperimentCatalog } from './experiments/experiment';
+import type { Experiment, ExperimentCatalog } from './experiments/experiment';
 import { isFinal, type JobRecord, type JobState } from './job-record';
 import type { JobQueue, SlotKind } from './queue/bullmq.adapter';
 import type { JobRecordsRepository } from './queue/job-records.repository';
@@ -29,6 +29,35 @@ export interface SubmitRequest {
   priority?: unknown;
   key?: unknown;
   files?: UploadedInput[];
+}
+
+/** A submission that passed every check, as submit() goes on with it. */
+export interface CheckedSubmission {
+  exp: Experiment;
+  params: unknown;
+  priority: number | undefined;
+  key: string | undefined;
+}
+
+/** How deep params may nest (objects and arrays); deeper ones are refused with 400. */
+export const MAX_PARAMS_DEPTH = 64;
+
+/**
+ * How deep `value` nests (a scalar is 0, `{}` and `[]` are 1), counted without recursion and
+ * only up to `max + 1`: a value nested 45,000 levels deep costs no more than one at the limit.
+ */
+export function nestingDepth(value: unknown, max: number): number {
+  let deepest = 0;
+  const pending: [unknown, number][] = [[value, 0]];
+  while (pending.length > 0) {
+    const [v, d] = pending.pop()!;
+    if (v === null || typeof v !== 'object') continue;
+    const here = d + 1;
+    deepest = Math.max(deepest, here);
+    if (here > max) return here;
+    for (const child of Object.values(v)) pending.push([child, here]);
+  }
+  return deepest;
 }
 
 export interface JobsServiceDeps {
@@ -58,7 +87,13 @@ export const slotKind = (gpus: number): SlotKind => (gpus > 0 ? 'gpu' : 'cpu');
 export class JobsService {
   constructor(private readonly d: JobsServiceDeps) {}
 
-  async submit(req: SubmitRequest): Promise<{ record: JobRecord; created: boolean }> {
+  /**
+   * Everything that can refuse a submission before anything is stored: free disk, the
+   * experiment, the params (nesting depth first, then the experiment's JSON Schema), priority,
+   * GPUs, key. Multipart uploads run it when their first file part arrives, so a refused
+   * submission never writes a byte; submit() runs it again (cheap: the disk reading is reused).
+   */
+  async check(req: SubmitRequest): Promise<CheckedSubmission> {
     const shortage = await this.d.store.diskShortage(this.d.minFreeDisk);
     if (shortage)
       throw new JobRequestError(
@@ -77,10 +112,19 @@ export class JobsService {
           .join(', ') || 'none';
       throw new JobRequestError(
         404,
-        `experiment '${req.experiment}' is not installed (installed: ${known})`,
+        `experiment '${req.experiment.slice(0, 100)}' is not installed (installed: ${known})`,
       );
     }
     const params = req.params ?? {};
+    // Before the schema: validating (and later writing) params nested thousands deep recurses
+    // once per level and would overflow the stack (a 500, and a record left failed).
+    const depth = nestingDepth(params, MAX_PARAMS_DEPTH);
+    if (depth > MAX_PARAMS_DEPTH) {
+      throw new JobRequestError(
+        400,
+        `params are nested more than ${MAX_PARAMS_DEPTH} levels deep; flatten them (at most ${MAX_PARAMS_DEPTH})`,
+      );
+    }
     const bad = this.d.catalog.validateParams(exp.name, params);
     if (bad) throw new JobRequestError(400, `${bad.field} ${bad.problem}`);
     const priority = parsePriority(req.priority);
@@ -96,8 +140,12 @@ export class JobsService {
     ) {
       throw new JobRequestError(400, 'key must be 1-200 printable characters without spaces');
     }
+    return { exp, params, priority, key: req.key };
+  }
+
+  async submit(req: SubmitRequest): Promise<{ record: JobRecord; created: boolean }> {
+    const { exp, params, priority, key } = await this.check(req);
     const id = randomUUID();
-    const key = req.key;
     if (key) {
       const existing = await this.d.records.claimKey(key, id, this.d.resultsTtlMs);
       if (existing) {

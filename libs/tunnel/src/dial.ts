@@ -1,5 +1,6 @@
 import type { Agent } from 'node:http';
 import type { Logger } from '../../config/src/logger';
+import { redactUrl } from '../../config/src/redact';
 import { HandshakeError, initiate } from './handshake-driver';
 import type { KeyRing } from './keys';
 import { noopTunnelMetrics, type TunnelMetrics } from './metrics';
@@ -46,8 +47,11 @@ export class TunnelDialer {
   private readonly backoff: Backoff;
   private readonly metrics: TunnelMetrics;
   private readonly agent?: Agent;
+  /** The URL as logged: a `user:password@` in it is never written out. */
+  private readonly shown: string;
 
   constructor(private readonly opts: TunnelDialerOptions) {
+    this.shown = redactUrl(opts.url);
     this.keys = opts.keys;
     this.backoff = new Backoff(opts.backoff);
     this.metrics = opts.metrics ?? noopTunnelMetrics;
@@ -92,7 +96,7 @@ export class TunnelDialer {
         const reason = await new Promise<string>((resolve) => session.once('close', resolve));
         this.session = undefined;
         this.backoff.sessionEnded(performance.now() - upAt);
-        this.opts.logger.warn({ url: this.opts.url, reason }, 'tunnel session lost, reconnecting');
+        this.opts.logger.warn({ url: this.shown, reason }, 'tunnel session lost, reconnecting');
       }
       if (this.running) await this.sleep(this.backoff.next());
     }
@@ -120,13 +124,13 @@ export class TunnelDialer {
         pingIntervalMs: this.opts.pingIntervalMs,
         maxStreams: this.opts.maxStreams,
       });
-      logger.info({ url, key: this.keys.primary.fingerprint }, 'tunnel session up');
+      logger.info({ url: this.shown, key: this.keys.primary.fingerprint }, 'tunnel session up');
       this.opts.onSession(session);
       return session;
     } catch (err) {
       const { reason, detail } = dialFailure(err);
       if (this.running) {
-        logger.warn({ url, reason, detail }, 'tunnel connection failed');
+        logger.warn({ url: this.shown, reason, detail }, 'tunnel connection failed');
         this.metrics.handshake('failed', reason);
         this.opts.onFailure?.(detail);
       }

@@ -12,25 +12,26 @@ import {
   Query,
   Req,
   Res,
-  UploadedFiles,
-  UseInterceptors,
+  UnsupportedMediaTypeException,
 } from '@nestjs/common';
-import { AnyFilesInterceptor } from '@nestjs/platform-express';
 import { ApiBody, ApiConsumes, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
 import type { Request, Response } from 'express';
 import { JOB_STATES, type JobState } from '../job-record';
-import { publicRecord, type SubmitRequest } from '../jobs.service';
+import { publicRecord, type SubmitRequest, type UploadedInput } from '../jobs.service';
 import { JobsRuntime } from '../jobs.runtime';
 import { checkJobId, toHttp } from './http-errors';
+import { FORM_LIMITS, receiveForm } from './upload';
 
-/** Submit, list, read and cancel jobs (DESIGN.md, "Job API"). */
+/** Submit, list, read and cancel jobs (README.md, "Job API"; libs/jobs/README.md, "Submitting"). */
 @ApiTags('jobs')
 @Controller('jobs')
 export class JobsController {
   constructor(@Inject(JobsRuntime) private readonly rt: JobsRuntime) {}
 
   @Post()
-  @ApiOperation({ summary: 'submit a job: JSON, or multipart with input files' })
+  @ApiOperation({
+    summary: 'submit a job: JSON, or multipart with input files (fields before files)',
+  })
   @ApiConsumes('application/json', 'multipart/form-data')
   @ApiBody({
     schema: {
@@ -41,25 +42,46 @@ export class JobsController {
         params: { type: 'object', description: 'multipart: JSON text' },
         priority: { type: 'integer', minimum: 1, maximum: 1000, description: '1 runs first' },
         key: { type: 'string', description: 'idempotency key: the same key returns the first job' },
+        files: {
+          type: 'array',
+          items: { type: 'string', format: 'binary' },
+          description: 'multipart only, after the fields; any field name',
+        },
       },
     },
   })
-  @UseInterceptors(AnyFilesInterceptor())
   async submit(
     @Req() req: Request,
-    @Body() body: Record<string, unknown> | undefined,
-    @UploadedFiles() files: { originalname: string; path: string }[] | undefined,
+    @Body() body: unknown,
     @Res({ passthrough: true }) res: Response,
   ) {
-    const uploads = files ?? [];
+    let uploads: UploadedInput[] = [];
     try {
-      const submit: SubmitRequest = { experiment: undefined, ...(body ?? {}), files: uploads };
-      if (req.is('multipart/form-data') && typeof body?.params === 'string') {
-        try {
-          submit.params = JSON.parse(body.params);
-        } catch {
-          throw new BadRequestException('params must be JSON text in a multipart form');
+      let submit: SubmitRequest;
+      if (req.is('multipart/form-data') === null) {
+        // express answers null when the request has no body at all.
+        throw new BadRequestException('the body is empty: send {"experiment": ...} as JSON');
+      } else if (req.is('multipart/form-data')) {
+        const form = await receiveForm(req, res, {
+          limits: { ...FORM_LIMITS, totalBytes: this.rt.maxUploadBytes },
+          dir: this.rt.uploadDir,
+          // fromForm throws at once when the experiment field is missing (not after the check).
+          beforeFirstFile: (fields) =>
+            this.rt.service.check(fromForm(fields, true)).then(() => undefined),
+        });
+        uploads = form.files;
+        submit = { ...fromForm(form.fields, false), files: uploads };
+      } else if (req.is('application/json')) {
+        if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+          throw new BadRequestException('the body must be a JSON object: {"experiment": ...}');
         }
+        submit = { experiment: undefined, ...body };
+      } else {
+        throw new UnsupportedMediaTypeException(
+          `send the job as JSON with Content-Type: application/json (curl -H 'content-type: ` +
+            `application/json' -d '{"experiment":...}'), or as multipart/form-data with files; ` +
+            `got ${req.headers['content-type'] ? `'${req.headers['content-type'].slice(0, 100)}'` : 'no Content-Type'}`,
+        );
       }
       const { record, created } = await this.rt.service.submit(submit);
       res.status(created ? 201 : 200);
@@ -118,4 +140,28 @@ export class JobsController {
       throw toHttp(err);
     }
   }
+}
+
+/**
+ * A multipart form's text fields as a submission: `params` is JSON text. Called at the first
+ * file part (`atFirstFile`: the fields so far, and `experiment` must be among them) and once
+ * the form is read.
+ */
+function fromForm(fields: Record<string, string>, atFirstFile: boolean): SubmitRequest {
+  const { experiment, params, priority, key } = fields;
+  if (experiment === undefined && atFirstFile) {
+    throw new BadRequestException(
+      'experiment is required before the files: send the fields (experiment, params, priority, ' +
+        'key) first and the files last (curl -F keeps the order given)',
+    );
+  }
+  let parsed: unknown;
+  if (params !== undefined) {
+    try {
+      parsed = JSON.parse(params);
+    } catch {
+      throw new BadRequestException('params must be JSON text in a multipart form');
+    }
+  }
+  return { experiment, params: parsed, priority, key };
 }
