@@ -230,6 +230,8 @@ export function describeConfig(config: RelayConfig | WorkerConfig): Record<strin
     }
   }
   if ('redisUrl' in config && config.redisUrl)
-    out.redisUrl = config.redisUrl.replace(/\/\/[^@/]*@/, '//***@');
+    out.redisUrl = config.redisUrl
+      .replace(/\/\/[^@/]*@/, '//***@')
+      .replace(/([?&]sentinelPassword=)[^&#]*/gi, '$1***');
   return out;
 }
