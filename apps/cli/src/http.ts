@@ -132,6 +132,12 @@ export async function call(
     } catch (err) {
       if (abort.signal.aborted) throw late();
       const cause = causeOf(err);
+      if (cause === 'unexpected redirect') {
+        throw new Error(
+          `${url} answered with a redirect, which the job API never does: not followed ` +
+            `(is --url the job API?)`,
+        );
+      }
       throw new NoAnswerError(
         `nothing answers at ${new URL(url).origin} (${cause}): is the worker running? Use --url.`,
         cause,

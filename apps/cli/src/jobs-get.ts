@@ -18,13 +18,15 @@ function fail(message: string): number {
   return 1;
 }
 
-/** The file's path in the job's output folder, each segment URL-encoded. */
-function filePath(file: string): string {
-  return file
-    .split('/')
-    .filter((s) => s !== '')
-    .map(encodeURIComponent)
-    .join('/');
+/**
+ * The file's path in the job's output folder, each segment URL-encoded; undefined for a path
+ * that is not inside it. `.` and `..` are refused here because encodeURIComponent leaves dots
+ * alone and fetch resolves them: `jobs get ID ../../jobs` would ask GET /jobs, not a file.
+ */
+function filePath(file: string): string | undefined {
+  const segments = file.split('/').filter((s) => s !== '');
+  if (segments.length === 0 || segments.some((s) => s === '.' || s === '..')) return undefined;
+  return segments.map(encodeURIComponent).join('/');
 }
 
 /**
@@ -38,6 +40,12 @@ function filePath(file: string): string {
  * link, which fails if the name exists by then, so an existing file is never replaced.
  */
 export async function get(id: string, file: string, opts: GetOptions): Promise<number> {
+  const inOutput = filePath(file);
+  if (!inOutput) {
+    return fail(
+      `FILE must be a path in the job's output folder, like results/model.pt; got '${file}'`,
+    );
+  }
   let target = opts.output ?? basename(file);
   const toStdout = target === '-';
   if (!toStdout && !target) return fail(`cannot name a local file after '${file}': use -o PATH`);
@@ -46,8 +54,9 @@ export async function get(id: string, file: string, opts: GetOptions): Promise<n
     if (st?.isDirectory()) target = join(target, basename(file));
     if (!opts.force && (await stat(target).catch(() => undefined))) return exists(target);
   }
-  const url = `${apiUrl(opts)}/jobs/${encodeURIComponent(id)}/files/${filePath(file)}`;
-  const res = await call(url, opts, {}, true);
+  const url = `${apiUrl(opts)}/jobs/${encodeURIComponent(id)}/files/${inOutput}`;
+  // The API never redirects: a redirect would only take the download somewhere else.
+  const res = await call(url, opts, { redirect: 'error' }, true);
   if (res.status !== 200) return fail(await errorText(res));
   const body = Readable.fromWeb(res.body! as never);
   if (toStdout) {
