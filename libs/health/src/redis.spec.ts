@@ -59,8 +59,13 @@ describe('probeRedis', () => {
       problems: ['Redis at redis://:***@db.lab:6379/3 is down: connect ECONNREFUSED 10.1.1.1:6379'],
     });
     expect(ping).not.toHaveBeenCalled();
-    const never = await probeRedis({ ...client({ ping }), status: 'connecting' });
-    expect(never.problems).toEqual(['Redis is down: not connected (connecting)']);
+    const closed = await probeRedis({ ...client({ ping }), status: 'end' });
+    expect(closed.problems).toEqual(['Redis is down: not connected (end)']);
+    expect(ping).not.toHaveBeenCalled();
+    // A first connection under way is waited for (within the budget): doctor's fresh client.
+    const first = await probeRedis({ ...client({ ping }), status: 'connecting' });
+    expect(first.up).toBe(true);
+    expect(ping).toHaveBeenCalledTimes(1);
   });
 
   it('keeps INFO and CONFIG within what PING left of the budget', async () => {

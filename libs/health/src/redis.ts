@@ -48,12 +48,19 @@ export function parseRedisInfo(text: string): Map<string, string> {
 }
 
 /**
+ * ioredis states of a connection that was lost (or closed) and is not back: a command would wait
+ * in the offline queue for a reconnect. `wait` and `connecting` (a first connection under way)
+ * are not among them: there the PING goes out once connected, within the probe's budget.
+ */
+const LOST = new Set(['reconnecting', 'close', 'end']);
+
+/**
  * PING (latency), INFO memory (used_memory), INFO persistence (aof_enabled) and CONFIG GET
  * maxmemory-policy. Unhealthy unless the policy is `noeviction` (BullMQ loses jobs otherwise)
  * and AOF is on (queued jobs survive a restart). Never throws: a failure is `up: false`, with
- * the cause. Answers within `timeoutMs` (2 s) whatever Redis does: a client that is not connected
- * (ioredis `status` other than `ready`) is reported down at once with its last error, since a
- * command would only wait in its offline queue for reconnects; one that hangs is cut off.
+ * the cause. Answers within `timeoutMs` (2 s) whatever Redis does: a client whose connection is
+ * lost (LOST) is reported down at once with its last error, since a command would only wait in
+ * its offline queue for reconnects; one that hangs is cut off.
  */
 export async function probeRedis(
   client: RedisProbeClient,
@@ -73,7 +80,7 @@ export async function probeRedis(
     problems: [`Redis${url ? ` at ${url}` : ''} is down: ${error}`],
   });
   const started = performance.now();
-  if (client.status !== undefined && client.status !== 'ready') {
+  if (client.status !== undefined && LOST.has(client.status)) {
     return down(lastError?.() ?? `not connected (${client.status})`);
   }
   try {
