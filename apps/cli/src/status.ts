@@ -20,7 +20,13 @@ type Answer = { status: number; body: any } | { error: string };
 async function getJson(url: string, opts: TimeoutOptions): Promise<Answer> {
   try {
     const res = await call(url, opts);
-    return { status: res.status, body: await res.json() };
+    const text = await res.text();
+    try {
+      return { status: res.status, body: JSON.parse(text) };
+    } catch {
+      // Not a daemon's JSON: a relay with no tunnel (503), a proxy's error page, another service.
+      return { error: `answered HTTP ${res.status}: ${text.trim().slice(0, 200) || '(empty)'}` };
+    }
   } catch (err) {
     if (err instanceof NoAnswerError) {
       return { error: err.code === 'timeout' ? `no answer within ${opts.timeout} s` : err.code };
