@@ -224,6 +224,25 @@ describe('gpu-sidecar jobs with a worker that does not answer', () => {
   });
 });
 
+describe('gpu-sidecar status against something that is not the worker API', () => {
+  it('shows its HTTP status and text, and exits 1', async () => {
+    // What a relay with no tunnel (or a proxy) answers: not a daemon's JSON.
+    const server = createHttpServer((_req, res) => res.writeHead(503).end('no tunnel up\n'));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const p = runCli(['status', '--url', url, '--relay-url', url], {});
+      expect(await exitCode(p, 10_000)).toBe(1);
+      expect(p.stderr()).toContain(
+        `gpu-sidecar status: no worker API at ${url} (the worker API): it answered HTTP 503: no tunnel up`,
+      );
+      expect(p.stderr()).not.toMatch(/SyntaxError|Unexpected token/);
+    } finally {
+      server.close();
+    }
+  });
+});
+
 describe('gpu-sidecar jobs get from a worker that breaks off mid-file', () => {
   let server: ReturnType<typeof createHttpServer>;
   let url: string;

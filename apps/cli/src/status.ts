@@ -162,9 +162,14 @@ export async function status(
     target.from === 'RELAY_LISTEN'
       ? 'RELAY_LISTEN: the worker API through the relay'
       : 'the worker API';
+  /** What happened at the worker API's address: nothing there, or something that is not it. */
+  const noWorker = (e: string) =>
+    e.startsWith('answered ')
+      ? `no worker API at ${api} (${what}): it ${e}`
+      : `nothing answers at ${api} (${what}): ${e}`;
   if ('error' in health && 'error' in relay) {
     process.stderr.write(
-      `gpu-sidecar status: nothing answers at ${api} (${what}): ${health.error}: is the worker running? ` +
+      `gpu-sidecar status: ${noWorker(health.error)}: is the worker running? ` +
         `Give its address with --url http://HOST:PORT or API_LISTEN (in the environment or --env-file).` +
         (relayCounts ? ` Nor does the relay at ${adminUrl}: ${relay.error}.` : '') +
         '\n',
@@ -180,7 +185,7 @@ export async function status(
     for (const p of h.problems ?? []) write(`  ${c.yellow('!')} ${p}`);
   } else {
     const e = (health as { error: string }).error;
-    write(c.red(`worker: nothing answers at ${api} (${what}): ${e}`));
+    write(c.red(`worker: ${noWorker(e)}`));
   }
   const down = relayCounts ? relayDown(relay) : undefined;
   if (relayCounts) {
