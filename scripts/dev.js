@@ -7,6 +7,8 @@
 // app would call: http://127.0.0.1:8001. Each daemon's configuration is written to
 // .local/worker.env and .local/relay.env and read from there, so `gpu-sidecar doctor` run in
 // this folder checks exactly what they run with. Ctrl-C stops both.
+// GPU_SIDECAR_DEV_PORTS=tunnel,api,relay,admin and GPU_SIDECAR_DEV_DIR (instead of .local) let
+// a test run it beside another copy.
 const { spawn, spawnSync } = require('node:child_process');
 const {
   copyFileSync,
@@ -20,7 +22,7 @@ const {
 const path = require('node:path');
 
 const root = path.join(__dirname, '..');
-const local = path.join(root, '.local');
+const local = process.env.GPU_SIDECAR_DEV_DIR || path.join(root, '.local');
 const bin = path.join(root, 'bin', 'gpu-sidecar');
 const key = path.join(local, 'tunnel.key');
 mkdirSync(local, { recursive: true });
@@ -62,7 +64,10 @@ function demoExperiments() {
   return dir;
 }
 
-const ports = { tunnel: 8080, api: 8000, relay: 8001, admin: 9464 };
+const [tunnel, api, relay, admin] = (process.env.GPU_SIDECAR_DEV_PORTS || '8080,8000,8001,9464')
+  .split(',')
+  .map(Number);
+const ports = { tunnel, api, relay, admin };
 const hasGpu = spawnSync('nvidia-smi', ['-L']).status === 0;
 const common = { TUNNEL_KEY_FILE: key, LOG_LEVEL: process.env.LOG_LEVEL ?? 'info' };
 const daemons = {
@@ -82,7 +87,34 @@ const daemons = {
   },
 };
 
+/**
+ * One log line of a daemon as a person reads it: the message, then its cause. The daemons log
+ * pino JSON whose `err` is a string (`log.warn({ err: err.message }, ...)`) or a serialized
+ * Error; either way what went wrong follows the message ("cannot subscribe to Docker events:
+ * connect ENOENT /var/run/docker.sock"), as do `reason`, `detail` and `error` when a line has them.
+ */
+function formatLine(name, line) {
+  let j;
+  try {
+    j = JSON.parse(line);
+  } catch {
+    return `[${name}] ${line}`;
+  }
+  if (typeof j !== 'object' || j === null || typeof j.msg !== 'string') return `[${name}] ${line}`;
+  const level = j.level >= 50 ? 'ERROR ' : j.level >= 40 ? 'WARN ' : '';
+  const causes = [j.err, j.reason, j.detail, j.error]
+    .map((c) => (c && typeof c === 'object' ? c.message : c))
+    .filter((c) => typeof c === 'string' && c !== '' && !j.msg.includes(c));
+  return `[${name}] ${level}${j.msg}${causes.length ? `: ${causes.join('; ')}` : ''}`;
+}
+
+// The daemons run in their own process group (detached): a Ctrl-C on the terminal reaches this
+// script only, which passes it on as one SIGTERM each. In the terminal's group they got the
+// SIGINT and then this script's SIGTERM, took the second for an impatient "stop now" ("second
+// signal: exiting now", exit 1), and cut their clean stop short.
 const children = [];
+let stopping = false;
+let exitCode = 0;
 for (const [name, vars] of Object.entries(daemons)) {
   // Its own env file, whatever a .env in this folder says; the file's values win over the
   // shell's (taken out of the child's environment), the shell's other variables pass.
@@ -99,21 +131,21 @@ for (const [name, vars] of Object.entries(daemons)) {
   const child = spawn(bin, [name, '--env-file', file], {
     env,
     stdio: ['ignore', 'inherit', 'pipe'],
+    detached: true,
   });
+  let rest = '';
   child.stderr.on('data', (d) => {
-    for (const line of d.toString().split('\n').filter(Boolean)) {
-      try {
-        const j = JSON.parse(line);
-        const extra = j.err ? ` ${j.err.message ?? ''}` : '';
-        process.stderr.write(`[${name}] ${j.msg}${extra}\n`);
-      } catch {
-        process.stderr.write(`[${name}] ${line}\n`);
-      }
-    }
+    const lines = (rest + d.toString()).split('\n');
+    rest = lines.pop();
+    for (const line of lines.filter(Boolean)) process.stderr.write(`${formatLine(name, line)}\n`);
   });
   child.on('exit', (code, signal) => {
+    if (rest) process.stderr.write(`${formatLine(name, rest)}\n`);
     process.stderr.write(`[${name}] exited (${code ?? signal})\n`);
-    stop(code ?? 1);
+    // One daemon ending by itself stops the other; the script's exit says whether all went well.
+    if (code !== 0) exitCode = code ?? 1;
+    stop();
+    if (children.every((c) => c.exitCode !== null || c.signalCode !== null)) process.exit(exitCode);
   });
   children.push(child);
 }
@@ -124,12 +156,27 @@ process.stderr.write(
     `Ctrl-C stops both daemons.\n\n`,
 );
 
-let stopping = false;
-function stop(code) {
+/** SIGTERM once to each daemon still running; the script exits when the last one has. */
+function stop() {
   if (stopping) return;
   stopping = true;
-  for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
-  setTimeout(() => process.exit(code), 500).unref();
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
 }
-process.on('SIGINT', () => stop(0));
-process.on('SIGTERM', () => stop(0));
+
+let firstSignalAt = 0;
+function onSignal() {
+  // npm passes its SIGINT on to this script, which the terminal signalled as well: signals
+  // within a second of the first are that same Ctrl-C. A later one means "now": it is passed on
+  // again, and a daemon stops at once on its second signal.
+  const now = Date.now();
+  if (!stopping) {
+    firstSignalAt = now;
+    return stop();
+  }
+  if (now - firstSignalAt < 1000) return;
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
+}
+process.on('SIGINT', onSignal);
+process.on('SIGTERM', onSignal);
+// The terminal closing: stop the daemons too, since they are not in its process group.
+process.on('SIGHUP', onSignal);

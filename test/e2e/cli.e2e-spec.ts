@@ -1,9 +1,9 @@
-import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { exitCode, runCli } from '../support/daemon';
+import { exitCode, ROOT, runCli } from '../support/daemon';
 import { freePort, waitForPort } from '../support/ports';
 import { relayEnvWith, workerEnvIn } from '../support/system';
 
@@ -17,6 +17,18 @@ describe('gpu-sidecar command line', () => {
     const p = runCli(['--help'], {});
     expect(await exitCode(p)).toBe(0);
     for (const cmd of ['keygen', 'relay', 'worker']) expect(p.stdout()).toContain(cmd);
+  });
+
+  it('prints its version with --version (and -V)', async () => {
+    const { version } = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as {
+      version: string;
+    };
+    for (const flag of ['--version', '-V']) {
+      const p = runCli([flag], {});
+      expect(await exitCode(p)).toBe(0);
+      expect(p.stdout()).toBe(`${version}\n`);
+      expect(p.stderr()).toBe('');
+    }
   });
 
   it('keygen writes 32 random bytes with mode 0600 and refuses to overwrite', async () => {
@@ -172,6 +184,15 @@ describe('gpu-sidecar jobs with a worker that does not answer', () => {
     }
   });
 
+  it('status gives up after its --timeout, naming the worker that does not answer, and exits 1', async () => {
+    const p = runCli(['status', '--url', url, '--relay-url', url, '--timeout', '0.5'], {});
+    expect(await exitCode(p, 10_000)).toBe(1);
+    expect(p.stdout()).toBe('');
+    expect(p.stderr()).toContain(
+      `gpu-sidecar status: nothing answers at ${url} (the worker API): no answer within 0.5 s`,
+    );
+  });
+
   it('refuses a --timeout that is not a number of seconds', async () => {
     const p = runCli(['jobs', 'cancel', 'j1', '--url', url, '--timeout', 'soon'], {});
     expect(await exitCode(p, 10_000)).toBe(1);
@@ -200,6 +221,56 @@ describe('gpu-sidecar jobs with a worker that does not answer', () => {
     } finally {
       sse.close();
     }
+  });
+});
+
+describe('gpu-sidecar status against something that is not the worker API', () => {
+  it('shows its HTTP status and text, and exits 1', async () => {
+    // What a relay with no tunnel (or a proxy) answers: not a daemon's JSON.
+    const server = createHttpServer((_req, res) => res.writeHead(503).end('no tunnel up\n'));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const p = runCli(['status', '--url', url, '--relay-url', url], {});
+      expect(await exitCode(p, 10_000)).toBe(1);
+      expect(p.stderr()).toContain(
+        `gpu-sidecar status: no worker API at ${url} (the worker API): it answered HTTP 503: no tunnel up`,
+      );
+      expect(p.stderr()).not.toMatch(/SyntaxError|Unexpected token/);
+    } finally {
+      server.close();
+    }
+  });
+});
+
+describe('gpu-sidecar jobs get from a worker that breaks off mid-file', () => {
+  let server: ReturnType<typeof createHttpServer>;
+  let url: string;
+  beforeAll(async () => {
+    // Promises 100 kB, sends 5 kB, then drops the connection.
+    server = createHttpServer((_req, res) => {
+      res.writeHead(200, {
+        'content-length': '100000',
+        'content-type': 'application/octet-stream',
+      });
+      res.write(Buffer.alloc(5000, 1), () => res.socket?.destroy());
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(() => server.close());
+
+  it('leaves no partial file, and with --force keeps the old one, and exits 1', async () => {
+    const here = mkdtempSync(path.join(tmpdir(), 'gsc-get-cut-'));
+    const p = runCli(['jobs', 'get', 'j1', 'out/data.bin', '--url', url], {}, here);
+    expect(await exitCode(p, 10_000)).toBe(1);
+    expect(p.stderr()).toMatch(/^gpu-sidecar jobs: cannot download out\/data.bin to data.bin: /);
+    expect(readdirSync(here)).toEqual([]);
+    writeFileSync(path.join(here, 'data.bin'), 'old');
+    const f = runCli(['jobs', 'get', 'j1', 'out/data.bin', '--force', '--url', url], {}, here);
+    expect(await exitCode(f, 10_000)).toBe(1);
+    expect(readdirSync(here)).toEqual(['data.bin']);
+    expect(readFileSync(path.join(here, 'data.bin'), 'utf8')).toBe('old');
   });
 });
 

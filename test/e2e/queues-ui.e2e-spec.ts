@@ -3,7 +3,7 @@ import path from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
 import { JobsClient, writeTestExperiments } from '../../libs/jobs/src/testing/client';
 import { ROOT } from '../support/daemon';
-import { startPair, type Pair } from '../support/system';
+import { startPair, waitUntil, type Pair } from '../support/system';
 
 jest.setTimeout(180_000);
 
@@ -47,18 +47,56 @@ describe('bull-board at /queues', () => {
     const jobs = new JobsClient(`http://127.0.0.1:${pair.ports.api}`);
     await jobs.waitFor(await jobs.submit('quick'), ['succeeded']);
     const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    // Every request the page makes (fonts, scripts, styles, API calls), and any it was refused.
+    const requested: string[] = [];
+    page.on('request', (r) => requested.push(r.url()));
     const res = await page.goto(`http://127.0.0.1:${pair.ports.relay}/queues`);
     expect(res?.status()).toBe(200);
+    expect(res?.headers()['content-security-policy']).toContain("default-src 'self'");
     await page.getByText('gsc-cpu').first().waitFor({ timeout: 30_000 });
     await page.getByText('gsc-gpu').first().waitFor({ timeout: 30_000 });
     const body = await page.textContent('body');
     expect(body).toContain('gsc-cpu');
     expect(body).toContain('gpu-sidecar (read-only)');
+    // Nothing leaves the worker: no font or script from the internet.
+    const outside = requested.filter(
+      (u) => !u.startsWith(`http://127.0.0.1:${pair.ports.relay}/`) && !u.startsWith('data:'),
+    );
+    expect(outside).toEqual([]);
+    expect(requested.length).toBeGreaterThan(3);
     mkdirSync(RESULTS, { recursive: true });
     const file = path.join(RESULTS, 'queues.png');
     await page.screenshot({ path: file, fullPage: true });
     expect(statSync(file).size).toBeGreaterThan(10_000);
     await page.close();
+  });
+
+  it('names each job after its experiment, and lists a cancelled one under Failed, not Completed', async () => {
+    const jobs = new JobsClient(`http://127.0.0.1:${pair.ports.api}`);
+    const id = await jobs.submit('once');
+    await jobs.waitFor(id, ['running']);
+    await fetch(`http://127.0.0.1:${pair.ports.api}/jobs/${id}`, { method: 'DELETE' });
+    await jobs.waitFor(id, ['cancelled']);
+    const base = `http://127.0.0.1:${pair.ports.api}/queues/api/queues`;
+    type Listing = {
+      queues: {
+        name: string;
+        counts: Record<string, number>;
+        jobs: { id: string; name: string; failedReason?: string }[];
+      }[];
+    };
+    const listed = async (status: string) =>
+      (
+        (await (await fetch(`${base}?activeQueue=gsc-cpu&status=${status}`)).json()) as Listing
+      ).queues.find((q) => q.name === 'gsc-cpu')!;
+    const failed = await waitUntil('the cancelled job under failed', async () => {
+      const q = await listed('failed');
+      return q.jobs.find((j) => j.id === id);
+    });
+    expect(failed).toMatchObject({ name: 'once', failedReason: 'cancelled' });
+    const completed = await listed('completed');
+    expect(completed.jobs.map((j) => j.id)).not.toContain(id);
+    expect(completed.jobs.map((j) => j.name)).toEqual(['quick']);
   });
 
   it('readonly (the default) refuses every change on the server with 405', async () => {

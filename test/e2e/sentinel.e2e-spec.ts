@@ -85,8 +85,9 @@ describe('worker on Redis Sentinel', () => {
     });
     worker = runCli(['worker'], w.env);
     await worker.waitForLog('worker ready', 30_000);
+    // Where its Redis is, as REDIS_URL says (a password would show as ***).
     expect(worker.stdout() + worker.stderr()).toContain(
-      `sentinel master 'gsc' via 127.0.0.1:${sentinelPort}`,
+      `"redis":"redis+sentinel://127.0.0.1:${sentinelPort}/gsc"`,
     );
     const api = new JobsClient(`http://127.0.0.1:${w.api}`);
 

@@ -7,6 +7,7 @@ import { loadWorkerConfig, silentLogger, type Env } from '../../libs/config/src'
 import { JobsModule, JobsRuntime, type JobsOptions } from '../../libs/jobs/src';
 import { JobsClient, writeTestExperiments } from '../../libs/jobs/src/testing/client';
 import { startRedis, type TestRedis } from '../support/redis';
+import { waitUntil } from '../support/system';
 
 jest.setTimeout(60_000);
 
@@ -201,6 +202,22 @@ describe('jobs against a real Redis', () => {
     const later = await w.api.submit('quick');
     await w.api.waitFor(later, ['succeeded']);
     expect((await w.api.job(queued)).startedAt).toBeNull();
+    // BullMQ's own entries (what bull-board shows): named after the experiment; the cancelled
+    // one under failed with reason `cancelled`, never under completed.
+    const [cpu] = w.rt.queue.bullQueues();
+    await waitUntil('the cancelled job to leave active', async () => {
+      const state = await cpu.getJobState(running);
+      return state === 'failed' || state === 'completed';
+    });
+    const fresh = await cpu.getJob(running);
+    expect({ name: fresh?.name, reason: fresh?.failedReason }).toEqual({
+      name: 'once',
+      reason: 'cancelled',
+    });
+    expect((await cpu.getJob(later))?.name).toBe('quick');
+    expect(await (await cpu.getJob(later))?.getState()).toBe('completed');
+    // The cancelled-while-queued one left the queue.
+    expect(await cpu.getJob(queued)).toBeUndefined();
   });
 
   it('lists jobs newest first, filtered by experiment and state', async () => {

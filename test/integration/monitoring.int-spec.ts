@@ -45,6 +45,40 @@ function definedMetricNames(): Set<string> {
   return names;
 }
 
+/**
+ * The values each closed label takes, from the code that sets them: tunnel_handshakes_total's
+ * `result` (TunnelMetrics.handshake's type: a value not in it does not compile here) and the
+ * `daemon` label each registry puts on every series.
+ */
+type HandshakeResult = Parameters<ReturnType<typeof createTunnelMetrics>['handshake']>[0];
+const HANDSHAKE_RESULTS: HandshakeResult[] = ['ok', 'failed'];
+const CLOSED_LABELS: Record<string, Record<string, string[]>> = {
+  tunnel_handshakes_total: { result: HANDSHAKE_RESULTS },
+  '*': { daemon: ['relay', 'worker'] },
+};
+
+/** `metric{label="value"}` equality matchers in a PromQL text (or a description quoting one). */
+function equalityMatchers(expr: string): { metric: string; label: string; value: string }[] {
+  const out: { metric: string; label: string; value: string }[] = [];
+  for (const sel of expr.matchAll(/([a-zA-Z_:][\w:]*)?\{([^}]*)\}/g)) {
+    for (const m of sel[2].matchAll(/(\w+)\s*=\s*"([^"]*)"/g))
+      out.push({ metric: sel[1] ?? '', label: m[1], value: m[2] });
+  }
+  return out;
+}
+
+/** Matchers that ask a closed label for a value the daemons never set: a panel or alert never fires. */
+function impossibleMatchers(texts: string[]): string[] {
+  return texts.flatMap((t) =>
+    equalityMatchers(t)
+      .filter(({ metric, label, value }) => {
+        const allowed = CLOSED_LABELS[metric]?.[label] ?? CLOSED_LABELS['*'][label];
+        return allowed !== undefined && !allowed.includes(value);
+      })
+      .map(({ metric, label, value }) => `${metric}{${label}="${value}"}`),
+  );
+}
+
 const KEYWORDS = new Set(['and', 'or', 'unless', 'bool', 'offset', 'inf', 'nan']);
 
 /** The metric names a PromQL expression selects (functions, labels and keywords left out). */
@@ -138,6 +172,51 @@ describe('docker/monitoring', () => {
     expect(defined.has('gpu_max_x')).toBe(false);
     expect(defined.has('DCGM_FI_DEV_GPU_TEMP')).toBe(true);
     expect(defined.has('tunnel_rtt_seconds_bucket')).toBe(true);
+  });
+
+  it('impossibleMatchers finds a label value the daemons never set (and the check can fail)', () => {
+    expect(
+      impossibleMatchers([
+        'sum(increase(tunnel_handshakes_total{result="fail"}[1h])) + tunnel_up{daemon="relay"}',
+        'tunnel_handshakes_total{result="failed", reason="bad key"} or up{daemon="front"}',
+      ]),
+    ).toEqual(['tunnel_handshakes_total{result="fail"}', 'up{daemon="front"}']);
+  });
+
+  it('every label value the alerts and the dashboard ask for is one the daemons set', () => {
+    const rules = (
+      parse(read('alerts.yml')) as {
+        groups: { rules: { expr: string; annotations?: Record<string, string> }[] }[];
+      }
+    ).groups.flatMap((g) => g.rules);
+    const dash = JSON.parse(read('grafana-dashboard.json')) as { panels: Panel[] };
+    const texts = [
+      ...rules.flatMap((r) => [r.expr, ...Object.values(r.annotations ?? {})]),
+      ...dash.panels.flatMap((p) => (p.targets ?? []).map((t) => t.expr)),
+    ];
+    expect(texts.join('\n')).toContain('tunnel_handshakes_total{result=');
+    expect(impossibleMatchers(texts)).toEqual([]);
+  });
+
+  it("prometheus.yml adds no target label the daemons' series carry already", async () => {
+    // Prometheus would rename theirs to exported_<label> on every series.
+    const carried = new Set<string>();
+    for (const daemon of ['relay', 'worker'] as const) {
+      const registry = createRegistry(daemon);
+      createTunnelMetrics(registry).handshake('ok');
+      for (const line of (await registry.metrics()).split('\n')) {
+        if (line.startsWith('#')) continue;
+        for (const m of /\{(.*)\}/.exec(line)?.[1].matchAll(/(\w+)="/g) ?? []) carried.add(m[1]);
+      }
+    }
+    expect(carried.has('daemon')).toBe(true);
+    const config = parse(read('prometheus.yml')) as {
+      scrape_configs: { static_configs: { labels?: Record<string, string> }[] }[];
+    };
+    const added = config.scrape_configs.flatMap((c) =>
+      c.static_configs.flatMap((sc) => Object.keys(sc.labels ?? {})),
+    );
+    expect(added.filter((l) => carried.has(l))).toEqual([]);
   });
 
   it('prometheus.yml loads alerts.yml, and both pass promtool check config', () => {

@@ -2,9 +2,12 @@ import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { Readable } from 'node:stream';
 import { SingleBar } from 'cli-progress';
-import { apiUrl, colors, errorText, type ApiOptions } from './status';
+import { apiUrl, call, colors, errorText, type ApiOptions, type TimeoutOptions } from './http';
+import { writeOut } from './stdout';
 
-/** The part of a job record the CLI reads (DESIGN.md, GET /jobs/:id). */
+export type { TimeoutOptions } from './http';
+
+/** The part of a job record the CLI reads (GET /jobs/:id, libs/jobs/README.md). */
 interface JobView {
   id: string;
   experiment: string;
@@ -13,6 +16,7 @@ interface JobView {
   message?: string;
   error: string | null;
   exitCode: number | null;
+  finishedAt?: string | null;
 }
 
 const FINAL = new Set(['succeeded', 'failed', 'cancelled']);
@@ -22,62 +26,6 @@ const RECONNECT_MS = 1_000;
 function fail(message: string): number {
   process.stderr.write(`gpu-sidecar jobs: ${message}\n`);
   return 1;
-}
-
-/**
- * `--timeout SECONDS`: how long to wait for the worker's answer; 0 waits forever. Always set:
- * the option's default (30) is given where the option is declared (main.ts).
- */
-export interface TimeoutOptions {
-  timeout: number;
-}
-
-/**
- * fetch, with "nothing answers" and "no answer in time" said plainly instead of a stack. The
- * timeout covers the whole exchange, except for a `stream` (events, logs): there it ends once the
- * response headers came, so a long stream is never cut.
- */
-async function call(
-  url: string,
-  { timeout: seconds }: TimeoutOptions,
-  init: RequestInit = {},
-  stream = false,
-): Promise<Response> {
-  const abort = new AbortController();
-  // Past setTimeout's range (about 24.8 days) it would fire at once: count that as no limit.
-  const ms = seconds * 1000;
-  const timer = ms > 0 && ms < 2 ** 31 ? setTimeout(() => abort.abort(), ms) : undefined;
-  const late = () =>
-    new Error(
-      `no answer from ${url} within ${seconds} s: is the worker stuck? ` +
-        `Use --timeout SECONDS to wait longer (0: no limit).`,
-    );
-  try {
-    let res: Response;
-    try {
-      res = await fetch(url, { ...init, signal: abort.signal });
-    } catch (err) {
-      if (abort.signal.aborted) throw late();
-      const c = (err as { cause?: { code?: string; errors?: { code?: string }[] } }).cause;
-      const cause = c?.code ?? c?.errors?.[0]?.code ?? (err as Error).message;
-      throw new Error(
-        `nothing answers at ${new URL(url).origin} (${cause}): is the worker running? Use --url.`,
-      );
-    }
-    if (stream && res.ok) return res;
-    // Read the body under the same deadline, then hand it over as a response of its own.
-    const body = await res.arrayBuffer().catch((err: unknown) => {
-      throw abort.signal.aborted ? late() : err;
-    });
-    const empty = [101, 204, 205, 304].includes(res.status);
-    return new Response(empty ? null : body, {
-      status: res.status,
-      statusText: res.statusText,
-      headers: res.headers,
-    });
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 const jobPath = (id: string) => `/jobs/${encodeURIComponent(id)}`;
@@ -202,17 +150,37 @@ export async function logs(
   const url = `${apiUrl(opts)}${jobPath(id)}/logs${opts.follow ? '?follow=1' : ''}`;
   const res = await call(url, opts, {}, true);
   if (res.status !== 200) return fail(await errorText(res));
-  for await (const chunk of Readable.fromWeb(res.body! as never) as AsyncIterable<Buffer>) {
-    if (!process.stdout.write(chunk)) await new Promise((r) => process.stdout.once('drain', r));
+  const body = Readable.fromWeb(res.body! as never);
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    // The reader went away (`| head`): stop, rather than follow a log nobody reads.
+    if (!(await writeOut(chunk))) {
+      body.destroy();
+      break;
+    }
   }
   return 0;
 }
 
-/** `jobs cancel ID`: a queued job never starts; a running one is stopped. */
+/**
+ * `jobs cancel ID`: a queued job never starts; a running one is stopped. Exit 0 when the job is
+ * cancelled (or stopping), 1 when it had already ended, or ended otherwise before the cancel
+ * reached it: nothing was cancelled then, and a script must not take it for done.
+ */
 export async function cancel(id: string, opts: ApiOptions & TimeoutOptions): Promise<number> {
-  const res = await call(`${apiUrl(opts)}${jobPath(id)}`, opts, { method: 'DELETE' });
+  const url = `${apiUrl(opts)}${jobPath(id)}`;
+  const before = await call(url, opts);
+  if (before.status !== 200) return fail(await errorText(before));
+  const was = (await before.json()) as JobView;
+  if (FINAL.has(was.state)) {
+    const at = was.finishedAt ? ` at ${was.finishedAt}` : '';
+    return fail(`job ${id} had already ended: ${was.state}${at}; nothing to cancel`);
+  }
+  const res = await call(url, opts, { method: 'DELETE' });
   if (res.status !== 200) return fail(await errorText(res));
   const job = (await res.json()) as JobView;
   process.stdout.write(`${job.id} ${job.state}\n`);
+  if (job.state === 'succeeded' || job.state === 'failed') {
+    return fail(`job ${id} ended ${job.state} before the cancel reached it`);
+  }
   return 0;
 }

@@ -1,10 +1,14 @@
 import { Command, InvalidArgumentError } from 'commander';
-import type { submit as SubmitFn, TimeoutOptions } from './jobs';
+import type { submit as SubmitFn } from './jobs';
+import type { GetOptions } from './jobs-get';
+import type { ListOptions } from './jobs-list';
 import type { InstallOptions } from './install/install';
-import type { ApiOptions } from './status';
+import type { ApiOptions, TimeoutOptions } from './http';
 import { loadRelayConfig, loadWorkerConfig } from '../../../libs/config/src';
 import { runDaemon } from './daemon';
 import { keygen } from './keygen';
+import { handleClosedPipes } from './stdout';
+import { packageVersion } from './version';
 
 /**
  * `gpu-sidecar`: the package's bin. This file is only the command line (flags and help text);
@@ -12,8 +16,10 @@ import { keygen } from './keygen';
  * that may start either daemon; the daemons are imported lazily so `keygen` starts fast.
  */
 export function buildProgram(): Command {
+  handleClosedPipes();
   const program = new Command('gpu-sidecar')
     .description('Encrypted relay and GPU job worker for research labs')
+    .version(packageVersion(), '-V, --version', 'print the version and exit')
     .showHelpAfterError()
     .configureHelp({ sortSubcommands: false });
 
@@ -98,12 +104,17 @@ export function buildProgram(): Command {
 
   const urlOption = '--url <url>';
   const urlHelp =
-    'the worker API (default: API_LISTEN from the environment or --env-file, else http://127.0.0.1:8000)';
+    "the job API (default: API_LISTEN from the environment or --env-file; with a relay's " +
+    'configuration, RELAY_LISTEN; else http://127.0.0.1:8000)';
   const envOption = '--env-file <file>';
   const envHelp = 'read variables from this file (default: .env when present)';
   const api = <T extends ApiOptions>(o: T): T => ({ ...o, envFile: envFile(o) });
-  /** `--url` and `--env-file`, the options of every command that calls the worker API. */
-  const withApi = (c: Command): Command => c.option(urlOption, urlHelp).option(envOption, envHelp);
+  /** `--url`, `--env-file` and `--timeout`: a daemon that accepts but never answers is an error. */
+  const withApi = (c: Command, timeoutHelp: string, seconds: number): Command =>
+    c
+      .option(urlOption, urlHelp)
+      .option(envOption, envHelp)
+      .option(`--timeout <seconds>`, timeoutHelp, parseSeconds, seconds);
 
   withApi(
     program
@@ -113,25 +124,21 @@ export function buildProgram(): Command {
         '--relay-url <url>',
         "the relay's admin address (default: ADMIN_LISTEN, else http://127.0.0.1:9464)",
       ),
-  ).action(async (opts: ApiOptions & { relayUrl?: string }) => {
+    'wait this long for each daemon to answer; 0: no limit',
+    10,
+  ).action(async (opts: ApiOptions & TimeoutOptions & { relayUrl?: string }) => {
     const { status } = await import('./status');
     process.exitCode = await status(api(opts));
   });
 
-  const jobs = program.command('jobs').description('submit, watch, read and cancel jobs');
-  /** `--url`, `--env-file` and `--timeout`: a worker that accepts but never answers is an error. */
+  const jobs = program
+    .command('jobs')
+    .description('submit, list, watch, read, download and cancel jobs');
   const withJobsApi = (c: Command): Command =>
-    withApi(c).option(
-      '--timeout <seconds>',
-      'wait this long for the worker to answer, then fail; a stream (watch, logs) only until ' +
-        'it starts; 0: no limit',
-      (value: string): number => {
-        const n = Number(value);
-        if (value.trim() === '' || !Number.isFinite(n) || n < 0) {
-          throw new InvalidArgumentError('expected a number of seconds, 0 or more.');
-        }
-        return n;
-      },
+    withApi(
+      c,
+      'wait this long for the worker to answer, then fail; a stream (watch, logs, get) only ' +
+        'until it starts; 0: no limit',
       30,
     );
   withJobsApi(
@@ -146,6 +153,30 @@ export function buildProgram(): Command {
   ).action(async (experiment: string, opts: Parameters<typeof SubmitFn>[1]) => {
     const { submit } = await import('./jobs');
     process.exitCode = await submit(experiment, api(opts));
+  });
+  withJobsApi(
+    jobs
+      .command('list')
+      .description('the newest jobs, one line each: id, experiment, state, progress, created')
+      .option('--state <state>', 'only jobs in this state (queued, running, succeeded, ...)')
+      .option('--experiment <name>', 'only jobs of this experiment')
+      .option('--limit <n>', 'at most this many (1-1000)', '20')
+      .option('--json', "print the API's JSON instead"),
+  ).action(async (opts: ListOptions) => {
+    const { list } = await import('./jobs-list');
+    process.exitCode = await list(api(opts));
+  });
+  withJobsApi(
+    jobs
+      .command('get')
+      .description("download a file of a job's output, streamed to disk")
+      .argument('<id>', 'job id')
+      .argument('<file>', 'path in the output folder (GET /jobs/ID/files lists them)')
+      .option('-o, --output <path>', "where to write it; '-' for stdout (default: its name, here)")
+      .option('--force', 'overwrite an existing file'),
+  ).action(async (id: string, file: string, opts: GetOptions) => {
+    const { get } = await import('./jobs-get');
+    process.exitCode = await get(id, file, api(opts));
   });
   /** `jobs NAME <id>`: the commands that act on one job, each its function in ./jobs. */
   const byId = (
@@ -166,9 +197,21 @@ export function buildProgram(): Command {
   byId('logs', "print a job's output", (c) =>
     c.option('-f, --follow', 'keep printing until the job ends'),
   );
-  byId('cancel', 'cancel a job: a queued one never starts, a running one is stopped');
+  byId(
+    'cancel',
+    'cancel a job: a queued one never starts, a running one is stopped; exit 1 when it had ended',
+  );
 
   return program;
+}
+
+/** `--timeout SECONDS`: a number, 0 or more. */
+function parseSeconds(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n < 0) {
+    throw new InvalidArgumentError('expected a number of seconds, 0 or more.');
+  }
+  return n;
 }
 
 if (require.main === module) {

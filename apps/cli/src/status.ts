@@ -1,66 +1,37 @@
 /* eslint-disable @typescript-eslint/no-explicit-any -- the daemons answer JSON read field by field */
 import Table from 'cli-table3';
-import pc from 'picocolors';
-import { parseHostPort, readEnvironment } from '../../../libs/config/src';
+import { readEnvironment } from '../../../libs/config/src';
+import {
+  apiTarget,
+  call,
+  colors,
+  isRelayConfig,
+  NoAnswerError,
+  relayAdminUrl,
+  type ApiOptions,
+  type TimeoutOptions,
+} from './http';
 
-/** How long one request of the CLI may take before the daemon counts as not answering. */
-const TIMEOUT_MS = 5_000;
+type Colors = ReturnType<typeof colors>;
 
-/** What `--url` and `--env-file` say; `status` and `jobs` take the same options. */
-export interface ApiOptions {
-  url?: string;
-  envFile?: string;
-}
+/** A daemon's JSON answer (any status: /health answers 503 with a body), or why there was none. */
+type Answer = { status: number; body: any } | { error: string };
 
-type Colors = ReturnType<typeof pc.createColors>;
-
-/** Colour only on a terminal, and never with NO_COLOR. */
-export function colors(stream: NodeJS.WriteStream = process.stdout): Colors {
-  return pc.createColors(Boolean(stream.isTTY) && !process.env.NO_COLOR);
-}
-
-function listenUrl(hostPort: string | undefined, fallback: string): string {
-  const { host, port } = parseHostPort(hostPort ?? fallback);
-  const h = host === '0.0.0.0' || host === '::' || host === '' ? '127.0.0.1' : host;
-  return `http://${h.includes(':') ? `[${h}]` : h}:${port}`;
-}
-
-/**
- * The worker API's base URL: `--url`, else API_LISTEN from the environment or the env file (a
- * wildcard address is reached on loopback), else http://127.0.0.1:8000.
- */
-export function apiUrl(opts: ApiOptions): string {
-  if (opts.url) return opts.url.replace(/\/+$/, '');
-  return listenUrl(readEnvironment(process.env, opts.envFile).API_LISTEN, '127.0.0.1:8000');
-}
-
-/** The relay's admin URL (ADMIN_LISTEN), asked only to show its tunnels when it answers. */
-function relayUrl(opts: ApiOptions & { relayUrl?: string }): string {
-  if (opts.relayUrl) return opts.relayUrl.replace(/\/+$/, '');
-  return listenUrl(readEnvironment(process.env, opts.envFile).ADMIN_LISTEN, '127.0.0.1:9464');
-}
-
-/** The body of a 4xx/5xx as one line: the API's `{"message"}` when there is one. */
-export async function errorText(res: Response): Promise<string> {
-  const text = await res.text();
+async function getJson(url: string, opts: TimeoutOptions): Promise<Answer> {
   try {
-    const body = JSON.parse(text) as { message?: unknown };
-    const m = body.message;
-    if (typeof m === 'string') return `${res.status}: ${m}`;
-    if (Array.isArray(m)) return `${res.status}: ${m.join('; ')}`;
-  } catch {
-    /* not JSON */
-  }
-  return `${res.status}: ${text.slice(0, 200)}`;
-}
-
-/** GET JSON; any status (/health answers 503 with a body); undefined when nothing answers. */
-async function getJson(url: string): Promise<{ status: number; body: any } | undefined> {
-  try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(TIMEOUT_MS) });
-    return { status: res.status, body: await res.json() };
-  } catch {
-    return undefined;
+    const res = await call(url, opts);
+    const text = await res.text();
+    try {
+      return { status: res.status, body: JSON.parse(text) };
+    } catch {
+      // Not a daemon's JSON: a relay with no tunnel (503), a proxy's error page, another service.
+      return { error: `answered HTTP ${res.status}: ${text.trim().slice(0, 200) || '(empty)'}` };
+    }
+  } catch (err) {
+    if (err instanceof NoAnswerError) {
+      return { error: err.code === 'timeout' ? `no answer within ${opts.timeout} s` : err.code };
+    }
+    return { error: (err as Error).message };
   }
 }
 
@@ -127,8 +98,8 @@ function queueTable(c: Colors, queue: any): string {
   return t.toString();
 }
 
-function jobsTable(c: Colors, jobs: any[] | undefined): string {
-  if (!jobs) return c.red('GET /jobs did not answer');
+function jobsTable(c: Colors, jobs: any[] | undefined, why?: string): string {
+  if (!jobs) return c.red(`GET /jobs did not answer${why ? `: ${why}` : ''}`);
   if (jobs.length === 0) return 'no jobs yet';
   const t = table(['id', 'experiment', 'state', 'progress', 'created', 'gpu', 'error'], c);
   for (const j of jobs) {
@@ -147,40 +118,82 @@ function jobsTable(c: Colors, jobs: any[] | undefined): string {
   return t.toString();
 }
 
+/** Why the relay counts as down (its tunnels' last errors), or undefined when it is up. */
+function relayDown(relay: Answer): string | undefined {
+  if ('error' in relay) return `nothing answers (${relay.error})`;
+  if (relay.status === 200) return undefined;
+  const errors = (relay.body?.tunnels ?? [])
+    .filter((t: any) => t.state !== 'up')
+    .map((t: any) => `${t.url} ${t.state}${t.lastError ? `: ${t.lastError}` : ''}`);
+  return `no tunnel up${errors.length ? ` (${errors.join('; ')})` : ''}`;
+}
+
 /**
- * `gpu-sidecar status`: one screen from the worker's /health and /jobs?limit=10 and, when it
- * answers, the relay's /healthz. Exit 0 when the worker answers and is ready, 1 otherwise.
+ * `gpu-sidecar status`: one screen from the worker's /health and /jobs?limit=10 and the relay's
+ * /healthz. The worker API is found as `jobs` finds it (through RELAY_LISTEN with a relay's
+ * configuration). The relay counts when it answers, when `--relay-url` names it, or when the
+ * configuration is a relay's. Exit 0 when the worker answers and is ready and a relay that counts
+ * has a tunnel up; 1 otherwise, with what is down named: the worker's problems (Redis with its
+ * URL, password hidden, and the error), or the relay's tunnels and their last errors.
  */
 export async function status(
-  opts: ApiOptions & { relayUrl?: string },
+  opts: ApiOptions & TimeoutOptions & { relayUrl?: string },
   out: NodeJS.WriteStream = process.stdout,
 ): Promise<number> {
   const c = colors(out);
-  const api = apiUrl(opts);
-  const [health, jobs, relay] = await Promise.all([
-    getJson(`${api}/health`),
-    getJson(`${api}/jobs?limit=10`),
-    getJson(`${relayUrl(opts)}/healthz`),
+  const target = apiTarget(opts);
+  const api = target.url;
+  const adminUrl = relayAdminUrl(opts);
+  const [health, relay] = await Promise.all([
+    getJson(`${api}/health`, opts),
+    getJson(`${adminUrl}/healthz`, opts),
   ]);
+  // The job list comes from Redis: with Redis down, /health already says so and /jobs would only
+  // wait out the timeout.
+  const redisDown = !('error' in health) && health.body?.redis?.up === false;
+  const jobs: Answer | undefined =
+    'error' in health || redisDown ? undefined : await getJson(`${api}/jobs?limit=10`, opts);
+  const relayCounts =
+    !('error' in relay) ||
+    Boolean(opts.relayUrl) ||
+    isRelayConfig(readEnvironment(process.env, opts.envFile));
   const write = (s = '') => out.write(`${s}\n`);
-  if (!health && !relay) {
+  const what =
+    target.from === 'RELAY_LISTEN'
+      ? 'RELAY_LISTEN: the worker API through the relay'
+      : 'the worker API';
+  /** What happened at the worker API's address: nothing there, or something that is not it. */
+  const noWorker = (e: string) =>
+    e.startsWith('answered ')
+      ? `no worker API at ${api} (${what}): it ${e}`
+      : `nothing answers at ${api} (${what}): ${e}`;
+  if ('error' in health && 'error' in relay) {
     process.stderr.write(
-      `gpu-sidecar status: nothing answers at ${api} (the worker API): is the worker running? ` +
-        `Give its address with --url http://HOST:PORT or API_LISTEN (in the environment or --env-file).\n`,
+      `gpu-sidecar status: ${noWorker(health.error)}: is the worker running? ` +
+        `Give its address with --url http://HOST:PORT or API_LISTEN (in the environment or --env-file).` +
+        (relayCounts ? ` Nor does the relay at ${adminUrl}: ${relay.error}.` : '') +
+        '\n',
     );
     return 1;
   }
-  const h = health?.body;
+  const h = 'error' in health ? undefined : health.body;
   if (h) {
     write(
       `${c.bold(`worker ${h.worker ?? ''}`)} at ${api}: ${stateColor(c, h.status)}` +
         ` (${h.ready ? 'ready' : c.red('not ready')})`,
     );
     for (const p of h.problems ?? []) write(`  ${c.yellow('!')} ${p}`);
-  } else write(c.red(`worker: nothing answers at ${api}`));
-  if (relay) write(`${c.bold('relay')}: ${stateColor(c, relay.status === 200 ? 'up' : 'down')}`);
+  } else {
+    const e = (health as { error: string }).error;
+    write(c.red(`worker: ${noWorker(e)}`));
+  }
+  const down = relayCounts ? relayDown(relay) : undefined;
+  if (relayCounts) {
+    write(`${c.bold('relay')} at ${adminUrl}: ${down ? c.red(`down: ${down}`) : c.green('up')}`);
+  }
   write();
-  const tunnels = tunnelsTable(c, relay?.body, h);
+  const relayBody = 'error' in relay ? undefined : relay.body;
+  const tunnels = tunnelsTable(c, relayBody, h);
   write(c.bold('Tunnels'));
   write(tunnels ?? 'no tunnel up');
   if (h) {
@@ -192,7 +205,9 @@ export async function status(
     write(queueTable(c, h.queue));
     write();
     write(c.bold('Recent jobs'));
-    write(jobsTable(c, jobs?.status === 200 ? jobs.body : undefined));
+    if (!jobs) write(c.red('not read: Redis is down'));
+    else if ('error' in jobs) write(jobsTable(c, undefined, jobs.error));
+    else write(jobsTable(c, jobs.status === 200 ? jobs.body : undefined, `${jobs.status}`));
   }
-  return h?.ready ? 0 : 1;
+  return h?.ready && !down ? 0 : 1;
 }

@@ -2,9 +2,43 @@ import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
 import type { NestExpressApplication } from '@nestjs/platform-express';
+import type { Application, Response } from 'express';
 import type { JobsRuntime } from '../../../libs/jobs/src';
 
 export const QUEUES_PATH = '/queues';
+
+/**
+ * The page may load only what the worker serves: no fonts, scripts or styles from the internet
+ * (a GPU host often has no way out, and a visitor's browser should not tell a third party that
+ * it looks at this page). Inline styles stay allowed: bull-board's loading screen and React use
+ * them.
+ */
+const CONTENT_SECURITY_POLICY = [
+  "default-src 'self'",
+  "style-src 'self' 'unsafe-inline'",
+  "img-src 'self' data:",
+  "object-src 'none'",
+  "base-uri 'self'",
+  "frame-ancestors 'self'",
+].join('; ');
+
+/** bull-board's page links Google Fonts' stylesheet; it renders with the fallback font instead. */
+const EXTERNAL_STYLESHEET = /<link\b[^>]*\bhref="https?:\/\/[^"]*"[^>]*>\s*/gi;
+
+type Engine = (
+  path: string,
+  options: object,
+  done: (err: Error | null, html?: string) => void,
+) => void;
+
+/** Wraps the sub-app's EJS engine so that the page it renders links nothing outside the worker. */
+function keepPageLocal(app: Application): void {
+  const engines = (app as unknown as { engines: Record<string, Engine> }).engines;
+  const ejs = engines['.ejs'];
+  app.engine('ejs', (file, options, done) =>
+    ejs(file, options, (err, html) => done(err, html?.replace(EXTERNAL_STYLESHEET, ''))),
+  );
+}
 
 /**
  * The one file that imports bull-board: its page at /queues on API_LISTEN, over this worker's
@@ -29,5 +63,12 @@ export function mountQueuesUi(
     serverAdapter,
     options: { uiConfig: { boardTitle: readOnlyMode ? 'gpu-sidecar (read-only)' : 'gpu-sidecar' } },
   });
-  app.use(QUEUES_PATH, serverAdapter.getRouter());
+  const router = serverAdapter.getRouter() as Application;
+  keepPageLocal(router);
+  // Before bull-board's routes: the policy that keeps the browser from fetching anything else.
+  const policy = (_req: unknown, res: Response, next: () => void) => {
+    res.setHeader('Content-Security-Policy', CONTENT_SECURITY_POLICY);
+    next();
+  };
+  app.use(QUEUES_PATH, policy, router);
 }

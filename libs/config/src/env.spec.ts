@@ -103,6 +103,13 @@ describe('worker configuration', () => {
   it('hides Redis credentials when the configuration is logged', () => {
     const c = loadWorkerConfig({ ...key, REDIS_URL: 'redis://user:s3cret@redis:6379/0' });
     expect(JSON.stringify(describeConfig(c))).not.toContain('s3cret');
+    const s = loadWorkerConfig({
+      ...key,
+      REDIS_URL: 'redis+sentinel://s1,s2/gsc?sentinelPassword=t0p&tls=1',
+    });
+    expect(describeConfig(s).redisUrl).toBe(
+      'redis+sentinel://s1,s2/gsc?sentinelPassword=***&tls=1',
+    );
   });
 
   it('hides every password of a Sentinel URL and of tunnel URLs when logged', () => {

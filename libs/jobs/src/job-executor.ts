@@ -11,6 +11,17 @@ const SHUTDOWN = 'worker shutting down';
 const CANCELLED = 'cancelled';
 /** How soon a job whose runner is unavailable (Docker unreachable) is looked at again. */
 const UNAVAILABLE_RETRY_MS = 2_000;
+/**
+ * What BullMQ is told of a job whose record has ended: `done` (completed) only for a success. A
+ * cancelled job ends as failed with reason `cancelled`, so bull-board lists it under Failed, not
+ * Completed; either way BullMQ never runs it again (`fail` is unrecoverable). The record keeps its
+ * own state (`cancelled`): this is only BullMQ's entry.
+ */
+function bullEnding(rec: Pick<JobRecord, 'state' | 'error'>): ProcessResult {
+  if (rec.state === 'succeeded') return { kind: 'done' };
+  return { kind: 'fail', error: rec.state === 'cancelled' ? CANCELLED : (rec.error ?? 'failed') };
+}
+
 /** Endings wait out a Redis restart rather than being lost. */
 const PATIENT = { patient: true };
 type FinalState = 'succeeded' | 'failed' | 'cancelled';
@@ -49,7 +60,8 @@ export class JobExecutor {
     if (job.tries > 1 || !exp || !runner) {
       // The uncommon paths read the record first.
       const rec = await this.d.records.get(job.id, PATIENT);
-      if (!rec || isFinal(rec.state)) return { kind: 'done' };
+      if (!rec) return { kind: 'done' };
+      if (isFinal(rec.state)) return bullEnding(rec);
       if (!exp)
         return this.end(rec, 'failed', {
           error: `experiment '${rec.experiment}' is not installed on ${this.d.workerName}`,
@@ -69,7 +81,8 @@ export class JobExecutor {
       // Waits in the queue (the try is given back) until the runner can start jobs again; one
       // cancelled meanwhile is dropped.
       const rec = await this.d.records.get(job.id, PATIENT);
-      if (!rec || isFinal(rec.state)) return { kind: 'done' };
+      if (!rec) return { kind: 'done' };
+      if (isFinal(rec.state)) return bullEnding(rec);
       this.warnOnce(`${exp.runner} jobs wait: ${down}`);
       return { kind: 'later', delayMs: UNAVAILABLE_RETRY_MS, counted: false };
     }
@@ -93,7 +106,8 @@ export class JobExecutor {
   private async finishedBefore(job: QueuedJob): Promise<ProcessResult | undefined> {
     if (!(await this.d.store.exitedOk(job.data.experiment, job.id))) return undefined;
     const rec = await this.d.records.get(job.id, PATIENT);
-    if (!rec || isFinal(rec.state)) return { kind: 'done' };
+    if (!rec) return { kind: 'done' };
+    if (isFinal(rec.state)) return bullEnding(rec);
     this.d.log.warn(
       { job: rec.id, experiment: rec.experiment },
       'job had exited 0 before its worker stopped: recorded succeeded, not run again',
@@ -133,7 +147,10 @@ export class JobExecutor {
       },
       PATIENT,
     );
-    if (!started?.changed) return { kind: 'done' };
+    if (!started) return { kind: 'done' };
+    // Cancelled (or ended elsewhere) before it could start: BullMQ files it as the record says.
+    if (!started.changed)
+      return isFinal(started.record.state) ? bullEnding(started.record) : { kind: 'done' };
     let rec = started.record;
     // The running record is written beside the start, not before it: Redis already says running.
     const runningWritten = this.d.store.writeRecord(rec).catch(() => undefined);
@@ -263,9 +280,10 @@ export class JobExecutor {
         'job ended',
       );
     }
-    return final.state === 'failed'
-      ? { kind: 'fail', error: final.error ?? 'failed' }
-      : { kind: 'done' };
+    // Ended by someone else first: BullMQ follows the record as it is.
+    return bullEnding(
+      t && !t.changed ? t.record : { state: final.state, error: final.error ?? null },
+    );
   }
 
   private async adopt(onDisk: JobRecord): Promise<ProcessResult> {
@@ -275,9 +293,7 @@ export class JobExecutor {
       { job: id, state: onDisk.state },
       'job had ended on disk before its worker stopped',
     );
-    return onDisk.state === 'failed'
-      ? { kind: 'fail', error: onDisk.error ?? 'failed' }
-      : { kind: 'done' };
+    return bullEnding(onDisk);
   }
 
   /** Stops every running job so it is handed back to the queue (worker shutdown). */

@@ -65,6 +65,11 @@ export class JobsRuntime {
     private readonly log: Logger,
   ) {}
 
+  /** Where the job system's Redis is, password hidden: REDIS_URL, or the embedded server's socket. */
+  get redisUrl(): string {
+    return this.backend.describe;
+  }
+
   get uploadDir(): string {
     return path.join(this.store.root, '.uploads');
   }

@@ -90,3 +90,81 @@ describe('HealthMonitor.readiness', () => {
     await m.stop();
   });
 });
+
+describe('HealthMonitor answers in bounded time whatever hangs', () => {
+  const never = () => new Promise<never>(() => undefined);
+
+  /** A job system where Redis refuses connections, and every other part hangs. */
+  function hungJobs() {
+    const client = Object.assign(new EventEmitter(), {
+      status: 'reconnecting',
+      ping: jest.fn(never),
+      info: never,
+      config: never,
+    });
+    const rt = {
+      records: { client, bus: new EventEmitter(), counts: never },
+      queue: { counts: never },
+      dockerStatus: never,
+      catalog: { list: () => [{ runner: 'docker' }] },
+      redisUrl: 'redis://:***@10.0.0.5:6379/2',
+    } as unknown as JobsRuntime;
+    return { rt, client };
+  }
+
+  function shortMonitor() {
+    const config = loadWorkerConfig({
+      TUNNEL_KEY_FILE: '/etc/gpu-sidecar/key',
+      GPU_DEVICES: 'none',
+      DATA_FOLDER: mkdtempSync(path.join(tmpdir(), 'gsc-monitor-')),
+    });
+    return new HealthMonitor({
+      config,
+      log: silentLogger(),
+      registry: createRegistry('worker'),
+      containerSource: noDocker,
+      probeTimeoutMs: 50,
+    });
+  }
+
+  it('/health names Redis with its URL and the connection error, and each hung part', async () => {
+    const m = shortMonitor();
+    const { rt, client } = hungJobs();
+    m.attachJobs(rt);
+    client.emit('error', new Error('connect ECONNREFUSED 10.0.0.5:6379'));
+    const report = await m.report();
+    expect(report.status).toBe('down');
+    expect(report.problems).toEqual([
+      'redis: Redis at redis://:***@10.0.0.5:6379/2 is down: connect ECONNREFUSED 10.0.0.5:6379',
+      'queue: not answering: Redis is down',
+      'docker: the Docker Engine got no answer within 50 ms (a docker experiment is installed)',
+    ]);
+    expect(report.redis).toMatchObject({
+      up: false,
+      url: 'redis://:***@10.0.0.5:6379/2',
+      error: 'connect ECONNREFUSED 10.0.0.5:6379',
+    });
+    // Not connected: no PING was queued behind the reconnects.
+    expect(client.ping).not.toHaveBeenCalled();
+    // /metrics too, though the job counts never come.
+    expect(await m.metrics()).toMatch(/^redis_up{daemon="worker"} 0$/m);
+    await m.stop();
+  });
+
+  it('a connected Redis that does not answer PING is down with the timeout and the last error', async () => {
+    const m = shortMonitor();
+    const { rt, client } = hungJobs();
+    m.attachJobs(rt);
+    client.emit('error', new Error('read ETIMEDOUT'));
+    client.status = 'ready';
+    const ready = await m.readiness();
+    expect(ready.redis?.problems).toEqual([
+      'Redis at redis://:***@10.0.0.5:6379/2 is down: PING got no answer within 50 ms (last connection error: read ETIMEDOUT)',
+    ]);
+    // Ready again: the old error is no longer the cause.
+    client.emit('ready');
+    const again = await m.readiness();
+    expect(again.redis?.error).toBe('PING got no answer within 50 ms');
+    await m.stop();
+  });
+});

@@ -11,6 +11,7 @@ import {
   probeHost,
   probeRedis,
   summarizeHealth,
+  withDeadline,
   type ContainerSource,
   type DiskStatus,
   type GpuQuery,
@@ -23,6 +24,15 @@ import { JobMetrics } from '../../../../libs/jobs/src/jobs.metrics';
 import type { Registry } from '../../../../libs/metrics/src';
 import type { TunnelSession } from '../../../../libs/tunnel/src';
 
+/**
+ * How long each part of a readiness round (Redis, queue, disk, Docker, job counts) may take: past
+ * it the part is reported down with "no answer within", so /health, /health/ready and /metrics
+ * answer in about this long whatever is down. Before, a Redis that refused connections held
+ * /health for over a minute (BullMQ's commands wait out their reconnect retries), and `status`
+ * blamed the worker.
+ */
+export const PROBE_TIMEOUT_MS = 2_000;
+
 export interface HealthMonitorOptions {
   config: WorkerConfig;
   log: Logger;
@@ -31,6 +41,8 @@ export interface HealthMonitorOptions {
   gpuQuery?: GpuQuery;
   /** DOCKER_HOST's engine by default. */
   containerSource?: ContainerSource;
+  /** Each probe's time budget; PROBE_TIMEOUT_MS by default (tests shorten it). */
+  probeTimeoutMs?: number;
 }
 
 /** One tunnel as /health shows it. */
@@ -52,8 +64,9 @@ export interface Readiness {
 /**
  * The worker's health: the GPU sampler, the container probe, and Redis, DATA_FOLDER and host
  * probes every GPU_SAMPLE_INTERVAL; all of them asynchronous, so none blocks the event loop
- * (NOTES.md: systeminformation's graphics() would). It owns the worker's metric recorders and
- * answers /health, /health/ready and /metrics.
+ * (systeminformation's graphics() would, for as long as nvidia-smi takes). It owns the worker's
+ * metric recorders and answers /health, /health/ready and /metrics, each part within
+ * PROBE_TIMEOUT_MS.
  */
 export class HealthMonitor {
   /** Absent with GPU_DEVICES=none: nvidia-smi is then never run. */
@@ -69,6 +82,8 @@ export class HealthMonitor {
   /** The readiness round in flight: its callers share it; the next call after it settles probes. */
   private readying?: Promise<Readiness>;
   private running = false;
+  /** The Redis command connection's last error, until it is ready again (for /health's cause). */
+  private redisError?: string;
 
   constructor(private readonly o: HealthMonitorOptions) {
     const { config, log, registry } = o;
@@ -114,6 +129,19 @@ export class HealthMonitor {
   attachJobs(rt: JobsRuntime): void {
     this.rt = rt;
     this.jobMetrics = new JobMetrics(this.o.registry, rt.records, rt.queue);
+    // ioredis says why it is not connected only in 'error' events; /health names that cause.
+    const client = rt.records.client as Partial<Pick<JobsRuntime['records']['client'], 'on'>>;
+    client.on?.('error', (err: Error) => (this.redisError = err.message));
+    client.on?.('ready', () => (this.redisError = undefined));
+  }
+
+  private get probeTimeoutMs(): number {
+    return this.o.probeTimeoutMs ?? PROBE_TIMEOUT_MS;
+  }
+
+  /** `p` within the probe budget, else a rejection saying which part did not answer. */
+  private bounded<T>(p: Promise<T>, what: string): Promise<T> {
+    return withDeadline(p, this.probeTimeoutMs, what);
   }
 
   attachTunnels(sessions: () => TunnelSession[]): void {
@@ -169,25 +197,39 @@ export class HealthMonitor {
 
   private async probeReadiness(): Promise<Readiness> {
     const { config } = this.o;
+    const rt = this.rt;
+    // Every part is bounded: a hung statfs (a dead NFS mount), Docker socket or Redis is then a
+    // problem line of its own, never a /health that does not answer.
     const [redis, queue, disk, docker] = await Promise.all([
-      this.rt ? probeRedis(this.rt.records.client) : undefined,
+      rt
+        ? probeRedis(rt.records.client, {
+            timeoutMs: this.probeTimeoutMs,
+            url: rt.redisUrl,
+            lastError: () => this.redisError,
+          })
+        : undefined,
       this.queueCounts(),
-      probeDisk(config.dataFolder, config.minFreeDisk).then(
+      this.bounded(probeDisk(config.dataFolder, config.minFreeDisk), 'DATA_FOLDER statfs').then(
         (d) => d,
         (err: Error) => err.message,
       ),
-      this.rt?.dockerStatus().catch((err: Error): DockerReadiness => ({
-        reachable: false,
-        reason: err.message,
-        required: true,
-      })),
+      rt &&
+        this.bounded(rt.dockerStatus(), 'the Docker Engine').catch(
+          (err: Error): DockerReadiness => ({
+            reachable: false,
+            reason: err.message,
+            required: rt.catalog.list().some((e) => e.runner === 'docker'),
+          }),
+        ),
     ]);
     if (redis) this.host.redis(redis);
     if (typeof disk !== 'string') this.host.disk(disk);
     if (docker) this.jobMetrics?.defs.dockerUp.set(docker.reachable ? 1 : 0);
     return {
       redis,
-      queue,
+      // BullMQ's own words for a Redis that is away ("Reached the max retries per request
+      // limit ...") name neither Redis nor a cause: the Redis line above does.
+      queue: !queue.ok && redis && !redis.up ? { ok: false, error: 'Redis is down' } : queue,
       ...(typeof disk === 'string' ? { diskError: disk } : { disk }),
       docker,
     };
@@ -195,8 +237,12 @@ export class HealthMonitor {
 
   private async queueCounts(): Promise<Readiness['queue']> {
     if (!this.jobMetrics) return { ok: false, error: 'the job queue is not started' };
-    const counts = await this.jobMetrics.refreshQueues();
-    return counts ? { ok: true, counts } : { ok: false, error: this.jobMetrics.queueError };
+    try {
+      const counts = await this.bounded(this.jobMetrics.refreshQueues(), 'BullMQ job counts');
+      return counts ? { ok: true, counts } : { ok: false, error: this.jobMetrics.queueError };
+    } catch (err) {
+      return { ok: false, error: (err as Error).message };
+    }
   }
 
   /** GET /health: everything, with one verdict. */
@@ -244,9 +290,16 @@ export class HealthMonitor {
     };
   }
 
-  /** GET /metrics: gauges read from Redis first, then the registry's text. */
+  /**
+   * GET /metrics: gauges read from Redis first (each bounded: a gauge Redis cannot give in time
+   * keeps its last value, and redis_up says why), then the registry's text.
+   */
   async metrics(): Promise<string> {
-    await Promise.all([this.jobMetrics?.refreshRecords(), this.readiness().catch(() => undefined)]);
+    await Promise.all([
+      this.jobMetrics &&
+        this.bounded(this.jobMetrics.refreshRecords(), 'job counts').catch(() => undefined),
+      this.readiness().catch(() => undefined),
+    ]);
     return this.o.registry.metrics();
   }
 }

@@ -31,7 +31,7 @@ export type ProcessResult =
   | { kind: 'done' }
   /** The job failed and may run again (BullMQ retries while attempts remain). */
   | { kind: 'retry'; error: string }
-  /** The job failed for good. */
+  /** The job failed for good (or was cancelled: BullMQ files it under failed, reason `cancelled`). */
   | { kind: 'fail'; error: string }
   /** Not run now: back to the queue after `delayMs`; `counted: false` gives the try back. */
   | { kind: 'later'; delayMs: number; counted: boolean };
@@ -66,10 +66,13 @@ export class JobQueue {
     await Promise.all(Object.values(this.queues).map((q) => q.waitUntilReady()));
   }
 
-  /** Enqueues a job under its record id, so the id is also BullMQ's and a retry keeps it. */
+  /**
+   * Enqueues a job under its record id, so the id is also BullMQ's and a retry keeps it. BullMQ's
+   * job name is the experiment's: what bull-board shows on each job.
+   */
   async add(kind: SlotKind, payload: JobPayload, opts: QueueOptions): Promise<void> {
     const age = Math.ceil(this.retentionMs / 1000);
-    await this.queues[kind].add('run', payload, {
+    await this.queues[kind].add(payload.experiment, payload, {
       jobId: payload.id,
       attempts: opts.attempts,
       priority: opts.priority,

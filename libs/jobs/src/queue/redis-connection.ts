@@ -5,10 +5,12 @@ import { createServer } from 'node:net';
 import path from 'node:path';
 import IORedis, { type RedisOptions } from 'ioredis';
 import { parseRedisUrl, type Logger } from '../../../config/src';
+import { checkRedis, redactRedisUrl } from './redis-check';
 
 /**
- * The one file that imports ioredis (besides BullMQ's own use of it). Where the worker's Redis
- * is: REDIS_URL, or an embedded redis-server that the worker starts, watches and stops.
+ * With redis-check.ts (the start-up check), the one file that imports ioredis (besides BullMQ's
+ * own use of it). Where the worker's Redis is: REDIS_URL, or an embedded redis-server that the
+ * worker starts, watches and stops.
  */
 export interface RedisBackend {
   /** ioredis options for new connections (BullMQ makes its own from these). */
@@ -44,37 +46,9 @@ export function optionsFromUrl(url: string): RedisOptions {
   };
 }
 
-/** Where REDIS_URL points, for logs and errors: never the password. */
-export function describeRedisUrl(url: string): string {
-  const t = parseRedisUrl(url);
-  if (t.kind === 'direct') return `${t.host}:${t.port}`;
-  return `sentinel master '${t.name}' via ${t.sentinels.map((s) => `${s.host}:${s.port}`).join(',')}`;
-}
-
 /** A plain connection for commands (not blocking; fails fast when Redis is away). */
 export function connect(options: RedisOptions, extra: RedisOptions = {}): Redis {
   return new IORedis({ ...options, lazyConnect: false, ...extra });
-}
-
-/**
- * Refuses a Redis that may evict keys: BullMQ keeps jobs in keys, and an evicting Redis silently
- * loses queued work. INFO is used instead of CONFIG GET, which managed Redis often disables.
- */
-export async function assertNoEviction(options: RedisOptions, describe: string): Promise<void> {
-  const r = connect(options, { maxRetriesPerRequest: 1, retryStrategy: () => null });
-  r.on('error', () => undefined); // the failed command says it
-  try {
-    const info = await r.info('memory');
-    const policy = /maxmemory_policy:(\S+)/.exec(info)?.[1];
-    if (policy && policy !== 'noeviction') {
-      throw new Error(
-        `Redis at ${describe} has maxmemory-policy '${policy}': BullMQ needs 'noeviction' or queued jobs can vanish. ` +
-          `Set it with: redis-cli CONFIG SET maxmemory-policy noeviction (and in redis.conf).`,
-      );
-    }
-  } finally {
-    r.disconnect();
-  }
 }
 
 async function freeLoopbackPort(): Promise<number> {
@@ -87,7 +61,11 @@ async function freeLoopbackPort(): Promise<number> {
   return port;
 }
 
-/** Connects to REDIS_URL, or starts the embedded Redis; checks the eviction policy either way. */
+/**
+ * Connects to REDIS_URL, or starts the embedded Redis; checks it either way (reachable, logged in,
+ * the right database, noeviction: redis-check.ts), so a worker that cannot use its Redis stops
+ * at start with where it is (password hidden) and why.
+ */
 export async function openRedis(
   redisUrl: string | undefined,
   dataFolder: string,
@@ -95,12 +73,17 @@ export async function openRedis(
 ): Promise<RedisBackend> {
   if (redisUrl) {
     const options = optionsFromUrl(redisUrl);
-    const describe = describeRedisUrl(redisUrl);
-    await assertNoEviction(options, describe);
+    const describe = redactRedisUrl(redisUrl);
+    await checkRedis(options, describe);
     return { options, describe, stop: async () => undefined };
   }
   const embedded = await startEmbeddedRedis(path.resolve(dataFolder, 'redis'), log);
-  await assertNoEviction(embedded.options, embedded.describe);
+  try {
+    await checkRedis(embedded.options, `the embedded redis-server (${embedded.describe})`);
+  } catch (err) {
+    await embedded.stop();
+    throw err;
+  }
   return embedded;
 }
 
@@ -149,10 +132,18 @@ export async function startEmbeddedRedis(dir: string, log: Logger): Promise<Redi
   const describe = useSocket ? socket : `127.0.0.1:${port}`;
   let child: ChildProcess | undefined;
   let stopping = false;
+  /** Set when it exits before it first answered: then start-up fails instead of restarting it. */
+  let startFailed: string | undefined;
+  let started = false;
+  const logFile = path.join(dir, 'redis.log');
   const launch = (): ChildProcess => {
     const c = spawn('redis-server', args, { stdio: 'ignore' });
     c.on('exit', (code, signal) => {
       if (stopping) return;
+      if (!started) {
+        startFailed = `exited (${code ?? signal}) at start: ${lastLogLines(logFile)}`;
+        return;
+      }
       log.error(
         { code, signal, redis: describe },
         'embedded redis-server exited; restarting in 1s',
@@ -180,12 +171,18 @@ export async function startEmbeddedRedis(dir: string, log: Logger): Promise<Redi
       break;
     } catch {
       r.disconnect();
+      if (startFailed) throw new Error(`embedded redis-server (${dir}) ${startFailed}`);
       if (Date.now() > deadline) {
-        throw new Error(`embedded redis-server did not start; see ${path.join(dir, 'redis.log')}`);
+        stopping = true;
+        child.kill('SIGKILL');
+        throw new Error(
+          `embedded redis-server (${dir}) did not answer within 10 s: ${lastLogLines(logFile)}`,
+        );
       }
       await new Promise((res) => setTimeout(res, 50));
     }
   }
+  started = true;
   log.info({ redis: describe }, 'embedded redis-server started');
   return {
     options,
@@ -201,6 +198,25 @@ export async function startEmbeddedRedis(dir: string, log: Logger): Promise<Redi
       clearTimeout(timer);
     },
   };
+}
+
+/**
+ * The last lines redis-server logged, without their pid and time stamp, and where the log is: the
+ * cause of a start that failed (a bad AOF, a port in use, a folder it cannot write).
+ */
+function lastLogLines(logFile: string): string {
+  let text = '';
+  try {
+    text = readFileSync(logFile, 'utf8');
+  } catch {
+    return `no log at ${logFile}`;
+  }
+  const lines = text
+    .split('\n')
+    .map((l) => l.replace(/^\d+:[A-Z] \d+ \w+ \d+ [\d:.]+ [#*.-] /, '').trim())
+    .filter(Boolean)
+    .slice(-3);
+  return `${lines.join(' | ') || 'nothing logged'} (see ${logFile})`;
 }
 
 /**
