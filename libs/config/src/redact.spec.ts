@@ -1,4 +1,5 @@
 import fc from 'fast-check';
+import { parseRedisUrl } from './parse';
 import { redactUrl } from './redact';
 
 describe('redactUrl', () => {
@@ -45,6 +46,46 @@ describe('redactUrl', () => {
         const shown = redactUrl(withUser);
         return !shown.includes(`:${pass}@`) && !shown.includes(`=${pass}`);
       }),
+    );
+  });
+});
+
+describe('redactUrl on REDIS_URL', () => {
+  it('hides the password and the sentinels’ password, keeping the rest', () => {
+    expect(redactUrl('redis://:s3cret@db:6379/2')).toBe('redis://:***@db:6379/2');
+    expect(redactUrl('rediss://ada:pa:ss@db/0')).toBe('rediss://ada:***@db/0');
+    expect(redactUrl('redis://ada@db')).toBe('redis://***@db'); // a lone user@ may be a token
+    expect(redactUrl('redis://db:6379')).toBe('redis://db:6379');
+    expect(
+      redactUrl('redis+sentinel://u:p%40w@s1:26379,s2/gsc/1?tls=1&sentinelPassword=x&y=2'),
+    ).toBe('redis+sentinel://u:***@s1:26379,s2/gsc/1?tls=1&sentinelPassword=***&y=2');
+    expect(redactUrl('redis-sentinel://s1/gsc?sentinelPassword=top')).toBe(
+      'redis-sentinel://s1/gsc?sentinelPassword=***',
+    );
+  });
+
+  it('never prints a password that parseRedisUrl would use, whatever it holds', () => {
+    // Passwords as a URL may carry them: anything but '@' and '/' (which end the user info),
+    // percent-escapes included. What parseRedisUrl reads as the password must not survive.
+    const chars = fc.constantFrom(...'abcXYZ019:;!$&()*+,=._~-%#?'.split(''));
+    fc.assert(
+      fc.property(
+        fc.stringOf(chars, { minLength: 6, maxLength: 30 }),
+        fc.stringOf(fc.constantFrom(...'abcxyz'.split('')), { maxLength: 5 }),
+        (password, user) => {
+          const url = `redis://${user}:${password}@db.lab:6379/3`;
+          let parsed;
+          try {
+            parsed = parseRedisUrl(url);
+          } catch {
+            return; // not a REDIS_URL the worker would start with
+          }
+          const shown = redactUrl(url);
+          expect(shown).toBe(`redis://${user}:***@db.lab:6379/3`);
+          if (parsed.password) expect(shown).not.toContain(parsed.password);
+        },
+      ),
+      { numRuns: 500 },
     );
   });
 });

@@ -7,8 +7,12 @@
 /** Query parameters whose value is taken for a secret: any name containing one of these words. */
 const SECRET_PARAM = /pass|secret|token|key|auth|cred|sig/i;
 
-/** `scheme://userinfo@`: everything up to the last `@` before the path (a raw `@` in a password). */
-const USERINFO = /^([a-z][a-z0-9+.-]*:\/\/)([^/?#]*)@/i;
+/**
+ * `scheme://userinfo@`: everything up to the last `@` before the path (a raw `@` in a password).
+ * `?` and `#` do not end it: REDIS_URL's parser takes any character but `@` and `/` into the
+ * password, so neither may this (a password `ab?cd` would otherwise be shown as a query).
+ */
+const USERINFO = /^([a-z][a-z0-9+.-]*:\/\/)([^/]*)@/i;
 
 /** One `name=value` of a query string (`?` or `&` or `;` before it), up to the next separator. */
 const QUERY_PARAM = /([?&;])([^=&#;]*)=([^&#;]*)/g;

@@ -10,16 +10,6 @@ type Redis = IORedis;
  * word, so a worker told `/99` would share database 0 with another worker's queue.
  */
 
-/** Hides the passwords of a REDIS_URL (`user:PASSWORD@`, `sentinelPassword=`): safe to print. */
-export function redactRedisUrl(url: string): string {
-  // The same user-info pattern as parseRedisUrl (no '@' or '/' in it): whatever parses as a
-  // password there is what is replaced here, so no part of it can be left in the output.
-  return url
-    .trim()
-    .replace(/^([a-z+-]+:\/\/[^@/:]*:)[^@/]*@/i, '$1***@')
-    .replace(/([?&]sentinelPassword=)[^&#]*/gi, '$1***');
-}
-
 /** What to do about a connection error, by its text; '' when there is nothing to add. */
 function hint(cause: string, sentinel = false): string {
   if (sentinel && /NOAUTH|WRONGPASS/.test(cause))

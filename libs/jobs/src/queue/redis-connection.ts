@@ -4,8 +4,8 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import IORedis, { type RedisOptions } from 'ioredis';
-import { parseRedisUrl, type Logger } from '../../../config/src';
-import { checkRedis, redactRedisUrl } from './redis-check';
+import { parseRedisUrl, redactUrl, type Logger } from '../../../config/src';
+import { checkRedis } from './redis-check';
 
 /**
  * With redis-check.ts (the start-up check), the one file that imports ioredis (besides BullMQ's
@@ -73,7 +73,7 @@ export async function openRedis(
 ): Promise<RedisBackend> {
   if (redisUrl) {
     const options = optionsFromUrl(redisUrl);
-    const describe = redactRedisUrl(redisUrl);
+    const describe = redactUrl(redisUrl.trim());
     await checkRedis(options, describe);
     return { options, describe, stop: async () => undefined };
   }
