@@ -56,6 +56,9 @@ export interface GpuDeviceInfo {
   healthy: boolean;
 }
 
+/** A device as the allocator takes it: without its health, which it asks when it hands one out. */
+type DeviceOnly = Omit<GpuDeviceInfo, 'healthy'>;
+
 /** How many vanished instances a snapshot remembers (re-partitions are rare; the list stays short). */
 const VANISHED_KEPT = 32;
 
@@ -196,6 +199,28 @@ export class GpuSampler extends EventEmitter {
     const byIndex = typeof id === 'number' || /^\d+$/.test(id);
     if (byIndex) return this.last.gpus.some((g) => g.healthy && !g.mig && g.index === Number(id));
     return this.devices().some((d) => d.healthy && d.uuid.toLowerCase() === id.toLowerCase());
+  }
+
+  /**
+   * What the GPU allocator (libs/jobs GpuInventory) reads: the devices now (none while
+   * nvidia-smi fails), whether one may get a job, and each change of the devices.
+   */
+  inventory(): {
+    detect(): Promise<DeviceOnly[]>;
+    isHealthy(uuid: string): boolean;
+    watch(listener: (devices: DeviceOnly[]) => void): void;
+  } {
+    const strip = ({ healthy: _h, ...d }: GpuDeviceInfo): DeviceOnly => d;
+    return {
+      detect: async () => {
+        const s = await this.sample();
+        return s.stale ? [] : this.devices().map(strip);
+      },
+      isHealthy: (uuid) => this.isHealthy(uuid),
+      watch: (listener) => {
+        this.on('devices', (d: GpuDeviceInfo[]) => listener(d.map(strip)));
+      },
+    };
   }
 
   private schedule(): void {
