@@ -227,6 +227,7 @@ export class HealthMonitor {
             stale: gpu.stale,
             error: gpu.error,
             missing: gpu.missing,
+            vanished: gpu.vanished ?? [],
             devices: gpu.gpus,
           }
         : { enabled: false, devices: [] },
