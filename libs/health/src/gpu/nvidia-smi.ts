@@ -1,5 +1,11 @@
 import { execFile } from 'node:child_process';
-import { joinMig, parseMigDetails, parseMigList, type MigInstanceReading } from './mig';
+import {
+  DEVICE_UUID,
+  joinMig,
+  parseMigDetails,
+  parseMigList,
+  type MigInstanceReading,
+} from './mig';
 
 /**
  * The fields we ask nvidia-smi for, in order. Index and UUID first: they are the identity that
@@ -116,6 +122,11 @@ export function parseNvidiaSmi(stdout: string): GpuReading[] {
     const uuid = str(f[1]);
     if (index === undefined || uuid === undefined) {
       throw new Error(`nvidia-smi line lacks index or uuid: '${line}'`);
+    }
+    // The UUID becomes a job's DeviceIDs and NVIDIA_VISIBLE_DEVICES, where `all` or `none`
+    // would give it every GPU or none: only the driver's exact `GPU-` shape is taken.
+    if (!DEVICE_UUID.test(uuid) || !uuid.startsWith('GPU-')) {
+      throw new Error(`nvidia-smi gave '${uuid}' as a GPU UUID, not GPU-xxxxxxxx-xxxx-…`);
     }
     out.push(
       compact<GpuReading>({
