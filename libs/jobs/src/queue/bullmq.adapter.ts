@@ -172,6 +172,14 @@ export class JobQueue {
 
   /** Stops taking jobs; `force` does not wait for running ones (they were already stopped). */
   async closeWorkers(force: boolean): Promise<void> {
+    // A worker closed while its connections still initialize (stopped just after it started)
+    // has BullMQ emit their late "Connection is closed" as an unhandled 'error': let them
+    // finish first, for a bounded time (Redis may be what is gone).
+    await Promise.allSettled(
+      this.workers.map((w) =>
+        Promise.race([w.waitUntilReady(), new Promise((r) => setTimeout(r, 2_000).unref())]),
+      ),
+    );
     await Promise.allSettled(this.workers.map((w) => w.close(force)));
   }
 
