@@ -95,6 +95,7 @@ describe('GPU sampler with the two-GPU fake on PATH', () => {
       clockGraphicsMHz: 1980,
       clockMemoryMHz: 2619,
       eccUncorrectedVolatile: 0,
+      migEnabled: false,
     });
     expect('fanSpeedPercent' in snap.gpus[0]).toBe(false);
     expect(h0).toBe(false);

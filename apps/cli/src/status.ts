@@ -82,11 +82,29 @@ function gpusTable(c: Colors, gpus: any): string {
       `${gib(g.memoryUsedBytes)} / ${gib(g.memoryTotalBytes)}`,
       unit(g.powerDrawW, 'W'),
     ]);
+    for (const row of migRows(c, g)) t.push(row);
   }
   const notes: string[] = [];
   if (gpus.error) notes.push(c.red(`nvidia-smi ${gpus.error.reason}: ${gpus.error.message}`));
   for (const id of gpus.missing ?? []) notes.push(c.red(`GPU ${id} is in GPU_DEVICES but gone`));
+  for (const v of gpus.vanished ?? [])
+    notes.push(
+      c.yellow(`MIG ${v.uuid} (${v.profile} on GPU ${v.gpu}) vanished ${v.since}: re-partitioned`),
+    );
   return [t.length ? t.toString() : 'no GPU seen', ...notes].join('\n');
+}
+
+/** A partitioned GPU's MIG instances, one row each under its GPU (temperature and power are the GPU's). */
+function migRows(c: Colors, g: any): string[][] {
+  return (g.mig ?? []).map((i: any) => [
+    `${g.index}/${i.device}`,
+    `└ MIG ${i.profile} ${i.uuid}`,
+    i.healthy ? c.green('healthy') : c.red(`unhealthy: ${(i.reasons ?? []).join('; ')}`),
+    '',
+    '',
+    `${gib(i.memoryUsedBytes)} / ${gib(i.memoryTotalBytes)}`,
+    '',
+  ]);
 }
 
 function queueTable(c: Colors, queue: any): string {

@@ -63,7 +63,7 @@ export function parseTunnelUrl(text: string): string {
   return url.toString();
 }
 
-/** GPU selection: `all`, `none`, or a list of indexes and/or `GPU-…` UUIDs. */
+/** GPU selection: `all`, `none`, or a list of indexes, `GPU-…` UUIDs and/or `MIG-…` UUIDs. */
 export type GpuSelection = { kind: 'all' } | { kind: 'none' } | { kind: 'list'; ids: string[] };
 
 export function parseGpuDevices(text: string): GpuSelection {
@@ -74,7 +74,7 @@ export function parseGpuDevices(text: string): GpuSelection {
   for (const id of ids) {
     if (!/^\d+$/.test(id) && !/^(GPU|MIG)-[0-9a-fA-F-]+$/.test(id)) {
       throw new Error(
-        `expected all, none, or GPU indexes/UUIDs like 0,1 or GPU-8f6e…, got '${id}'`,
+        `expected all, none, or GPU indexes/UUIDs like 0,1, GPU-8f6e… or MIG-4f1e…, got '${id}'`,
       );
     }
   }

@@ -1,4 +1,5 @@
 export * from './gpu/nvidia-smi';
+export * from './gpu/mig';
 export * from './gpu/health';
 export * from './gpu/sampler';
 export * from './gpu/metrics';

@@ -159,3 +159,49 @@ describe('summarizeHealth', () => {
     ]);
   });
 });
+
+describe('health summary with MIG instances', () => {
+  const redisOk = { up: true, healthy: true, problems: [] };
+  const instance = (n: number, healthy: boolean, reasons: string[] = []) => ({
+    uuid: `MIG-0000000${n}-0000-0000-0000-00000000000${n}`,
+    device: n,
+    profile: '1g.10gb',
+    healthy,
+    problems: [],
+    reasons,
+  });
+
+  it("names an instance with its own problem; a sick GPU's instances are said once, by the GPU", () => {
+    const gpu = { index: 0, uuid: 'GPU-a', name: 'H100', pciBusId: 'b', problems: [], reasons: [] };
+    const ecc = '2 uncorrected ECC error(s) since the driver loaded';
+    const own = summarizeHealth({
+      redis: redisOk,
+      gpu: {
+        gpus: [{ ...gpu, healthy: true, mig: [instance(0, true), instance(1, false, [ecc])] }],
+        missing: [],
+        stale: false,
+      },
+    });
+    expect(own).toMatchObject({ status: 'degraded', ready: true });
+    expect(own.problems).toEqual([
+      `gpu 0 MIG MIG-00000001-0000-0000-0000-000000000001 (1g.10gb): ${ecc}`,
+    ]);
+    const hot = 'temperature 92 °C ≥ GPU_MAX_TEMP 90 °C';
+    const sick = summarizeHealth({
+      redis: redisOk,
+      gpu: {
+        gpus: [
+          {
+            ...gpu,
+            healthy: false,
+            reasons: [hot],
+            mig: [instance(0, false, [hot]), instance(1, false, [hot])],
+          },
+        ],
+        missing: [],
+        stale: false,
+      },
+    });
+    expect(sick.problems).toEqual([`gpu 0 (GPU-a): ${hot}`]);
+  });
+});

@@ -70,6 +70,11 @@ export function summarizeHealth(h: HealthInputs): HealthSummary {
     for (const g of h.gpu.gpus) {
       if (!g.healthy && !h.gpu.error)
         warn.push(`gpu ${g.index} (${g.uuid}): ${g.reasons.join('; ')}`);
+      // A MIG instance's own problem (its GPU's problems are said once, above).
+      for (const i of g.healthy && !h.gpu.error ? (g.mig ?? []) : []) {
+        if (!i.healthy)
+          warn.push(`gpu ${g.index} MIG ${i.uuid} (${i.profile}): ${i.reasons.join('; ')}`);
+      }
     }
     for (const id of h.gpu.missing)
       warn.push(`gpu ${id}: in GPU_DEVICES but not seen by nvidia-smi`);

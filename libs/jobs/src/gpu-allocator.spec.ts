@@ -1,4 +1,10 @@
-import { GpuAllocator, resolveGpuDevices, type GpuInventory } from './gpu-allocator';
+import {
+  GpuAllocator,
+  resolveGpuDeviceInfo,
+  resolveGpuDevices,
+  type GpuDevice,
+  type GpuInventory,
+} from './gpu-allocator';
 
 const U0 = 'GPU-0a0a0a0a-0000-0000-0000-000000000000';
 const U1 = 'GPU-1b1b1b1b-1111-1111-1111-111111111111';
@@ -99,5 +105,99 @@ describe('GPU_DEVICES resolved against detection', () => {
   it('all with no GPU detected gives an empty list', async () => {
     const none: GpuInventory = { detect: async () => [], isHealthy: () => true };
     expect(await resolveGpuDevices({ kind: 'all' }, none, warn)).toEqual([]);
+  });
+});
+
+describe('GPU allocator with MIG instances and sizes', () => {
+  const MIB = 1024 * 1024;
+  const H100 = 'GPU-00000000-0000-0000-0000-000000000000';
+  const H200 = 'GPU-00000001-0000-0000-0000-000000000001';
+  const mig = (n: number) => `MIG-0000000${n}-0000-0000-0000-00000000000${n}`;
+  // The h100-h200 fixture's devices (test/fixtures/nvidia-smi/mig): four instances and a whole H200.
+  const devices: GpuDevice[] = [
+    { index: 0, uuid: mig(0), parent: H100, profile: '3g.40gb', memoryTotalBytes: 40448 * MIB },
+    { index: 0, uuid: mig(1), parent: H100, profile: '2g.20gb', memoryTotalBytes: 20096 * MIB },
+    { index: 0, uuid: mig(2), parent: H100, profile: '1g.10gb', memoryTotalBytes: 9984 * MIB },
+    { index: 0, uuid: mig(3), parent: H100, profile: '1g.10gb', memoryTotalBytes: 9984 * MIB },
+    { index: 1, uuid: H200, name: 'NVIDIA H200', memoryTotalBytes: 143771 * MIB },
+  ];
+
+  it('gives a job by count the smallest free device, keeping big ones for big asks', () => {
+    const a = new GpuAllocator(devices, 1);
+    expect(a.capacity).toBe(5);
+    expect(a.acquire(1)).toEqual([mig(2)]);
+    expect(a.acquire(2)).toEqual([mig(3), mig(1)]);
+    expect(a.acquire(2)).toEqual([mig(0), H200]);
+    expect(a.acquire(1)).toBeUndefined();
+  });
+
+  it('matches gpu_memory against each device and mig_profile by name', () => {
+    const a = new GpuAllocator(devices, 1);
+    expect(a.acquire({ count: 1, memoryBytes: 20e9 })).toEqual([mig(1)]);
+    expect(a.acquire({ count: 1, memoryBytes: 20e9 })).toEqual([mig(0)]);
+    expect(a.acquire({ count: 1, memoryBytes: 20e9 })).toEqual([H200]);
+    expect(a.acquire({ count: 1, memoryBytes: 20e9 })).toBeUndefined();
+    expect(a.acquire({ count: 2, migProfile: '1g.10gb' })).toEqual([mig(2), mig(3)]);
+    expect(a.acquire({ count: 1, migProfile: '1g.10gb' })).toBeUndefined();
+    const b = new GpuAllocator(devices, 1);
+    expect(b.acquire({ count: 1, migProfile: '3g.40gb', memoryBytes: 40e9 })).toEqual([mig(0)]);
+    // A whole GPU is never a MIG profile, whatever its memory.
+    expect(b.acquire({ count: 1, migProfile: '7g.80gb' })).toBeUndefined();
+  });
+
+  it('refuses only what no device here could ever give, naming what exists', () => {
+    const a = new GpuAllocator(devices, 1, () => false);
+    expect(a.refusal({ count: 1, migProfile: '1g.10gb' })).toBeUndefined();
+    expect(a.refusal({ count: 2, memoryBytes: 40e9 })).toBeUndefined();
+    expect(a.refusal({ count: 3, migProfile: '1g.10gb' })).toBe(
+      `no 3 device(s) on this worker match; it has: ${mig(0)} (3g.40gb, 40448 MiB, GPU 0), ` +
+        `${mig(1)} (2g.20gb, 20096 MiB, GPU 0), ${mig(2)} (1g.10gb, 9984 MiB, GPU 0), ` +
+        `${mig(3)} (1g.10gb, 9984 MiB, GPU 0), ${H200} (NVIDIA H200, 143771 MiB)`,
+    );
+    expect(a.refusal({ count: 1, memoryBytes: 200e9 })).toMatch(/^no 1 device\(s\)/);
+    expect(new GpuAllocator(['GPU-x'], 1).refusal({ count: 1, memoryBytes: 1 })).toBe(
+      'no 1 device(s) on this worker match; it has: GPU-x (memory unknown)',
+    );
+  });
+
+  it('follows a re-partition: vanished devices get no job, their slots end with their jobs, new ones get jobs', () => {
+    const a = new GpuAllocator(devices.slice(0, 4), 1);
+    const held = a.acquire({ count: 1, migProfile: '2g.20gb' })!;
+    const fresh: GpuDevice = {
+      index: 0,
+      uuid: 'MIG-f165f0ad-bde2-5b72-acdf-73bbf48eeb2c',
+      parent: H100,
+      profile: '7g.80gb',
+      memoryTotalBytes: 81000 * MIB,
+    };
+    const gone = a.update([devices[0], fresh]);
+    expect(gone.map((d) => d.uuid)).toEqual([mig(1), mig(2), mig(3)]);
+    expect(a.devices).toEqual([mig(0), fresh.uuid]);
+    expect(a.capacity).toBe(2);
+    expect(a.inUse()).toEqual({ [mig(0)]: 0, [mig(1)]: 1, [fresh.uuid]: 0 });
+    expect(a.acquire({ count: 1, migProfile: '2g.20gb' })).toBeUndefined();
+    expect(a.acquire({ count: 1, migProfile: '7g.80gb' })).toEqual([fresh.uuid]);
+    a.release(held);
+    expect(a.inUse()).toEqual({ [mig(0)]: 0, [fresh.uuid]: 1 });
+    expect(a.device(fresh.uuid)).toBe(fresh);
+    expect(a.device(mig(1))).toBeUndefined();
+  });
+
+  it('GPU_DEVICES naming a partitioned GPU (index or UUID) resolves to its instances', async () => {
+    const inv: GpuInventory = { detect: async () => devices, isHealthy: () => true };
+    const warn = jest.fn();
+    const byIndex = await resolveGpuDeviceInfo({ kind: 'list', ids: ['0'] }, inv, warn);
+    expect(byIndex.map((d) => d.uuid)).toEqual([0, 1, 2, 3].map(mig));
+    const byUuid = await resolveGpuDevices(
+      { kind: 'list', ids: [H100.toLowerCase(), mig(1)] },
+      inv,
+      warn,
+    );
+    expect(byUuid).toEqual([0, 1, 2, 3].map(mig));
+    expect(await resolveGpuDevices({ kind: 'list', ids: [mig(3), '1'] }, inv, warn)).toEqual([
+      mig(3),
+      H200,
+    ]);
+    expect(warn).not.toHaveBeenCalled();
   });
 });

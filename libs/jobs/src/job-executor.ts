@@ -1,6 +1,6 @@
 import type { Logger } from '../../config/src';
-import type { ExperimentCatalog } from './experiments/experiment';
-import type { GpuAllocator } from './gpu-allocator';
+import { gpuRequestOf, type ExperimentCatalog } from './experiments/experiment';
+import type { GpuAllocator, GpuDevice } from './gpu-allocator';
 import { isFinal, type JobRecord } from './job-record';
 import type { JobProcessor, ProcessResult, QueuedJob } from './queue/bullmq.adapter';
 import type { JobRecordsRepository } from './queue/job-records.repository';
@@ -44,6 +44,9 @@ export interface ExecutorDeps {
  */
 export class JobExecutor {
   private readonly running = new Map<string, AbortController>();
+  /** The devices of each running job, and why a job was stopped for losing one (MIG). */
+  private readonly devicesOf = new Map<string, string[]>();
+  private readonly lostDevice = new Map<string, string>();
   private readonly onCancel = (id: string) => this.running.get(id)?.abort(CANCELLED);
 
   constructor(private readonly d: ExecutorDeps) {
@@ -90,7 +93,7 @@ export class JobExecutor {
     // just now, is what marks a container that finished while no worker watched.
     const finished = await this.finishedBefore(job);
     if (finished) return finished;
-    const gpus = this.d.gpus.acquire(exp.gpus);
+    const gpus = this.d.gpus.acquire(gpuRequestOf(exp));
     if (!gpus) return { kind: 'later', delayMs: 1000, counted: false };
     try {
       return await this.runAttempt(job, gpus, runner, signal);
@@ -139,7 +142,7 @@ export class JobExecutor {
         state: 'running',
         startedAt: new Date().toISOString(),
         worker: this.d.workerName,
-        gpu: gpus.length ? gpus.join(',') : null,
+        gpu: gpus.length ? gpus.map((id) => gpuLabel(id, this.d.gpus.device(id))).join(',') : null,
         attempts: job.tries,
         progress: 0,
         exitCode: null,
@@ -158,6 +161,7 @@ export class JobExecutor {
     const fromBull = () => ctl.abort(bullSignal.reason ?? CANCELLED);
     bullSignal.addEventListener('abort', fromBull, { once: true });
     this.running.set(rec.id, ctl);
+    this.devicesOf.set(rec.id, gpus);
     let outcome: RunOutcome;
     try {
       outcome = await runner.run({
@@ -181,6 +185,7 @@ export class JobExecutor {
       });
     } finally {
       this.running.delete(rec.id);
+      this.devicesOf.delete(rec.id);
       bullSignal.removeEventListener('abort', fromBull);
       await runningWritten;
     }
@@ -202,6 +207,17 @@ export class JobExecutor {
       return { kind: 'later', delayMs: UNAVAILABLE_RETRY_MS, counted: false };
     }
     const ms = { runMs: o.runMs };
+    const lost = this.lostDevice.get(rec.id);
+    this.lostDevice.delete(rec.id);
+    if (o.kind === 'aborted' && lost && o.reason === lost) {
+      // Its MIG instance vanished under it: a failed try (retried while tries remain, on
+      // whatever device fits then), with the reason, never a cancel.
+      if (job.tries < job.maxTries) {
+        await this.requeue(rec, { exitCode, error: lost });
+        return { kind: 'retry', error: lost };
+      }
+      return this.end(rec, 'failed', { exitCode, error: lost }, ms);
+    }
     if (o.kind === 'aborted') return this.end(rec, 'cancelled', { exitCode, error: null }, ms);
     if (o.kind === 'timeout') return this.end(rec, 'failed', { exitCode, error: 'timeout' }, ms);
     if (o.kind === 'exited' && o.exitCode === 0) {
@@ -296,6 +312,23 @@ export class JobExecutor {
     return bullEnding(onDisk);
   }
 
+  /**
+   * MIG instances that vanished (an admin re-partitioned their GPU): every job running on one is
+   * stopped and fails with the reason (a try used), instead of running on a device that is gone.
+   */
+  devicesLost(devices: readonly GpuDevice[]): void {
+    for (const [id, ctl] of this.running) {
+      const gone = devices.find((d) => this.devicesOf.get(id)?.includes(d.uuid));
+      if (!gone) continue;
+      const reason =
+        `MIG instance ${gone.uuid} (${gone.profile ?? 'unknown profile'} on GPU ${gone.index}` +
+        `${gone.parent ? ` ${gone.parent}` : ''}) vanished while the job ran: its GPU was re-partitioned`;
+      this.lostDevice.set(id, reason);
+      this.d.log.warn({ job: id, gpu: gone.uuid }, reason);
+      ctl.abort(reason);
+    }
+  }
+
   /** Stops every running job so it is handed back to the queue (worker shutdown). */
   stopAll(): void {
     for (const ctl of this.running.values()) ctl.abort(SHUTDOWN);
@@ -304,4 +337,12 @@ export class JobExecutor {
   dispose(): void {
     this.d.records.bus.off('cancel', this.onCancel);
   }
+}
+
+/**
+ * How the record's `gpu` names one device: its UUID, and for a MIG instance its GPU's UUID in
+ * parentheses (`MIG-… (GPU-…)`); the list is comma-separated.
+ */
+export function gpuLabel(id: string, device: GpuDevice | undefined): string {
+  return device?.parent ? `${id} (${device.parent})` : id;
 }

@@ -1,8 +1,19 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger, WorkerConfig } from '../../config/src';
-import { loadExperiments, type ExperimentCatalog } from './experiments/experiment';
-import { GpuAllocator, resolveGpuDevices, type GpuInventory } from './gpu-allocator';
+import {
+  describeGpuRequest,
+  gpuRequestOf,
+  loadExperiments,
+  type Experiment,
+  type ExperimentCatalog,
+} from './experiments/experiment';
+import {
+  GpuAllocator,
+  resolveGpuDeviceInfo,
+  type GpuDevice,
+  type GpuInventory,
+} from './gpu-allocator';
 import { JobExecutor } from './job-executor';
 import { JobsService } from './jobs.service';
 import { JobQueue } from './queue/bullmq.adapter';
@@ -46,6 +57,7 @@ export type DockerReadiness = DockerStatus & { required: boolean; experiments?: 
 export class JobsRuntime {
   private sweepTimer?: NodeJS.Timeout;
   private drained?: Promise<void>;
+  private closing = false;
 
   private constructor(
     readonly catalog: ExperimentCatalog,
@@ -90,7 +102,9 @@ export class JobsRuntime {
     const queue = new JobQueue(backend, log, config.resultsTtlMs);
     await queue.waitUntilReady();
     const inventory = options.gpuInventory;
-    const devices = await resolveGpuDevices(config.gpuDevices, inventory, (msg) => log.warn(msg));
+    const devices = await resolveGpuDeviceInfo(config.gpuDevices, inventory, (msg) =>
+      log.warn(msg),
+    );
     const gpus = new GpuAllocator(
       devices,
       config.gpuSlotsPerDevice,
@@ -130,7 +144,7 @@ export class JobsRuntime {
       records,
       queue,
       store,
-      gpuCapacity: gpus.capacity,
+      gpuRefusal: (exp) => gpuRefusal(exp, gpus, config.workerName),
       minFreeDisk: config.minFreeDisk,
       resultsTtlMs: config.resultsTtlMs,
       log,
@@ -161,6 +175,8 @@ export class JobsRuntime {
     await service.recoverOrphans(config.workerName);
     queue.startWorker('cpu', config.workerConcurrency, executor.process);
     if (gpus.capacity > 0) queue.startWorker('gpu', gpus.capacity, executor.process);
+    // MIG re-partitions (and GPUs lost or back) reach the allocator while the worker runs.
+    inventory?.watch?.((d) => rt.devicesChanged(d));
     rt.sweepTimer = setInterval(() => {
       service
         .sweep()
@@ -178,6 +194,25 @@ export class JobsRuntime {
       'job queue ready',
     );
     return rt;
+  }
+
+  /**
+   * The GPUs changed under the running worker: the allocator takes the new devices (new ones get
+   * jobs at once, vanished ones none), jobs running on a vanished MIG instance fail with the
+   * reason, and the GPU queue's concurrency follows the new number of slots.
+   */
+  devicesChanged(devices: GpuDevice[]): void {
+    if (this.closing) return;
+    const before = new Set(this.gpus.devices);
+    const gone = this.gpus.update(devices);
+    const added = devices.filter((d) => !before.has(d.uuid)).map((d) => d.uuid);
+    if (gone.length === 0 && added.length === 0) return;
+    this.log.warn({ added, gone: gone.map((d) => d.uuid) }, 'GPU devices changed');
+    this.executor.devicesLost(gone.filter((d) => d.parent));
+    const slots = this.gpus.capacity;
+    if (this.queue.hasWorker('gpu')) this.queue.setConcurrency('gpu', slots);
+    else if (slots > 0 && !this.drained)
+      this.queue.startWorker('gpu', slots, this.executor.process);
   }
 
   /**
@@ -231,6 +266,7 @@ export class JobsRuntime {
 
   /** Running jobs are stopped and handed back to the queue; then queue, Redis. */
   async close(): Promise<void> {
+    this.closing = true;
     clearInterval(this.sweepTimer);
     this.executor.stopAll();
     await this.queue.closeWorkers(false);
@@ -269,4 +305,13 @@ function startIsolation(
     );
   }
   return isolation;
+}
+
+/** The 400 of a submission no device of this worker could ever run, naming what it has. */
+function gpuRefusal(exp: Experiment, gpus: GpuAllocator, worker: string): string | undefined {
+  if (gpus.capacity === 0) {
+    return `experiment '${exp.name}' needs ${exp.gpus} GPU(s) and this worker has none (GPU_DEVICES)`;
+  }
+  const why = gpus.refusal(gpuRequestOf(exp));
+  return why && `experiment '${exp.name}' needs ${describeGpuRequest(exp)}: ${why} (${worker})`;
 }

@@ -65,7 +65,11 @@ export interface JobsServiceDeps {
   records: JobRecordsRepository;
   queue: JobQueue;
   store: ResultsStore;
-  gpuCapacity: number;
+  /**
+   * Why no device of this worker could ever run the experiment's GPU request (count, memory,
+   * MIG profile), naming what it has; undefined when one could (or it needs no GPU).
+   */
+  gpuRefusal(exp: Experiment): string | undefined;
   minFreeDisk: DiskThreshold;
   resultsTtlMs: number;
   log: Logger;
@@ -128,12 +132,8 @@ export class JobsService {
     const bad = this.d.catalog.validateParams(exp.name, params);
     if (bad) throw new JobRequestError(400, `${bad.field} ${bad.problem}`);
     const priority = parsePriority(req.priority);
-    if (exp.gpus > 0 && this.d.gpuCapacity === 0) {
-      throw new JobRequestError(
-        400,
-        `experiment '${exp.name}' needs ${exp.gpus} GPU(s) and this worker has none (GPU_DEVICES)`,
-      );
-    }
+    const noGpu = exp.gpus > 0 ? this.d.gpuRefusal(exp) : undefined;
+    if (noGpu) throw new JobRequestError(400, noGpu);
     if (
       req.key !== undefined &&
       (typeof req.key !== 'string' || !/^[\x21-\x7e]{1,200}$/.test(req.key))

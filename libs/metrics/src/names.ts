@@ -1,7 +1,7 @@
 import { Counter, Gauge, Histogram, type Registry } from './registry';
 
 /**
- * Metric names users already know (NOTES.md, "Familiar metric names"): DCGM exporter,
+ * Metric names users already know: DCGM exporter,
  * utkuozdemir/nvidia_gpu_exporter and cAdvisor, so existing Grafana dashboards and alert habits
  * carry over. Units follow the exporter each name comes from (DCGM framebuffer in MiB, the
  * nvidia_smi_* family in bytes and ratios).
@@ -59,7 +59,12 @@ export const METRIC = {
 } as const;
 
 export const DCGM_LABELS = ['gpu', 'UUID', 'modelName', 'Hostname'] as const;
-export type DcgmLabel = (typeof DCGM_LABELS)[number];
+/**
+ * DCGM exporter's labels of a MIG instance's series, beside the four above (which then name the
+ * instance's GPU: `UUID` is the GPU's, not the instance's): its profile and GPU instance id.
+ */
+export const DCGM_MIG_LABELS = ['GPU_I_PROFILE', 'GPU_I_ID'] as const;
+export type DcgmLabel = (typeof DCGM_LABELS)[number] | (typeof DCGM_MIG_LABELS)[number];
 
 /** The GPU gauges and counters, registered on one registry. */
 export interface GpuMetricDefs {
@@ -73,7 +78,7 @@ export interface GpuMetricDefs {
   smiMemTotal: Gauge<'uuid'>;
   smiTemp: Gauge<'uuid'>;
   smiPower: Gauge<'uuid'>;
-  healthy: Gauge<'gpu' | 'uuid'>;
+  healthy: Gauge<'gpu' | 'uuid' | (typeof DCGM_MIG_LABELS)[number]>;
   probeErrors: Counter<'reason'>;
   probeUp: Gauge<string>;
   seen: Gauge<string>;
@@ -84,7 +89,7 @@ export interface GpuMetricDefs {
 export function defineGpuMetrics(registry: Registry): GpuMetricDefs {
   const registers = [registry];
   const dcgm = (name: string, help: string) =>
-    new Gauge({ name, help, labelNames: DCGM_LABELS, registers });
+    new Gauge({ name, help, labelNames: [...DCGM_LABELS, ...DCGM_MIG_LABELS], registers });
   const smi = (name: string, help: string) =>
     new Gauge({ name, help, labelNames: ['uuid'] as const, registers });
   return {
@@ -100,8 +105,10 @@ export function defineGpuMetrics(registry: Registry): GpuMetricDefs {
     smiPower: smi(METRIC.NVSMI_POWER_DRAW_WATTS, 'power.draw [W]'),
     healthy: new Gauge({
       name: METRIC.GPU_HEALTHY,
-      help: '1 when the GPU may get new jobs (not hot, no uncorrected ECC errors, seen by nvidia-smi)',
-      labelNames: ['gpu', 'uuid'] as const,
+      help:
+        '1 when the GPU (or MIG instance: uuid MIG-..., with GPU_I_*) may get new jobs ' +
+        '(not hot, no uncorrected ECC errors, seen by nvidia-smi)',
+      labelNames: ['gpu', 'uuid', ...DCGM_MIG_LABELS] as const,
       registers,
     }),
     probeErrors: new Counter({

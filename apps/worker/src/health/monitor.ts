@@ -113,16 +113,12 @@ export class HealthMonitor {
     this.host = new HostMetrics(registry);
   }
 
-  /** GPU detection and health for the allocator (JobsOptions.gpuInventory). */
+  /**
+   * GPU detection and health for the allocator (JobsOptions.gpuInventory): the sampler's
+   * devices (GPUs, and each MIG instance of a partitioned GPU), and their changes.
+   */
   gpuInventory(): GpuInventory {
-    return {
-      detect: async () => {
-        if (!this.gpu) return [];
-        const s = await this.gpu.sample();
-        return s.stale ? [] : s.gpus.map((g) => ({ index: g.index, uuid: g.uuid }));
-      },
-      isHealthy: (uuid) => this.gpu?.isHealthy(uuid) ?? false,
-    };
+    return this.gpu?.inventory() ?? { detect: async () => [], isHealthy: () => false };
   }
 
   /** The job system, once Nest built it: Redis probe, queue and job metrics. */
@@ -277,6 +273,7 @@ export class HealthMonitor {
             stale: gpu.stale,
             error: gpu.error,
             missing: gpu.missing,
+            vanished: gpu.vanished ?? [],
             devices: gpu.gpus,
           }
         : { enabled: false, devices: [] },

@@ -1,21 +1,30 @@
 import { hostname } from 'node:os';
 import { defineGpuMetrics, type GpuMetricDefs } from '../../../metrics/src/names';
 import type { Gauge, Registry } from '../../../metrics/src/registry';
-import type { GpuSnapshot } from './sampler';
+import type { GpuSnapshot, MigInstanceStatus } from './sampler';
 
 const MIB = 1024 * 1024;
 
 type LabelValues<L extends string> = Partial<Record<L, string | number>>;
+type GpuId = { gpu: string; UUID: string; modelName: string };
+/** A MIG instance's series: DCGM's labels (its GPU's ids, GPU_I_*) and its own `uuid`. */
+type MigId = GpuId & { GPU_I_PROFILE: string; GPU_I_ID?: string; uuid: string };
+
+const mib = (b?: number) => (b === undefined ? undefined : b / MIB);
 
 /**
  * Writes GPU snapshots into Prometheus gauges. A field that nvidia-smi gave as N/A has no sample
  * (its label set is removed), never 0. While the probe fails, the value gauges are emptied (no
- * frozen numbers) and gpu_healthy is 0 for every GPU last seen.
+ * frozen numbers) and gpu_healthy is 0 for every GPU last seen. A MIG instance gets DCGM's
+ * framebuffer series with its GPU's labels plus GPU_I_PROFILE and GPU_I_ID (as DCGM exporter
+ * labels them), the nvidia_smi_memory_* pair under its own `MIG-…` uuid, and gpu_healthy; its
+ * temperature and power are its GPU's series.
  */
 export class GpuMetrics {
   readonly defs: GpuMetricDefs;
   private readonly host: string;
-  private known = new Map<string, { gpu: string; UUID: string; modelName: string }>();
+  private known = new Map<string, GpuId>();
+  private knownMig = new Map<string, MigId>();
 
   constructor(registry: Registry, opts: { hostname?: string; maxTemp?: number } = {}) {
     this.defs = defineGpuMetrics(registry);
@@ -36,7 +45,11 @@ export class GpuMetrics {
       d.seen.set(snap.gpus.length);
       d.missing.set(snap.missing.length);
     }
+    const fresh = !snap.stale;
+    const put = <L extends string>(gauge: Gauge<L>, labels: LabelValues<L>, v?: number) =>
+      fresh && v !== undefined ? gauge.set(labels, v) : gauge.remove(labels);
     const seen = new Set<string>();
+    const seenMig = new Set<string>();
     for (const g of snap.gpus) {
       const id = { gpu: String(g.index), UUID: g.uuid, modelName: g.name };
       const dcgm = { ...id, Hostname: this.host };
@@ -46,10 +59,6 @@ export class GpuMetrics {
       if (prev && (prev.gpu !== id.gpu || prev.modelName !== id.modelName)) this.forget(g.uuid);
       this.known.set(g.uuid, id);
       d.healthy.set({ gpu: id.gpu, uuid: g.uuid }, g.healthy ? 1 : 0);
-      const fresh = !snap.stale;
-      const put = <L extends string>(gauge: Gauge<L>, labels: LabelValues<L>, v?: number) =>
-        fresh && v !== undefined ? gauge.set(labels, v) : gauge.remove(labels);
-      const mib = (b?: number) => (b === undefined ? undefined : b / MIB);
       put(d.dcgmUtil, dcgm, g.utilizationGpuPercent);
       put(d.dcgmFbUsed, dcgm, mib(g.memoryUsedBytes));
       put(d.dcgmFbFree, dcgm, mib(g.memoryFreeBytes));
@@ -62,8 +71,49 @@ export class GpuMetrics {
       put(d.smiMemTotal, smi, g.memoryTotalBytes);
       put(d.smiTemp, smi, g.temperatureC);
       put(d.smiPower, smi, g.powerDrawW);
+      for (const i of g.mig ?? []) {
+        seenMig.add(i.uuid);
+        this.recordInstance(i, id, put);
+      }
     }
     for (const uuid of [...this.known.keys()]) if (!seen.has(uuid)) this.forget(uuid);
+    for (const uuid of [...this.knownMig.keys()]) if (!seenMig.has(uuid)) this.forgetMig(uuid);
+  }
+
+  private recordInstance(
+    i: MigInstanceStatus,
+    gpuId: GpuId,
+    put: <L extends string>(gauge: Gauge<L>, labels: LabelValues<L>, v?: number) => void,
+  ): void {
+    const d = this.defs;
+    const id: MigId = {
+      ...gpuId,
+      GPU_I_PROFILE: i.profile,
+      ...(i.gpuInstanceId !== undefined ? { GPU_I_ID: String(i.gpuInstanceId) } : {}),
+      uuid: i.uuid,
+    };
+    const prev = this.knownMig.get(i.uuid);
+    if (prev && JSON.stringify(prev) !== JSON.stringify(id)) this.forgetMig(i.uuid);
+    this.knownMig.set(i.uuid, id);
+    const { uuid, ...dcgmId } = id;
+    d.healthy.set(this.healthyLabels(id), i.healthy ? 1 : 0);
+    // Without a GPU instance id two instances of one profile would share DCGM's label set.
+    if (id.GPU_I_ID !== undefined) {
+      const dcgm = { ...dcgmId, Hostname: this.host };
+      put(d.dcgmFbUsed, dcgm, mib(i.memoryUsedBytes));
+      put(d.dcgmFbFree, dcgm, mib(i.memoryFreeBytes));
+    }
+    put(d.smiMemUsed, { uuid }, i.memoryUsedBytes);
+    put(d.smiMemTotal, { uuid }, i.memoryTotalBytes);
+  }
+
+  private healthyLabels(id: MigId) {
+    return {
+      gpu: id.gpu,
+      uuid: id.uuid,
+      GPU_I_PROFILE: id.GPU_I_PROFILE,
+      ...(id.GPU_I_ID !== undefined ? { GPU_I_ID: id.GPU_I_ID } : {}),
+    };
   }
 
   private forget(uuid: string): void {
@@ -78,5 +128,18 @@ export class GpuMetrics {
     }
     d.healthy.remove({ gpu: id.gpu, uuid });
     this.known.delete(uuid);
+  }
+
+  private forgetMig(uuid: string): void {
+    const id = this.knownMig.get(uuid);
+    if (!id) return;
+    const d = this.defs;
+    const { uuid: _u, ...dcgmId } = id;
+    if (id.GPU_I_ID !== undefined) {
+      for (const g of [d.dcgmFbUsed, d.dcgmFbFree]) g.remove({ ...dcgmId, Hostname: this.host });
+    }
+    for (const g of [d.smiMemUsed, d.smiMemTotal]) g.remove({ uuid });
+    d.healthy.remove(this.healthyLabels(id));
+    this.knownMig.delete(uuid);
   }
 }

@@ -1,4 +1,11 @@
 import { execFile } from 'node:child_process';
+import {
+  DEVICE_UUID,
+  joinMig,
+  parseMigDetails,
+  parseMigList,
+  type MigInstanceReading,
+} from './mig';
 
 /**
  * The fields we ask nvidia-smi for, in order. Index and UUID first: they are the identity that
@@ -24,6 +31,7 @@ export const GPU_QUERY_FIELDS = [
   'clocks.mem',
   'ecc.errors.uncorrected.volatile.total',
   'fan.speed',
+  'mig.mode.current',
 ] as const;
 
 export const NVIDIA_SMI_ARGS: readonly string[] = [
@@ -56,6 +64,13 @@ export interface GpuReading {
   eccUncorrectedVolatile?: number;
   /** 0-100 */
   fanSpeedPercent?: number;
+  /** `mig.mode.current`: true when MIG is enabled; absent where the GPU has no MIG (N/A). */
+  migEnabled?: boolean;
+  /**
+   * With MIG enabled: its instances (from `nvidia-smi -L` and `-q`), each a device of its own;
+   * the GPU itself is then no device (CUDA and the container runtime refuse the whole GPU).
+   */
+  mig?: MigInstanceReading[];
 }
 
 /** nvidia-smi's ways to say "no value": `[N/A]`, `N/A`, `[Not Supported]`, `[Unknown Error]`... */
@@ -68,6 +83,13 @@ function num(raw: string, field: string): number | undefined {
   const n = Number(raw);
   if (!Number.isFinite(n)) throw new Error(`nvidia-smi gave '${raw}' for ${field}, not a number`);
   return n;
+}
+
+/** `Enabled`/`Disabled`; N/A (a GPU without MIG) is absent. */
+function migMode(raw: string): boolean | undefined {
+  if (absent(raw)) return undefined;
+  if (raw === 'Enabled' || raw === 'Disabled') return raw === 'Enabled';
+  throw new Error(`nvidia-smi gave '${raw}' for mig.mode.current, not Enabled or Disabled`);
 }
 
 function str(raw: string): string | undefined {
@@ -101,6 +123,11 @@ export function parseNvidiaSmi(stdout: string): GpuReading[] {
     if (index === undefined || uuid === undefined) {
       throw new Error(`nvidia-smi line lacks index or uuid: '${line}'`);
     }
+    // The UUID becomes a job's DeviceIDs and NVIDIA_VISIBLE_DEVICES, where `all` or `none`
+    // would give it every GPU or none: only the driver's exact `GPU-` shape is taken.
+    if (!DEVICE_UUID.test(uuid) || !uuid.startsWith('GPU-')) {
+      throw new Error(`nvidia-smi gave '${uuid}' as a GPU UUID, not GPU-xxxxxxxx-xxxx-…`);
+    }
     out.push(
       compact<GpuReading>({
         index,
@@ -120,6 +147,7 @@ export function parseNvidiaSmi(stdout: string): GpuReading[] {
         clockMemoryMHz: num(f[14], 'clocks.mem'),
         eccUncorrectedVolatile: num(f[15], 'ecc.errors.uncorrected.volatile.total'),
         fanSpeedPercent: num(f[16], 'fan.speed'),
+        migEnabled: migMode(f[17]),
       }),
     );
   }
@@ -145,59 +173,97 @@ export interface NvidiaSmiOptions {
 /** Runs one query, asynchronously (execFile): the event loop never waits on nvidia-smi. */
 export type GpuQuery = () => Promise<NvidiaSmiResult>;
 
+type Run =
+  { ok: true; stdout: string } | { ok: false; reason: GpuProbeErrorReason; message: string };
+
+/** One nvidia-smi call with `args`, killed past `timeout`; its failure said the way /health shows it. */
+function runNvidiaSmi(
+  command: string,
+  args: readonly string[],
+  o: { timeout: number; env: NodeJS.ProcessEnv; maxBuffer: number },
+): Promise<Run> {
+  return new Promise<Run>((resolve) => {
+    execFile(
+      command,
+      [...args],
+      {
+        timeout: o.timeout,
+        killSignal: 'SIGKILL',
+        env: o.env,
+        encoding: 'utf8',
+        maxBuffer: o.maxBuffer,
+      },
+      (err, stdout, stderr) => {
+        if (!err) return resolve({ ok: true, stdout: String(stdout) });
+        const e = err as NodeJS.ErrnoException & { killed?: boolean; code?: unknown };
+        const said = `${String(stdout).trim()} ${String(stderr).trim()}`.trim();
+        const call = args.length === 1 ? `${command} ${args[0]}` : command;
+        if (e.code === 'ENOENT') {
+          const message = `${command} not found on PATH (no NVIDIA driver installed?)`;
+          return resolve({ ok: false, reason: 'missing', message });
+        }
+        if (e.killed) {
+          const message = `${call} did not answer within ${o.timeout} ms`;
+          return resolve({ ok: false, reason: 'timeout', message });
+        }
+        if (typeof e.code === 'number') {
+          const message = `${call} exited ${e.code}${said ? `: ${said}` : ''}`;
+          return resolve({ ok: false, reason: 'exit', message });
+        }
+        resolve({ ok: false, reason: 'spawn', message: e.message });
+      },
+    );
+  });
+}
+
+/**
+ * The query as a function: `--query-gpu` first; only when some GPU has MIG enabled, then
+ * `nvidia-smi -L` (instance UUIDs and profiles) and `-q` (their ids and memory), side by side.
+ * A host without MIG pays for one call per sample, as before. Any call failing fails the sample:
+ * a MIG host whose instances cannot be listed must not look like one with none.
+ */
 export function nvidiaSmiQuery(opts: NvidiaSmiOptions = {}): GpuQuery {
   const command = opts.command ?? 'nvidia-smi';
   const timeout = opts.timeoutMs ?? 10_000;
-  return () =>
-    new Promise<NvidiaSmiResult>((resolve) => {
-      const started = performance.now();
-      const env = { ...(opts.env ?? process.env), CUDA_DEVICE_ORDER: 'PCI_BUS_ID' };
-      execFile(
-        command,
-        [...NVIDIA_SMI_ARGS],
-        { timeout, killSignal: 'SIGKILL', env, encoding: 'utf8', maxBuffer: 1024 * 1024 },
-        (err, stdout, stderr) => {
-          const durationMs = performance.now() - started;
-          if (err) {
-            const e = err as NodeJS.ErrnoException & { killed?: boolean; code?: unknown };
-            const said = `${String(stdout).trim()} ${String(stderr).trim()}`.trim();
-            if (e.code === 'ENOENT') {
-              return resolve({
-                ok: false,
-                reason: 'missing',
-                message: `${command} not found on PATH (no NVIDIA driver installed?)`,
-                durationMs,
-              });
-            }
-            if (e.killed) {
-              return resolve({
-                ok: false,
-                reason: 'timeout',
-                message: `${command} did not answer within ${timeout} ms`,
-                durationMs,
-              });
-            }
-            if (typeof e.code === 'number') {
-              return resolve({
-                ok: false,
-                reason: 'exit',
-                message: `${command} exited ${e.code}${said ? `: ${said}` : ''}`,
-                durationMs,
-              });
-            }
-            return resolve({ ok: false, reason: 'spawn', message: e.message, durationMs });
-          }
-          try {
-            resolve({ ok: true, gpus: parseNvidiaSmi(String(stdout)), durationMs });
-          } catch (parseErr) {
-            resolve({
-              ok: false,
-              reason: 'parse',
-              message: (parseErr as Error).message,
-              durationMs,
-            });
-          }
-        },
-      );
+  return async () => {
+    const started = performance.now();
+    const env = { ...(opts.env ?? process.env), CUDA_DEVICE_ORDER: 'PCI_BUS_ID' };
+    const fail = (r: { reason: GpuProbeErrorReason; message: string }): NvidiaSmiResult => ({
+      ok: false,
+      reason: r.reason,
+      message: r.message,
+      durationMs: performance.now() - started,
     });
+    const query = await runNvidiaSmi(command, NVIDIA_SMI_ARGS, { timeout, env, maxBuffer: MIB });
+    if (!query.ok) return fail(query);
+    try {
+      const gpus = parseNvidiaSmi(query.stdout);
+      if (gpus.some((g) => g.migEnabled)) {
+        // -q of a host with 8 MIG GPUs is a few hundred KiB; 16 MiB leaves room for any host.
+        const big = { timeout, env, maxBuffer: 16 * MIB };
+        const [list, details] = await Promise.all([
+          runNvidiaSmi(command, ['-L'], big),
+          runNvidiaSmi(command, ['-q'], big),
+        ]);
+        if (!list.ok) return fail(list);
+        if (!details.ok) return fail(details);
+        attachMig(gpus, list.stdout, details.stdout);
+      }
+      return { ok: true, gpus, durationMs: performance.now() - started };
+    } catch (parseErr) {
+      return fail({ reason: 'parse', message: (parseErr as Error).message });
+    }
+  };
+}
+
+/** Gives each MIG-enabled GPU its instances from `-L` and `-q` (matched by GPU UUID). Pure. */
+export function attachMig(gpus: GpuReading[], listOut: string, detailsOut: string): void {
+  const listed = parseMigList(listOut);
+  const details = parseMigDetails(detailsOut);
+  for (const g of gpus) {
+    if (!g.migEnabled) continue;
+    const l = listed.find((x) => x.uuid.toLowerCase() === g.uuid.toLowerCase());
+    // MIG on, no instance created yet (or all destroyed): no device on this GPU.
+    g.mig = l ? joinMig(l, details) : [];
+  }
 }

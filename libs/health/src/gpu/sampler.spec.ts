@@ -91,3 +91,61 @@ describe('GpuSampler', () => {
     expect((await registry.getSingleMetric('DCGM_FI_DEV_GPU_UTIL')!.get()).values).toEqual([]);
   });
 });
+
+describe('GpuSampler with MIG instances', () => {
+  const inst = (n: number, extra = {}) => ({
+    uuid: `MIG-0000000${n}-0000-0000-0000-00000000000${n}`,
+    device: n,
+    profile: '1g.10gb',
+    gpuInstanceId: 9 + n,
+    ...extra,
+  });
+  const gpu = (instances: ReturnType<typeof inst>[]) => ({
+    ...reading(40),
+    migEnabled: true,
+    mig: instances,
+  });
+
+  it('remembers a vanished instance until it is listed again, and gives no job to it meanwhile', async () => {
+    const results: NvidiaSmiResult[] = [
+      { ok: true, gpus: [gpu([inst(0), inst(1)])], durationMs: 1 },
+      { ok: true, gpus: [gpu([inst(0)])], durationMs: 1 },
+      { ok: false, reason: 'exit', message: 'driver', durationMs: 1 },
+      { ok: true, gpus: [gpu([inst(0), inst(1)])], durationMs: 1 },
+    ];
+    const sampler = new GpuSampler({
+      query: async () => results.shift()!,
+      selection: { kind: 'all' },
+      maxTemp: 90,
+      intervalMs: 60_000,
+    });
+    await sampler.sample();
+    expect(sampler.isHealthy(inst(1).uuid)).toBe(true);
+    const gone = await sampler.sample();
+    expect(gone.vanished?.map((v) => v.uuid)).toEqual([inst(1).uuid]);
+    expect(sampler.isHealthy(inst(1).uuid)).toBe(false);
+    expect((await sampler.sample()).vanished?.map((v) => v.uuid)).toEqual([inst(1).uuid]);
+    expect((await sampler.sample()).vanished).toEqual([]);
+    expect(sampler.isHealthy(inst(1).uuid)).toBe(true);
+  });
+
+  it('makes an instance with its own uncorrected ECC errors unhealthy, not its neighbours', async () => {
+    const sampler = new GpuSampler({
+      query: async () => ({
+        ok: true,
+        gpus: [gpu([inst(0, { eccUncorrectedVolatile: 3 }), inst(1)])],
+        durationMs: 1,
+      }),
+      selection: { kind: 'all' },
+      maxTemp: 90,
+      intervalMs: 60_000,
+    });
+    const snap = await sampler.sample();
+    expect(snap.gpus[0].healthy).toBe(true);
+    expect(snap.gpus[0].mig?.map((i) => i.reasons)).toEqual([
+      ['3 uncorrected ECC error(s) since the driver loaded'],
+      [],
+    ]);
+    expect(sampler.healthyGpus()).toEqual([{ index: 0, uuid: inst(1).uuid }]);
+  });
+});

@@ -15,6 +15,8 @@ export class ExperimentsController {
       name: e.name,
       runner: e.runner,
       gpus: e.gpus,
+      gpuMemory: e.gpuMemoryBytes ?? null,
+      migProfile: e.migProfile ?? null,
       timeout: e.timeoutMs ?? null,
       attempts: e.attempts,
       params: e.params,

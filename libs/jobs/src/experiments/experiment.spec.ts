@@ -1,7 +1,15 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ExperimentFileError, loadExperiments, parseExperiment, parseMemory } from './experiment';
+import {
+  describeGpuRequest,
+  ExperimentFileError,
+  gpuRequestOf,
+  loadExperiments,
+  parseExperiment,
+  parseGpuMemory,
+  parseMemory,
+} from './experiment';
 
 const HELLO = `
 name: hello
@@ -158,4 +166,53 @@ describe('experiment files', () => {
       );
     },
   );
+});
+
+describe('experiment GPU size: gpu_memory and mig_profile', () => {
+  const withGpu = (extra: string) => parseExperiment('/x/hello.yaml', `${HELLO}${extra}\n`);
+
+  it('mig_profile alone asks for one MIG instance of that profile', () => {
+    const e = withGpu('mig_profile: 3g.40gb');
+    expect(e).toMatchObject({ gpus: 1, migProfile: '3g.40gb' });
+    expect(gpuRequestOf(e)).toEqual({ count: 1, migProfile: '3g.40gb' });
+    expect(describeGpuRequest(e)).toBe('1 GPU(s) with mig_profile 3g.40gb');
+    expect(withGpu('mig_profile: 1c.3g.71gb').migProfile).toBe('1c.3g.71gb');
+    expect(withGpu('mig_profile: 1g.10gb+me').migProfile).toBe('1g.10gb+me');
+  });
+
+  it('gpu_memory reads GB as decimal (as MIG profiles are named) and GiB as binary', () => {
+    expect(withGpu('gpus: 2\ngpu_memory: 20GB')).toMatchObject({ gpus: 2, gpuMemoryBytes: 20e9 });
+    expect(withGpu('gpu_memory: 40GiB').gpuMemoryBytes).toBe(40 * 1024 ** 3);
+    expect(withGpu('gpu_memory: 9.5gb').gpuMemoryBytes).toBe(9.5e9);
+    expect(parseGpuMemory('512MiB')).toBe(512 * 1024 ** 2);
+    // A 2g.20gb instance has 20096 MiB: 20GB (19073 MiB) fits it, 20GiB (20480 MiB) would not.
+    expect(parseGpuMemory('20GB')).toBeLessThan(20096 * 1024 ** 2);
+    const both = withGpu('gpu_memory: 20GB\nmig_profile: 2g.20gb');
+    expect(gpuRequestOf(both)).toEqual({ count: 1, memoryBytes: 20e9, migProfile: '2g.20gb' });
+    expect(describeGpuRequest(both)).toBe(
+      '1 GPU(s) with mig_profile 2g.20gb and gpu_memory 19074 MiB or more',
+    );
+  });
+
+  it('refuses a size without GPUs, a size without a unit and a profile nvidia-smi would not print', () => {
+    expect(() => withGpu('gpus: 0\nmig_profile: 3g.40gb')).toThrow(
+      /hello\.yaml: mig_profile needs gpus of 1 or more/,
+    );
+    expect(() => withGpu('gpu_memory: 20')).toThrow(
+      /hello\.yaml: gpu_memory must be a size with its unit, like 20GB or 40GiB/,
+    );
+    expect(() => withGpu('gpu_memory: 20 GB; rm')).toThrow(/gpu_memory must be a size/);
+    expect(() => withGpu('mig_profile: big')).toThrow(
+      /hello\.yaml: mig_profile must be a MIG profile as nvidia-smi -L prints it, like 3g\.40gb/,
+    );
+    expect(() => withGpu('mig_profile: 3g.40gb,all')).toThrow(/mig_profile must be a MIG profile/);
+    expect(() => withGpu('mig_profile: 3')).toThrow(/mig_profile must be a MIG profile/);
+  });
+
+  it('leaves an experiment without a size as before', () => {
+    const e = withGpu('gpus: 2');
+    expect(e).not.toHaveProperty('gpuMemoryBytes');
+    expect(e).not.toHaveProperty('migProfile');
+    expect(gpuRequestOf(e)).toEqual({ count: 2 });
+  });
 });

@@ -34,6 +34,10 @@ export interface Experiment {
   writableRootfs?: boolean;
   /** docker only: `user: root` lets the container run as uid 0; it never does by default. */
   runAsRoot?: boolean;
+  /** Each GPU the job gets has at least this much memory, in bytes (`gpu_memory: 20GB`). */
+  gpuMemoryBytes?: number;
+  /** Each GPU the job gets is a MIG instance of this profile (`mig_profile: 3g.40gb`). */
+  migProfile?: string;
   /** The JSON Schema that a job's params must satisfy. */
   params: Record<string, unknown>;
   /** The file it came from, for messages. */
@@ -51,6 +55,17 @@ export class ExperimentFileError extends Error {
     this.name = 'ExperimentFileError';
   }
 }
+
+/** `gpu_memory`: a size with its unit, `20GB`, `40GiB`, `512MiB` (decimal GB/MB, binary GiB/MiB). */
+const GPU_MEMORY_PATTERN = '^[0-9]+(\\.[0-9]+)?\\s*([MGTmgt][iI]?[Bb])$';
+/** `mig_profile`: a MIG profile as nvidia-smi -L prints it, `3g.40gb`, `1c.3g.71gb`, `1g.10gb+me`. */
+const MIG_PROFILE_PATTERN = '^([0-9]+c\\.)?[0-9]+g\\.[0-9]+gb([+-][a-z]+)*$';
+
+/** What to write instead, for a gpu_memory or mig_profile the schema refuses. */
+const GPU_SIZE_HINT: Record<string, string> = {
+  gpu_memory: 'must be a size with its unit, like 20GB or 40GiB',
+  mig_profile: 'must be a MIG profile as nvidia-smi -L prints it, like 3g.40gb or 1g.10gb+me',
+};
 
 // The file's own shape, checked with the same ajv the params use.
 const FILE_SCHEMA = {
@@ -74,6 +89,8 @@ const FILE_SCHEMA = {
     tmp: { type: 'string' },
     rootfs: { enum: ['read-only', 'writable'] },
     user: { enum: ['root'] },
+    gpu_memory: { type: 'string', pattern: GPU_MEMORY_PATTERN },
+    mig_profile: { type: 'string', pattern: MIG_PROFILE_PATTERN },
     params: { type: 'object' },
   },
   if: { properties: { runner: { const: 'docker' } } },
@@ -150,7 +167,7 @@ export function parseExperiment(file: string, text: string): Experiment {
   const validate = newAjv().compile(FILE_SCHEMA);
   if (!validate(doc)) {
     const { field, problem } = describeAjvError(validate.errors![0], '');
-    throw new ExperimentFileError(file, field || '(top level)', problem);
+    throw new ExperimentFileError(file, field || '(top level)', GPU_SIZE_HINT[field] ?? problem);
   }
   const d = doc as unknown as Record<string, unknown>;
   let timeoutMs: number | undefined;
@@ -167,6 +184,7 @@ export function parseExperiment(file: string, text: string): Experiment {
     throw new ExperimentFileError(file, dockerOnly, 'applies only to `runner: docker`');
   }
   const limits = containerLimits(file, d);
+  const gpuSize = gpuSizeOf(file, d);
   const base = path.basename(file).replace(/\.ya?ml$/, '');
   if (d.name !== base) {
     throw new ExperimentFileError(file, 'name', `must match the file name '${base}'`);
@@ -176,13 +194,14 @@ export function parseExperiment(file: string, text: string): Experiment {
     runner: d.runner as 'docker' | 'process',
     image: d.image as string | undefined,
     command: d.command as string[],
-    gpus: (d.gpus as number | undefined) ?? 0,
+    gpus: (d.gpus as number | undefined) ?? (gpuSize ? 1 : 0),
     timeoutMs,
     attempts: (d.attempts as number | undefined) ?? 1,
     env: (d.env as Record<string, string> | undefined) ?? {},
     network: (d.network as boolean | undefined) ?? false,
     ...limits,
     ...(d.cpus !== undefined ? { cpus: d.cpus as number } : {}),
+    ...gpuSize,
     params: d.params as Record<string, unknown>,
     file,
   };
@@ -285,6 +304,69 @@ function ulimitsOf(
     }
   }
   return out;
+}
+
+/**
+ * `gpu_memory` and `mig_profile`: the size each of the job's GPUs must have. Either one alone
+ * means one GPU (`gpus` left out); with `gpus: 0` they are refused (nothing to size).
+ */
+function gpuSizeOf(
+  file: string,
+  d: Record<string, unknown>,
+): { gpuMemoryBytes?: number; migProfile?: string } | undefined {
+  const field = ['gpu_memory', 'mig_profile'].find((k) => d[k] !== undefined);
+  if (!field) return undefined;
+  if (d.gpus === 0) throw new ExperimentFileError(file, field, 'needs gpus of 1 or more');
+  return {
+    ...(d.gpu_memory !== undefined
+      ? { gpuMemoryBytes: parseGpuMemory(d.gpu_memory as string) }
+      : {}),
+    ...(d.mig_profile !== undefined ? { migProfile: d.mig_profile as string } : {}),
+  };
+}
+
+const GPU_MEMORY_UNITS: Record<string, number> = {
+  MB: 1e6,
+  GB: 1e9,
+  TB: 1e12,
+  MIB: 1024 ** 2,
+  GIB: 1024 ** 3,
+  TIB: 1024 ** 4,
+};
+
+/**
+ * `gpu_memory` → bytes. GB is decimal (10^9), as NVIDIA names MIG profiles: `gpu_memory: 20GB`
+ * fits a 2g.20gb instance (20096 MiB); GiB is binary. Profile names round (an H200's 1g.18gb has
+ * 16384 MiB, under 18 GB): to ask for a profile, name it with mig_profile.
+ */
+export function parseGpuMemory(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([MGT]i?B)$/i.exec(text.trim());
+  if (!m) throw new Error(`expected a size like 20GB or 40GiB, got '${text}'`);
+  return Math.ceil(Number(m[1]) * GPU_MEMORY_UNITS[m[2].toUpperCase()]);
+}
+
+/** What an experiment asks of the GPUs of each of its jobs, for the allocator. */
+export function gpuRequestOf(exp: Experiment): {
+  count: number;
+  memoryBytes?: number;
+  migProfile?: string;
+} {
+  return {
+    count: exp.gpus,
+    ...(exp.gpuMemoryBytes !== undefined ? { memoryBytes: exp.gpuMemoryBytes } : {}),
+    ...(exp.migProfile !== undefined ? { migProfile: exp.migProfile } : {}),
+  };
+}
+
+/** The experiment's GPU request in its file's words: `1 GPU with mig_profile 3g.40gb`. */
+export function describeGpuRequest(exp: Experiment): string {
+  const size = [
+    exp.migProfile !== undefined ? `mig_profile ${exp.migProfile}` : undefined,
+    exp.gpuMemoryBytes !== undefined
+      ? `gpu_memory ${Math.ceil(exp.gpuMemoryBytes / 1024 ** 2)} MiB or more`
+      : undefined,
+  ].filter(Boolean);
+  return `${exp.gpus} GPU(s)${size.length ? ` with ${size.join(' and ')}` : ''}`;
 }
 
 const MEMORY_UNITS: Record<string, number> = { b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };

@@ -46,6 +46,7 @@ export interface QueueOptions {
 export class JobQueue {
   private readonly queues: Record<SlotKind, Queue>;
   private readonly workers: Worker[] = [];
+  private readonly workerOf = new Map<SlotKind, Worker>();
 
   constructor(
     private readonly backend: RedisBackend,
@@ -158,10 +159,30 @@ export class JobQueue {
     });
     worker.on('error', (err) => this.log.warn({ err: err.message, queue: kind }, 'worker error'));
     this.workers.push(worker);
+    this.workerOf.set(kind, worker);
+  }
+
+  /** Whether a worker for `kind` was started. */
+  hasWorker(kind: SlotKind): boolean {
+    return this.workerOf.has(kind);
+  }
+
+  /** Resizes a started worker (the GPUs changed: a MIG re-partition); slots in use are kept. */
+  setConcurrency(kind: SlotKind, concurrency: number): void {
+    const worker = this.workerOf.get(kind);
+    if (worker && concurrency > 0) worker.concurrency = concurrency;
   }
 
   /** Stops taking jobs; `force` does not wait for running ones (they were already stopped). */
   async closeWorkers(force: boolean): Promise<void> {
+    // A worker closed while its connections still initialize (stopped just after it started)
+    // has BullMQ emit their late "Connection is closed" as an unhandled 'error': let them
+    // finish first, for a bounded time (Redis may be what is gone).
+    await Promise.allSettled(
+      this.workers.map((w) =>
+        Promise.race([w.waitUntilReady(), new Promise((r) => setTimeout(r, 2_000).unref())]),
+      ),
+    );
     await Promise.allSettled(this.workers.map((w) => w.close(force)));
   }
 
