@@ -1,4 +1,4 @@
-// Lint rules that enforce what the layout promises (DESIGN.md, "Layout and dependency direction"):
+// Lint rules that enforce what the layout promises (docs/ARCHITECTURE.md, "Layout and the direction of imports"):
 // apps import libs, libs never import apps, apps never import each other (apps/cli is the one
 // composition root and may start either daemon), and libs/tunnel's protocol imports nothing but
 // node:crypto and tweetnacl. test/lint-rules.spec proves these rules fire.
@@ -48,7 +48,7 @@ export default tseslint.config(
           patterns: [
             {
               group: ['**/apps/**', '**/apps'],
-              message: 'libs must never import apps (DESIGN.md: layout).',
+              message: 'libs must never import apps (docs/ARCHITECTURE.md: layout).',
             },
           ],
         },

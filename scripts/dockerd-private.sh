@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Starts a private Docker Engine in folder DIR (never the machine's shared one), as NOTES.md shows:
+# Starts a private Docker Engine in folder DIR (never the machine's shared one), for tests:
 # socket DIR/docker.sock, data DIR/data, no iptables, no bridge. Waits until it answers.
 # Usage: scripts/dockerd-private.sh DIR    prints the DOCKER_HOST to use
 set -euo pipefail

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Makes the busybox test image (NOTES.md): no registry is reachable, so the image is imported
+# Makes the busybox test image: no registry is reachable, so the image is imported
 # from a folder holding Debian's static busybox and a few links to it.
 # Usage: scripts/make-test-image.sh [IMAGE]   (DOCKER_HOST selects the engine; default gpu-sidecar-test:latest)
 set -euo pipefail

@@ -10,7 +10,7 @@ import { keygen, waitForTunnel, workerEnvIn } from '../support/system';
 jest.setTimeout(240_000);
 
 /**
- * Several GPU hosts on one queue (DESIGN.md, scale-out): two workers (separate processes and
+ * Several GPU hosts on one queue (README, "Several GPU hosts"): two workers (separate processes and
  * WORKER_NAMEs, one Redis, one shared DATA_FOLDER) behind one relay that dials both.
  */
 const WORK = `name: work

@@ -58,7 +58,7 @@ export function redisServerArgs(
   ];
 }
 
-/** Starts a private Redis with AOF (fsync always) and `noeviction`, as BullMQ needs (NOTES.md). */
+/** Starts a private Redis with AOF (fsync always) and `noeviction`, as BullMQ needs. */
 export async function startRedis(): Promise<TestRedis> {
   requireRedis();
   const dir = mkdtempSync(path.join(tmpdir(), 'gsc-redis-'));

@@ -1,7 +1,7 @@
 /**
  * What a daemon's start function returns (startRelay, startWorker), as runDaemon (apps/cli)
  * drives it: `close()` stops it cleanly (SIGTERM/SIGINT); `reload()` on SIGHUP; `drain()` on
- * SIGUSR2. Here, in a lib, because apps never import each other (DESIGN.md: layout).
+ * SIGUSR2. Here, in a lib, because apps never import each other (docs/ARCHITECTURE.md: layout).
  */
 export interface Daemon<C = unknown> {
   close(): Promise<void>;

@@ -1,4 +1,4 @@
-/** A job's state as the API reports it (DESIGN.md). */
+/** A job's state as the API reports it (docs/ARCHITECTURE.md, "Job API"). */
 export type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 
 export const JOB_STATES: readonly JobState[] = [

@@ -78,7 +78,7 @@ export interface JobsServiceDeps {
 /** Fields only the daemon uses; never shown by the API. */
 const INTERNAL = ['pid', 'key', 'priority'] as const;
 
-/** The public view of a record (DESIGN.md's `GET /jobs/:id`). */
+/** The public view of a record (`GET /jobs/:id` in docs/ARCHITECTURE.md). */
 export function publicRecord(rec: JobRecord): JobRecord {
   const out = { ...rec } as Record<string, unknown>;
   for (const k of INTERNAL) delete out[k];

@@ -1,7 +1,7 @@
 import { collectDefaultMetrics, Registry } from 'prom-client';
 
 /**
- * The one place prom-client is imported (DESIGN.md: one adapter per outside library). Each daemon
+ * The one place prom-client is imported (docs/ARCHITECTURE.md: one adapter per outside library). Each daemon
  * owns one Registry; libraries receive typed recorders built on it, never prom-client itself.
  */
 export { Counter, Gauge, Histogram, Registry } from 'prom-client';

@@ -7,7 +7,8 @@ import si from 'systeminformation';
  * asynchronously). Not its currentLoad(): on Linux that runs `cat /proc/stat | grep cpu` with
  * execSync, three processes spawned while the worker's event loop (and every tunnel stream
  * through it) waits, once per GPU_SAMPLE_INTERVAL; nor graphics(), which runs nvidia-smi with
- * execFileSync (NOTES.md). The CPU load is read from /proc/stat here instead, asynchronously.
+ * execFileSync, blocking the loop for as long as nvidia-smi takes. The CPU load is read from
+ * /proc/stat here instead, asynchronously.
  */
 export interface HostStatus {
   /** CPU load over all cores since the previous call, 0-100. */

@@ -274,7 +274,7 @@ const ORDER = [
 function parse(raw: string): JobRecord | undefined {
   try {
     const rec = JSON.parse(raw) as Record<string, unknown>;
-    // Lua's cjson does not keep key order: put the documented fields first, in DESIGN.md's order.
+    // Lua's cjson does not keep key order: put the documented fields first, in the order docs/ARCHITECTURE.md lists them.
     const out: Record<string, unknown> = {};
     for (const k of ORDER) out[k] = rec[k] ?? null;
     for (const [k, v] of Object.entries(rec)) if (!(k in out) && v !== null) out[k] = v;

@@ -2,7 +2,7 @@ import path from 'node:path';
 import type { Experiment } from '../experiments/experiment';
 import type { ProgressUpdate } from './progress';
 
-/** Where one job's files live (DESIGN.md, "What a job sees"). */
+/** Where one job's files live (docs/ARCHITECTURE.md, "What a job sees"). */
 export interface JobPaths {
   dir: string;
   params: string;
