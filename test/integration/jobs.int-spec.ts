@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { loadWorkerConfig, silentLogger, type Env } from '../../libs/config/src';
-import { JobsModule, JobsRuntime, type JobsOptions } from '../../libs/jobs/src';
+import { JobsModule, JobsRuntime, setupOpenApi, type JobsOptions } from '../../libs/jobs/src';
 import { JobsClient, writeTestExperiments } from '../../libs/jobs/src/testing/client';
 import { startRedis, type TestRedis } from '../support/redis';
 import { waitUntil } from '../support/system';
@@ -44,6 +44,7 @@ async function startWorker(
       abortOnError: false,
     },
   );
+  setupOpenApi(app); // as the worker's main does
   await app.listen(0, '127.0.0.1');
   const api = new JobsClient((await app.getUrl()).replace('[::1]', '127.0.0.1'));
   return { app, rt: app.get(JobsRuntime), api, data, close: () => app.close() };

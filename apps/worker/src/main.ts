@@ -9,7 +9,7 @@ import {
   type Logger,
   type WorkerConfig,
 } from '../../../libs/config/src';
-import { JobsRuntime } from '../../../libs/jobs/src';
+import { JobsRuntime, setupOpenApi } from '../../../libs/jobs/src';
 import { createRegistry, createTunnelMetrics } from '../../../libs/metrics/src';
 import { HealthMonitor } from './health/monitor';
 import { mountQueuesUi } from './queues-ui';
@@ -49,6 +49,8 @@ export async function startWorker(
   const rt = app.get(JobsRuntime);
   monitor.attachJobs(rt);
   mountQueuesUi(app, rt, config.queueUi);
+  // /docs and /docs-json: the document of every route above, from the real application.
+  setupOpenApi(app);
   let tunnels: Awaited<ReturnType<typeof startWorkerTunnels>>;
   try {
     await monitor.start();

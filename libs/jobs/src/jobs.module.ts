@@ -1,6 +1,5 @@
 import { Inject, Module, type DynamicModule, type OnApplicationShutdown } from '@nestjs/common';
 import type { Logger, WorkerConfig } from '../../config/src';
-import { OpenApiDocs } from './api/docs';
 import { ExperimentsController } from './api/experiments.controller';
 import { JobOutputController } from './api/job-output.controller';
 import { JobsController } from './api/jobs.controller';
@@ -34,7 +33,6 @@ export class JobsModule {
       providers: [
         { provide: JobsRuntime, useFactory: () => JobsRuntime.start(config, log, opts) },
         JobsLifecycle,
-        OpenApiDocs,
       ],
       exports: [JobsRuntime],
     };

@@ -1,4 +1,5 @@
 import { Controller, Get, Inject, Res } from '@nestjs/common';
+import { ApiExtraModels, ApiOperation, ApiResponse, ApiTags } from '@nestjs/swagger';
 import {
   HealthCheck,
   HealthCheckService,
@@ -6,7 +7,9 @@ import {
   type HealthCheckResult,
 } from '@nestjs/terminus';
 import type { Response } from 'express';
+import { ApiHostGuard, jsonContent } from '../../../../libs/jobs/src';
 import { HealthMonitor, type Readiness } from './monitor';
+import { HealthReport } from './schemas';
 
 /**
  * `/health` (everything, for a person and `gpu-sidecar status`), `/health/live` (the process
@@ -14,6 +17,9 @@ import { HealthMonitor, type Readiness } from './monitor';
  * MIN_FREE_DISK). 503 when not ready. Docker is reported, never a reason for 503: without it
  * only the docker experiments' jobs wait.
  */
+@ApiTags('health')
+@ApiHostGuard()
+@ApiExtraModels(HealthReport)
 @Controller('health')
 export class HealthController {
   constructor(
@@ -23,6 +29,17 @@ export class HealthController {
   ) {}
 
   @Get()
+  @ApiOperation({ summary: 'everything: GPUs, containers, Redis, queue, disk, host, tunnels' })
+  @ApiResponse({
+    status: 200,
+    description: 'ok or degraded',
+    content: jsonContent(HealthReport),
+  })
+  @ApiResponse({
+    status: 503,
+    description: 'down: not ready (problems says why)',
+    content: jsonContent(HealthReport),
+  })
   async report(@Res({ passthrough: true }) res: Response) {
     const report = await this.monitor.report();
     res.status(report.status === 'down' ? 503 : 200);
@@ -30,6 +47,7 @@ export class HealthController {
   }
 
   @Get('live')
+  @ApiOperation({ summary: 'liveness: the process answers' })
   @HealthCheck()
   live(): Promise<HealthCheckResult> {
     // Answering at all is the proof: the event loop runs and the HTTP server accepts.
@@ -37,6 +55,9 @@ export class HealthController {
   }
 
   @Get('ready')
+  @ApiOperation({
+    summary: 'readiness: Redis, the queue and DATA_FOLDER are fine (Docker is reported only)',
+  })
   @HealthCheck()
   async ready(): Promise<HealthCheckResult> {
     const r = await this.monitor.readiness();

@@ -1,16 +1,20 @@
 import { Controller, Get, Inject } from '@nestjs/common';
-import { ApiOkResponse, ApiTags } from '@nestjs/swagger';
+import { ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { JobsRuntime } from '../jobs.runtime';
+import { ApiHostGuard } from './responses';
+import { Experiment } from './schemas';
 
 /** `GET /experiments`: what can be submitted, with each parameter schema. */
 @ApiTags('experiments')
+@ApiHostGuard()
 @Controller('experiments')
 export class ExperimentsController {
   constructor(@Inject(JobsRuntime) private readonly rt: JobsRuntime) {}
 
   @Get()
-  @ApiOkResponse({ description: 'installed experiments with their parameter JSON Schemas' })
-  list() {
+  @ApiOperation({ summary: 'the installed experiments, with the JSON Schema of their params' })
+  @ApiOkResponse({ description: 'every installed experiment', type: [Experiment] })
+  list(): Experiment[] {
     return this.rt.catalog.list().map((e) => ({
       name: e.name,
       runner: e.runner,

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { pipeline } from 'node:stream';
 import { Controller, Get, Inject, Param, Query, Req, Res } from '@nestjs/common';
-import { ApiOperation, ApiTags } from '@nestjs/swagger';
+import { ApiTags } from '@nestjs/swagger';
 import type { Request, Response } from 'express';
 import { isFinal, type JobRecord } from '../job-record';
 import { publicRecord } from '../jobs.service';
@@ -10,6 +10,8 @@ import type { OpenedFile } from '../store/results.store';
 import { planRange } from './byte-range';
 import { ClientWatch } from './client-watch';
 import { checkJobId, toHttp } from './http-errors';
+import { ApiDownload, ApiEvents, ApiFiles, ApiLogs } from './job-output.openapi';
+import { ApiHostGuard } from './responses';
 import { RETRY_AFTER_S, StreamLimitError, StreamLimits, type StreamKind } from './stream-limits';
 
 const FOLLOW_POLL_MS = 200;
@@ -37,6 +39,7 @@ export function eventId(rec: JobRecord): string {
  * is capped per job and in total (StreamLimits).
  */
 @ApiTags('jobs')
+@ApiHostGuard()
 @Controller('jobs')
 export class JobOutputController {
   private readonly limits = new StreamLimits();
@@ -62,10 +65,7 @@ export class JobOutputController {
   }
 
   @Get(':id/logs')
-  @ApiOperation({
-    summary:
-      'the job output so far; ?follow=1 streams until the job ends (503 over the follower limit)',
-  })
+  @ApiLogs()
   async logs(
     @Param('id') id: string,
     @Query('follow') follow: string | undefined,
@@ -129,11 +129,7 @@ export class JobOutputController {
   }
 
   @Get(':id/events')
-  @ApiOperation({
-    summary:
-      'Server-Sent Events: `state` and `progress` changes, until the job ends; 204 to a reconnect ' +
-      'whose Last-Event-ID is the job’s final state (503 over the stream limit)',
-  })
+  @ApiEvents()
   async events(@Param('id') id: string, @Req() req: Request, @Res() res: Response) {
     checkJobId(id);
     const channel = `event:${id}`;
@@ -197,7 +193,7 @@ export class JobOutputController {
   }
 
   @Get(':id/files')
-  @ApiOperation({ summary: 'regular files the job wrote to its output folder, with their sizes' })
+  @ApiFiles()
   async files(@Param('id') id: string) {
     const rec = await this.record(id);
     return { files: await this.rt.store.listOutput(this.rt.store.paths(rec.experiment, rec.id)) };
@@ -210,9 +206,7 @@ export class JobOutputController {
    * whatever the job swaps in meanwhile). Headers and bytes come from that one descriptor.
    */
   @Get(':id/files/*path')
-  @ApiOperation({
-    summary: 'download one output file; Range: bytes=a-b answers 206 (416 past the end)',
-  })
+  @ApiDownload()
   async download(
     @Param('id') id: string,
     @Param('path') rel: string | string[],

@@ -1,7 +1,6 @@
 import { unlink } from 'node:fs/promises';
 import {
   BadRequestException,
-  Body,
   Controller,
   Delete,
   Get,
@@ -14,16 +13,34 @@ import {
   Res,
   UnsupportedMediaTypeException,
 } from '@nestjs/common';
-import { ApiBody, ApiConsumes, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
+import {
+  ApiOkResponse,
+  ApiOperation,
+  ApiQuery,
+  ApiResponse,
+  ApiTags,
+  getSchemaPath,
+} from '@nestjs/swagger';
 import type { Request, Response } from 'express';
 import { JOB_STATES, type JobState } from '../job-record';
 import { publicRecord, type SubmitRequest, type UploadedInput } from '../jobs.service';
 import { JobsRuntime } from '../jobs.runtime';
 import { checkJobId, toHttp } from './http-errors';
+import {
+  ApiError,
+  ApiHostGuard,
+  ApiJobIdParam,
+  ApiJobRoute,
+  ApiOriginGuard,
+  ApiRedisDown,
+  jsonContent,
+} from './responses';
+import { Job, JobSubmitted, SubmitJob, SubmitJobForm } from './schemas';
 import { FORM_LIMITS, receiveForm } from './upload';
 
 /** Submit, list, read and cancel jobs (README.md, "Job API"; libs/jobs/README.md, "Submitting"). */
 @ApiTags('jobs')
+@ApiHostGuard()
 @Controller('jobs')
 export class JobsController {
   constructor(@Inject(JobsRuntime) private readonly rt: JobsRuntime) {}
@@ -31,30 +48,56 @@ export class JobsController {
   @Post()
   @ApiOperation({
     summary: 'submit a job: JSON, or multipart with input files (fields before files)',
-  })
-  @ApiConsumes('application/json', 'multipart/form-data')
-  @ApiBody({
-    schema: {
-      type: 'object',
-      required: ['experiment'],
-      properties: {
-        experiment: { type: 'string' },
-        params: { type: 'object', description: 'multipart: JSON text' },
-        priority: { type: 'integer', minimum: 1, maximum: 1000, description: '1 runs first' },
-        key: { type: 'string', description: 'idempotency key: the same key returns the first job' },
-        files: {
-          type: 'array',
-          items: { type: 'string', format: 'binary' },
-          description: 'multipart only, after the fields; any field name',
-        },
+    description:
+      'A multipart submission is checked (free disk, experiment, params, priority, GPUs, key) ' +
+      'when its first file part starts, so a refused one stores nothing and is answered before ' +
+      'its files are read; a field after a file is refused.',
+    requestBody: {
+      required: true,
+      content: {
+        'application/json': { schema: { $ref: getSchemaPath(SubmitJob) } },
+        'multipart/form-data': { schema: { $ref: getSchemaPath(SubmitJobForm) } },
       },
     },
   })
-  async submit(
-    @Req() req: Request,
-    @Body() body: unknown,
-    @Res({ passthrough: true }) res: Response,
-  ) {
+  @ApiResponse({
+    status: 201,
+    description: 'a new job, queued',
+    content: jsonContent(JobSubmitted),
+  })
+  @ApiResponse({
+    status: 200,
+    description: 'the `key` was used before: the first job, as it is now; nothing new is queued',
+    content: jsonContent(JobSubmitted),
+  })
+  @ApiError(
+    400,
+    'no body, not a JSON object, malformed JSON or multipart, params not matching the ' +
+      "experiment's schema or nested over 64 levels, a bad priority or key, a GPU request no " +
+      'device of this worker can meet, or a field after a file: the message says which',
+  )
+  @ApiOriginGuard()
+  @ApiError(404, 'the experiment is not installed (the message lists those that are)')
+  @ApiError(
+    413,
+    'a JSON body over 100 KiB; or a multipart limit, named in the message: 20 fields, 100 KiB ' +
+      'per field, 100 files, MAX_UPLOAD bytes of files together',
+  )
+  @ApiError(
+    415,
+    'the Content-Type is neither application/json nor multipart/form-data (curl -d sends ' +
+      "application/x-www-form-urlencoded: add -H 'content-type: application/json')",
+  )
+  @ApiRedisDown()
+  @ApiError(
+    507,
+    'DATA_FOLDER has less free space than MIN_FREE_DISK, or filled up during the submission: ' +
+      'free some space and submit again',
+  )
+  async submit(@Req() req: Request, @Res({ passthrough: true }) res: Response) {
+    // The JSON body parser's result (what @Body() gives), read here so that the document shows
+    // the two request bodies described above rather than one inferred from a parameter.
+    const body: unknown = req.body;
     let uploads: UploadedInput[] = [];
     try {
       let submit: SubmitRequest;
@@ -95,9 +138,23 @@ export class JobsController {
   }
 
   @Get()
-  @ApiQuery({ name: 'experiment', required: false })
-  @ApiQuery({ name: 'state', required: false, enum: JOB_STATES })
-  @ApiQuery({ name: 'limit', required: false, description: '1-1000, default 100' })
+  @ApiOperation({ summary: 'the newest jobs first, optionally of one experiment or state' })
+  @ApiQuery({ name: 'experiment', required: false, description: 'only jobs of this experiment' })
+  @ApiQuery({
+    name: 'state',
+    required: false,
+    description: 'only jobs in this state',
+    schema: { type: 'string', enum: [...JOB_STATES] },
+  })
+  @ApiQuery({
+    name: 'limit',
+    required: false,
+    description: 'how many jobs at most',
+    schema: { type: 'integer', minimum: 1, maximum: 1000, default: 100 },
+  })
+  @ApiOkResponse({ description: 'the jobs, newest first', type: [Job] })
+  @ApiError(400, 'state is not a job state, or limit is not a whole number from 1 to 1000')
+  @ApiRedisDown()
   async list(
     @Query('experiment') experiment?: string,
     @Query('state') state?: string,
@@ -122,6 +179,10 @@ export class JobsController {
   }
 
   @Get(':id')
+  @ApiOperation({ summary: "one job's record" })
+  @ApiJobIdParam()
+  @ApiOkResponse({ description: 'the record', type: Job })
+  @ApiJobRoute()
   async get(@Param('id') id: string) {
     try {
       return publicRecord(await this.rt.service.get(checkJobId(id)));
@@ -133,6 +194,15 @@ export class JobsController {
   @Delete(':id')
   @HttpCode(200)
   @ApiOperation({ summary: 'cancel: a queued job never starts, a running one is stopped' })
+  @ApiJobIdParam()
+  @ApiOkResponse({
+    description:
+      'the record after the request: `cancelled` for a job that was queued; a running one ' +
+      'turns `cancelled` once its processes are gone; one that had ended, unchanged',
+    type: Job,
+  })
+  @ApiOriginGuard()
+  @ApiJobRoute()
   async cancel(@Param('id') id: string) {
     try {
       return publicRecord(await this.rt.service.cancel(checkJobId(id)));
