@@ -1,5 +1,9 @@
+import { execFileSync } from 'node:child_process';
+import { chownSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
-import { runCli } from '../support/daemon';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { exitCode, runCli } from '../support/daemon';
 import { freePort } from '../support/ports';
 import { keygen, metricValue, startPair, waitForTunnel, type Pair } from '../support/system';
 
@@ -115,5 +119,44 @@ describe('tunnel authentication between processes', () => {
     const code = await p.stop('SIGCONT').catch(() => null);
     expect(code).toBe(1);
     expect(p.stderr()).toContain(`chmod 600 ${pair.keyFile}`);
+  });
+
+  it('refuses to start on a symlinked, FIFO, huge or foreign key file, saying what it found', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'gsc-keytricks-'));
+    const real = keygen(dir, 'real.key');
+    const tricks: Record<string, string> = {};
+    tricks.symlink = path.join(dir, 'link.key');
+    symlinkSync(real, tricks.symlink);
+    tricks.fifo = path.join(dir, 'fifo.key');
+    execFileSync('mkfifo', ['-m', '600', tricks.fifo]);
+    tricks.huge = path.join(dir, 'huge.key');
+    writeFileSync(tricks.huge, Buffer.alloc(1 << 20, 1), { mode: 0o600 });
+    tricks.foreign = path.join(dir, 'foreign.key');
+    writeFileSync(tricks.foreign, Buffer.alloc(32, 1), { mode: 0o600 });
+    chownSync(tricks.foreign, 4242, 4242); // the tests run as root (see keys.spec.ts)
+    const said: Record<string, RegExp> = {
+      symlink: /is a symbolic link: name the file itself/,
+      fifo: /is a FIFO, not a regular file/,
+      huge: /holds 1048576 bytes, more than 4096/,
+      foreign: /is owned by uid 4242, not by this daemon's user/,
+    };
+    for (const [trick, file] of Object.entries(tricks)) {
+      for (const daemon of ['relay', 'worker']) {
+        const env = {
+          TUNNEL_KEY_FILE: file,
+          TUNNEL_CONNECT: 'ws://127.0.0.1:1',
+          RELAY_LISTEN: `127.0.0.1:${await freePort()}`,
+          ADMIN_LISTEN: `127.0.0.1:${await freePort()}`,
+          TUNNEL_LISTEN: `127.0.0.1:${await freePort()}`,
+          API_LISTEN: `127.0.0.1:${await freePort()}`,
+          DATA_FOLDER: path.join(dir, 'data'),
+          EXPERIMENTS_DIR: dir,
+          GPU_DEVICES: 'none',
+        };
+        const p = runCli([daemon], daemon === 'relay' ? { ...env, TUNNEL_LISTEN: '' } : env, dir);
+        expect([trick, daemon, await exitCode(p)]).toEqual([trick, daemon, 1]);
+        expect(p.stderr()).toMatch(said[trick]);
+      }
+    }
   });
 });

@@ -4,6 +4,7 @@ import type { Logger, RelayConfig } from '../../../libs/config/src';
 import {
   listenTunnel,
   loadKeyRing,
+  logKeyWarnings,
   splice,
   TunnelDialer,
   type KeyRing,
@@ -47,6 +48,7 @@ export class TunnelPool {
   ) {}
 
   async start(): Promise<void> {
+    logKeyWarnings(this.keys, this.log);
     for (const url of this.config.tunnelConnect) {
       const entry: Entry = { url, since: new Date() };
       entry.dialer = new TunnelDialer({
@@ -139,6 +141,7 @@ export class TunnelPool {
    */
   async reload(keyFiles: readonly string[]): Promise<void> {
     const ring = await loadKeyRing(keyFiles);
+    logKeyWarnings(ring, this.log);
     this.setKeys(ring);
     this.log.info({ keys: ring.fingerprints }, 'tunnel key ring loaded');
   }

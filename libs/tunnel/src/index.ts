@@ -9,6 +9,7 @@ export {
   KeyRing,
   loadKeyFile,
   loadKeyRing,
+  logKeyWarnings,
 } from './keys';
 export type { KeyEntry } from './keys';
 export { noopTunnelMetrics } from './metrics';

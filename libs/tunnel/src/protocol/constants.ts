@@ -7,6 +7,11 @@
 export const PROTOCOL_VERSION = 'gpu-sidecar.v1';
 
 export const MIN_KEY_FILE_BYTES = 32;
+/**
+ * A key file is 32 random bytes (`gpu-sidecar keygen`); anything past this is not a key file
+ * named by mistake, and is refused before more than this is read.
+ */
+export const MAX_KEY_FILE_BYTES = 4096;
 export const KEY_BYTES = 32;
 export const NONCE_BYTES = 32;
 export const PUBLIC_KEY_BYTES = 32;
