@@ -90,14 +90,19 @@ describe('tunnel authentication between processes', () => {
         },
         pair.dir,
       );
-      await intruder.waitForLog('tunnel connection failed');
+      // The relay says why, as the worker does: not a dropped connection, a key it refused.
+      await intruder.waitForLog('"reason":"bad key"');
       const health = await fetch(`http://127.0.0.1:${admin}/healthz`);
       expect(health.status).toBe(503);
+      const body = (await health.json()) as { tunnels: { lastError?: string }[] };
+      expect(body.tunnels[0].lastError).toBe('bad key');
       await expect(fetch(`http://127.0.0.1:${relayPort}/test`)).rejects.toThrow();
       const relayMetrics = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
-      // The worker refuses the key and says why; the intruder only sees the door close.
       expect(
-        metricValue(relayMetrics, 'tunnel_handshakes_total', { result: 'failed' }),
+        metricValue(relayMetrics, 'tunnel_handshakes_total', {
+          result: 'failed',
+          reason: 'bad key',
+        }),
       ).toBeGreaterThan(0);
       expect(
         metricValue(relayMetrics, 'tunnel_handshakes_total', { result: 'ok' }),

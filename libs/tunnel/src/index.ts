@@ -12,7 +12,7 @@ export {
   logKeyWarnings,
 } from './keys';
 export type { KeyEntry } from './keys';
-export { noopTunnelMetrics } from './metrics';
+export { METRIC_REASONS, metricReason, noopTunnelMetrics } from './metrics';
 export type { TunnelMetrics } from './metrics';
 export { listenTunnel } from './listen';
 export type { ListenTunnelOptions, TunnelListener } from './listen';

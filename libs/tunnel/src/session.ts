@@ -10,6 +10,7 @@ import {
   LONE_STREAM_WINDOW,
   MAX_STREAM_WINDOW,
   Multiplexer,
+  SEND_QUEUE_LIMIT,
   SEND_WATERMARK,
   TARGET_NAME,
   WINDOW_GROWTH_BUDGET,
@@ -18,7 +19,7 @@ import type { Frame, MuxEvent, SessionKeys } from './protocol';
 import { Liveness } from './liveness';
 import { StreamResetError, TunnelStream, type StreamHost } from './stream';
 import type { TunnelMetrics } from './metrics';
-import { noopTunnelMetrics } from './metrics';
+import { metricReason, noopTunnelMetrics } from './metrics';
 import type { MessageChannel } from './transport/channel';
 
 /** Options shared by both ends of a session. */
@@ -31,6 +32,11 @@ export interface SessionOptions {
   pingIntervalMs?: number;
   /** Concurrent streams the peer may open (default MAX_STREAMS). */
   maxStreams?: number;
+  /**
+   * The peer as a metric label (`tunnel_up{peer}`): the dialed URL's host, or on a listener the
+   * peer's address without its port, so that reconnects do not add a series each. Default: peer.
+   */
+  metricsPeer?: string;
 }
 
 /** Reasons that are failures of the peer's frames (counted by `frameRejected`). */
@@ -50,6 +56,7 @@ const FRAME_FAILURES = new Set([
  */
 export class TunnelSession extends EventEmitter implements StreamHost {
   readonly peer: string;
+  private readonly metricsPeer: string;
   private readonly sealer: FrameSealer;
   private readonly opener: FrameOpener;
   private readonly mux: Multiplexer;
@@ -78,6 +85,7 @@ export class TunnelSession extends EventEmitter implements StreamHost {
   ) {
     super();
     this.peer = channel.peer;
+    this.metricsPeer = opts.metricsPeer ?? channel.peer;
     this.sealer = new FrameSealer(keys.send);
     this.opener = new FrameOpener(keys.receive);
     keys.send.fill(0);
@@ -96,7 +104,7 @@ export class TunnelSession extends EventEmitter implements StreamHost {
       dead: () => this.fail('ping timeout'),
       rtt: (ms) => this.metrics.rtt(ms / 1000),
     });
-    this.metrics.sessionUp(this.peer);
+    this.metrics.sessionUp(this.metricsPeer);
   }
 
   /** Streams open now, in both directions. */
@@ -272,6 +280,14 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     if (this.ready.size > 0 && this.unsent < SEND_WATERMARK) this.flushData();
   };
 
+  /**
+   * Seals and hands one frame to the channel. DATA is held back by the scheduler (flushData),
+   * but control frames go out at once, and most are answers to the peer's own frames (PONG to
+   * PING, RESET to an OPEN it may not make, WINDOW for its DATA): a peer that sends those and
+   * never reads would grow this queue without end. Past SEND_QUEUE_LIMIT bytes not yet written
+   * to the socket the session ends (`send queue full`): a legitimate peer reads, and what it
+   * can make us queue in the meantime is a small multiple of the DATA watermark.
+   */
   private send(frame: Frame): void {
     if (this.closedReason !== undefined) return;
     const { header, body } = encodeFrame(frame);
@@ -282,6 +298,7 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     this.unsent += n;
     this.channel.send(wire, () => this.onSent(n));
     this.metrics.bytes('out', n);
+    if (this.unsent > SEND_QUEUE_LIMIT) this.fail('send queue full');
   }
 
   private onMessage(data: Buffer, binary: boolean): void {
@@ -356,10 +373,14 @@ export class TunnelSession extends EventEmitter implements StreamHost {
   private fail(reason: string): void {
     if (this.closedReason !== undefined) return;
     if (FRAME_FAILURES.has(reason)) this.metrics.frameRejected(reason);
+    // A silent peer will not answer a close handshake, and one that does not read would not
+    // even see the CLOSE: drop the socket at once.
+    if (reason === 'ping timeout' || reason === 'send queue full') {
+      this.teardown(reason);
+      return this.channel.terminate();
+    }
     this.send({ type: 'close', reason });
-    // A silent peer will not answer a close handshake: drop the socket at once.
-    if (reason === 'ping timeout') this.channel.terminate();
-    else this.channel.close(1002);
+    this.channel.close(1002);
     this.teardown(reason);
   }
 
@@ -376,7 +397,8 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     }
     const level = reason.startsWith('closed') || reason.startsWith('peer closed') ? 'info' : 'warn';
     this.log[level]({ peer: this.peer, reason }, 'tunnel session ended');
-    this.metrics.sessionDown(this.peer, reason);
+    // `peer closed: <reason>` carries the peer's own words: the label is its fixed part.
+    this.metrics.sessionDown(this.metricsPeer, metricReason(reason));
     this.emit('close', reason);
   }
 }
