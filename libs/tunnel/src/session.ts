@@ -61,6 +61,8 @@ export class TunnelSession extends EventEmitter implements StreamHost {
   private readonly opener: FrameOpener;
   private readonly mux: Multiplexer;
   private readonly streams = new Map<number, TunnelStream>();
+  /** Ids of streams closed here in good order (FIN sent) whose peer has not ended yet. */
+  private readonly lingering = new Set<number>();
   private readonly creditQueue = new Set<TunnelStream>();
   /** Streams with DATA to send and credit for it, served round-robin (insertion order). */
   private readonly ready = new Set<TunnelStream>();
@@ -215,14 +217,31 @@ export class TunnelSession extends EventEmitter implements StreamHost {
   }
 
   forget(stream: TunnelStream, reason: string): void {
-    if (this.streams.get(stream.sid) !== stream) return;
+    if (!this.release(stream)) return;
+    this.mux.remove(stream.sid);
+    if (reason !== 'done')
+      this.log.debug({ sid: stream.sid, target: stream.target, reason }, 'tunnel stream reset');
+  }
+
+  linger(stream: TunnelStream): void {
+    // The id stays open in the multiplexer (and counts against its cap) until the peer's FIN
+    // or RESET: DATA it sent before it saw our FIN is dropped there, within its window.
+    if (this.release(stream)) this.lingering.add(stream.sid);
+  }
+
+  /** Takes a stream out of the session's own books (not the multiplexer's); false if not in. */
+  private release(stream: TunnelStream): boolean {
+    if (this.streams.get(stream.sid) !== stream) return false;
     if (this.streams.size >= 2) this.crowdedAt = performance.now();
     this.streams.delete(stream.sid);
     this.growthLeft += stream.grown;
-    this.mux.remove(stream.sid);
     this.metrics.streamClosed();
-    if (reason !== 'done')
-      this.log.debug({ sid: stream.sid, target: stream.target, reason }, 'tunnel stream reset');
+    return true;
+  }
+
+  /** The peer ended a stream we had closed already (FIN or RESET): its id is free now. */
+  private endLingering(sid: number): void {
+    if (this.lingering.delete(sid)) this.mux.remove(sid);
   }
 
   // ---- internals ----
@@ -324,8 +343,10 @@ export class TunnelSession extends EventEmitter implements StreamHost {
         return this.sendReset(ev.sid, ev.reason);
       case 'data':
         return this.streams.get(ev.sid)?.onData(ev.data);
-      case 'fin':
-        return this.streams.get(ev.sid)?.onFin();
+      case 'fin': {
+        const stream = this.streams.get(ev.sid);
+        return stream ? stream.onFin() : this.endLingering(ev.sid);
+      }
       case 'reset':
         return this.onPeerReset(ev.sid, ev.reason);
       case 'window':
@@ -359,7 +380,7 @@ export class TunnelSession extends EventEmitter implements StreamHost {
 
   private onPeerReset(sid: number, reason: string): void {
     const stream = this.streams.get(sid);
-    if (!stream) return;
+    if (!stream) return this.endLingering(sid);
     this.forget(stream, `reset by peer: ${reason}`);
     stream.onReset(reason);
   }
@@ -389,6 +410,7 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     this.closedReason = reason;
     this.liveness.stop();
     this.ready.clear();
+    this.lingering.clear();
     this.sealer.wipe();
     this.opener.wipe();
     for (const stream of [...this.streams.values()]) {
