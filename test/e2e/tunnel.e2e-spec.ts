@@ -59,9 +59,14 @@ describe('tunnel between the built relay and worker', () => {
 
   it('reconnects by itself when the worker restarts', async () => {
     expect(await pair.worker.stop('SIGKILL')).toBe('SIGKILL');
-    // With no tunnel, a connection is closed at once (never left hanging) and counted.
+    // With no tunnel, an HTTP request is answered at once (never left hanging) with 503 and
+    // the reason in one line, and counted.
     await new Promise((r) => setTimeout(r, 300));
-    await expect(fetch(`http://127.0.0.1:${pair.ports.relay}/test`)).rejects.toThrow();
+    const down = await fetch(`http://127.0.0.1:${pair.ports.relay}/test`);
+    expect(down.status).toBe(503);
+    expect(await down.text()).toMatch(
+      /^gpu-sidecar relay: no tunnel to a worker is up \(ws:\/\/127\.0\.0\.1:\d+\/: .+\)\n$/,
+    );
     const metrics = await (await fetch(`http://127.0.0.1:${pair.ports.admin}/metrics`)).text();
     expect(
       metricValue(metrics, 'relay_connections_refused_total', { reason: 'no tunnel' }),
@@ -96,7 +101,9 @@ describe('tunnel authentication between processes', () => {
       expect(health.status).toBe(503);
       const body = (await health.json()) as { tunnels: { lastError?: string }[] };
       expect(body.tunnels[0].lastError).toBe('bad key');
-      await expect(fetch(`http://127.0.0.1:${relayPort}/test`)).rejects.toThrow();
+      const refused = await fetch(`http://127.0.0.1:${relayPort}/test`);
+      expect(refused.status).toBe(503);
+      expect(await refused.text()).toContain(': bad key)');
       const relayMetrics = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
       expect(
         metricValue(relayMetrics, 'tunnel_handshakes_total', {

@@ -1,17 +1,14 @@
 import { readFileSync } from 'node:fs';
-import type { Socket } from 'node:net';
 import type { Logger, RelayConfig } from '../../../libs/config/src';
 import {
   listenTunnel,
   loadKeyRing,
   logKeyWarnings,
-  splice,
   TunnelDialer,
   type KeyRing,
   type TunnelListener,
   type TunnelMetrics,
   type TunnelSession,
-  type TunnelStream,
 } from '../../../libs/tunnel/src';
 import type { TunnelView } from './relay.state';
 
@@ -116,16 +113,11 @@ export class TunnelPool {
     return best;
   }
 
-  /** Carries one accepted TCP connection to a worker target (the API); false with no tunnel up. */
-  relay(socket: Socket, target = API_TARGET): boolean {
-    const session = this.pick();
-    if (!session) return false;
-    socket.setNoDelay(true);
-    const stream = session.openStream(target) as TunnelStream;
-    stream.on('error', () => socket.destroy());
-    socket.on('error', () => stream.destroy());
-    splice(stream, socket);
-    return true;
+  /** Why no tunnel is up, in one line: each tunnel's URL and its last error (or state). */
+  whyDown(): string {
+    const views = this.views();
+    if (views.length === 0) return 'no worker has dialed TUNNEL_LISTEN';
+    return views.map((v) => `${v.url}: ${v.lastError ?? v.state}`).join('; ');
   }
 
   /** SIGHUP: new keys for the next handshakes; sessions up stay up. */
