@@ -324,7 +324,11 @@ async function health(adminPort) {
   return (await fetch(`http://127.0.0.1:${adminPort}/healthz`)).json().catch(() => ({}));
 }
 
-/** (f) RSS of relay and worker idle, then with `n` idle connections (streams) open. */
+/**
+ * (f) RSS of relay and worker idle, then with `n` idle connections (streams) open. Each sends
+ * one byte, the first of a request it never finishes: the relay opens a connection's stream at
+ * its first byte (a connection that sends nothing holds none, README "Relay connections").
+ */
 async function idleStreams(port, adminPort, relayPid, workerPid, n) {
   await sleep(500);
   const before = { relay: rssMb(relayPid), worker: rssMb(workerPid) };
@@ -332,7 +336,7 @@ async function idleStreams(port, adminPort, relayPid, workerPid, n) {
   for (let i = 0; i < n; i++) {
     socks.push(
       await new Promise((resolve, reject) => {
-        const s = connect(port, '127.0.0.1', () => resolve(s));
+        const s = connect(port, '127.0.0.1', () => s.write('G', () => resolve(s)));
         s.on('error', reject);
       }),
     );

@@ -1,21 +1,9 @@
-import { spawn } from 'node:child_process';
-import { readdirSync } from 'node:fs';
 import { connect } from 'node:net';
-import path from 'node:path';
 import { metricsText, metricValue, startPair, type Pair } from '../support/system';
+import { fds, getTest, sleep, startFlood } from './peers';
 import { ATTACK_SCALE, recordAttack, timed } from './support';
 
 jest.setTimeout(ATTACK_SCALE.full ? 600_000 : 120_000);
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const fds = (pid: number) => readdirSync(`/proc/${pid}/fd`).length;
-
-/** GET /test through the relay at `port`: true on 200. */
-async function getTest(port: number): Promise<boolean> {
-  const res = await fetch(`http://127.0.0.1:${port}/test`, { signal: AbortSignal.timeout(10_000) });
-  await res.arrayBuffer();
-  return res.status === 200;
-}
 
 const REQUEST = 'GET /test HTTP/1.1\r\nHost: x\r\n\r\n';
 
@@ -66,21 +54,7 @@ describe(`clients of the relay's RELAY_LISTEN (${ATTACK_SCALE.name})`, () => {
     const seconds = ATTACK_SCALE.full ? 30 : 8;
     const relayPid = pair.relay.child.pid!;
     const base = fds(relayPid);
-    const child = spawn(
-      process.execPath,
-      [
-        path.join(__dirname, 'flood.js'),
-        'silent',
-        '127.0.0.1',
-        String(pair.ports.relay),
-        '127.0.0.1',
-        String(idle),
-      ],
-      { stdio: ['ignore', 'pipe', 'inherit'] },
-    );
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    const exited = new Promise((r) => child.once('exit', r));
+    const flood = startFlood('silent', pair.ports.relay, '127.0.0.1', idle);
     await sleep(1_500);
     const legit: { ok: boolean; ms: number }[] = [];
     let streamsMax = 0;
@@ -93,13 +67,11 @@ describe(`clients of the relay's RELAY_LISTEN (${ATTACK_SCALE.name})`, () => {
       fdsMax = Math.max(fdsMax, fds(relayPid));
       await sleep(50);
     }
-    child.kill('SIGTERM');
-    await exited;
-    const flood = JSON.parse(out) as { opened: number; closedByPeer: number };
+    const counts = await flood.stop();
     const failed = legit.filter((l) => !l.ok).length;
     recordAttack('relay-idle-clients', {
       attack: `${idle} TCP connections to RELAY_LISTEN that never send a byte, each re-opened at once when the relay closes it, for ${seconds} s`,
-      times: flood.opened,
+      times: counts.opened,
       gotThrough: failed,
       counted: 'GET /test through the relay that failed meanwhile',
       legit: {
@@ -108,7 +80,7 @@ describe(`clients of the relay's RELAY_LISTEN (${ATTACK_SCALE.name})`, () => {
         latenciesMs: legit.map((l) => l.ms),
       },
       extra: {
-        closedByRelay: flood.closedByPeer,
+        closedByRelay: counts.closedByPeer,
         relayStreamsOpenMax: streamsMax,
         relayFds: { before: base, max: fdsMax },
       },

@@ -1,169 +1,25 @@
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
-import path from 'node:path';
 import WebSocket from 'ws';
 import { loadKeyRing } from '../../libs/tunnel/src';
-import {
-  encodeFrame,
-  FrameSealer,
-  InitiatorHandshake,
-  MAX_PENDING,
-  PROTOCOL_VERSION,
-  type Frame,
-} from '../../libs/tunnel/src/protocol';
-import { runCli, type DaemonProcess } from '../support/daemon';
+import { MAX_PENDING } from '../../libs/tunnel/src/protocol';
+import { freePort, waitForPort } from '../support/ports';
 import { metricsText, metricValue, startPair, waitUntil, type Pair } from '../support/system';
+import {
+  countingProxy,
+  fds,
+  getTest,
+  keyHolder,
+  restartRelay,
+  rssMb,
+  sleep,
+  startFlood,
+  startSpiped,
+  wrongVersion,
+  type FloodCounts,
+} from './peers';
 import { ATTACK_SCALE, recordAttack, timed } from './support';
 
 jest.setTimeout(ATTACK_SCALE.full ? 600_000 : 120_000);
-
-/** Counts the flood process printed when stopped (test/attack/flood.js). */
-interface FloodCounts {
-  opened: number;
-  closedByPeer: number;
-  upgraded: number;
-  refused: number;
-  errors: number;
-}
-
-/** Starts test/attack/flood.js: CONCURRENCY connections from `from`, each reopened when dropped. */
-function startFlood(
-  mode: 'pending' | 'silent',
-  port: number,
-  from: string,
-  concurrency: number,
-): { stop(): Promise<FloodCounts> } {
-  const child = spawn(
-    process.execPath,
-    [path.join(__dirname, 'flood.js'), mode, '127.0.0.1', String(port), from, String(concurrency)],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise((r) => child.once('exit', r));
-  return {
-    stop: async () => {
-      child.kill('SIGTERM');
-      await exited;
-      return JSON.parse(out) as FloodCounts;
-    },
-  };
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const fds = (pid: number) => readdirSync(`/proc/${pid}/fd`).length;
-const rssMb = (pid: number) =>
-  Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
-
-/** GET /test through the relay at `port`: true on 200. */
-async function getTest(port: number): Promise<boolean> {
-  const res = await fetch(`http://127.0.0.1:${port}/test`, { signal: AbortSignal.timeout(10_000) });
-  await res.arrayBuffer();
-  return res.status === 200;
-}
-
-/**
- * Opens a connection to the tunnel port that asks for the upgrade with a version this build
- * does not speak, and then keeps its side open. Resolves with the connection once the worker
- * answered; `ended` tells whether the worker has closed it since.
- */
-function wrongVersion(port: number): Promise<{ socket: Socket; answer: string; ended(): boolean }> {
-  return new Promise((resolve, reject) => {
-    let ended = false;
-    const socket = connect({ port, host: '127.0.0.1', allowHalfOpen: true });
-    socket.on('error', () => undefined);
-    socket.once('end', () => (ended = true));
-    socket.once('close', () => (ended = true));
-    socket.once('data', (d: Buffer) =>
-      resolve({ socket, answer: d.toString('latin1').split('\r\n')[0], ended: () => ended }),
-    );
-    socket.once('close', () => reject(new Error('closed before any answer')));
-    socket.write(
-      [
-        'GET / HTTP/1.1',
-        'Host: 127.0.0.1',
-        'Upgrade: websocket',
-        'Connection: Upgrade',
-        `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}`,
-        'Sec-WebSocket-Version: 13',
-        'Sec-WebSocket-Protocol: gpu-sidecar.v0',
-        '',
-        '',
-      ].join('\r\n'),
-    );
-  });
-}
-
-/**
- * A peer that holds the key: a real WebSocket and handshake, then frames it seals itself.
- * `pause()` stops reading (the socket's receive buffer fills, then the worker's send queue).
- */
-async function keyHolder(
-  port: number,
-  authKey: Buffer,
-): Promise<{ send(f: Frame): void; pause(): void; ws: WebSocket }> {
-  const ws = new WebSocket(`ws://127.0.0.1:${port}/`, [PROTOCOL_VERSION], {
-    perMessageDeflate: false,
-  });
-  const hs = new InitiatorHandshake(authKey);
-  const keys = await new Promise<{ send: Buffer }>((resolve, reject) => {
-    ws.on('message', (m: Buffer) => {
-      const step = hs.receive(m);
-      if (!step.ok) return reject(new Error(step.reason));
-      if (step.reply) ws.send(step.reply);
-      if (step.keys) resolve(step.keys);
-    });
-    ws.once('error', reject);
-  });
-  ws.removeAllListeners('message');
-  const sealer = new FrameSealer(keys.send);
-  return {
-    ws,
-    pause: () => ws.pause(),
-    send: (f) => {
-      const { header, body } = encodeFrame(f);
-      ws.send(sealer.seal(header, body)!);
-    },
-  };
-}
-
-/** The `time` of the first log line of `p` whose msg is `msg`. */
-function logTime(p: DaemonProcess, msg: string): number | undefined {
-  for (const line of `${p.stderr()}\n${p.stdout()}`.split('\n')) {
-    if (!line.includes(`"msg":"${msg}"`)) continue;
-    return (JSON.parse(line) as { time: number }).time;
-  }
-  return undefined;
-}
-
-/**
- * Starts the relay of `pair` again and waits for its tunnel session. Resolves with the ms from
- * the relay's `relay starting` line (its code running: keys loaded, then the dial) to its
- * `tunnel session up` line, which is what a flood could delay, and from the spawn, which adds
- * Node's own start on a CPU the flood keeps busy; undefined if no session came.
- */
-async function restartRelay(
-  pair: Pair,
-  withinMs: number,
-): Promise<{ dialMs: number; spawnMs: number } | undefined> {
-  await pair.relay.stop();
-  const spawned = Date.now();
-  const relay: DaemonProcess = runCli(['relay'], pair.relayEnv, pair.dir);
-  pair.relay = relay;
-  await relay.waitForLog('relay starting', 30_000);
-  const up = await relay.waitForLog('tunnel session up', withinMs).then(
-    () => true,
-    () => false,
-  );
-  const [starting, session] = [
-    logTime(relay, 'relay starting'),
-    logTime(relay, 'tunnel session up'),
-  ];
-  if (!up || starting === undefined || session === undefined) return undefined;
-  return { dialMs: session - starting, spawnMs: session - spawned };
-}
 
 describe(`keyless peers against the built worker (${ATTACK_SCALE.name})`, () => {
   let pair: Pair;
@@ -215,9 +71,14 @@ describe(`keyless peers against the built worker (${ATTACK_SCALE.name})`, () => 
       gotThrough: held,
       counted: 'refused sockets the worker still held after its answer',
       legit: { tried: restarts + 1, ok, latenciesMs: latencies },
-      extra: { answers: [...answers], workerFds: { before: base, after } },
+      extra: {
+        answered400: conns.filter((c) => c.answer !== '').length,
+        evictedUnanswered: conns.filter((c) => c.answer === '').length,
+        workerFds: { before: base, after },
+      },
     });
-    expect([...answers]).toEqual(['HTTP/1.1 400 Bad Request']);
+    // Each was answered 400, or evicted unanswered past the pending cap (a newcomer came).
+    expect([...answers].filter((a) => a !== '')).toEqual(['HTTP/1.1 400 Bad Request']);
     expect(held).toBe(0);
     expect(after).toBeLessThanOrEqual(base + 10);
     expect(ok).toBe(restarts + 1);
@@ -324,8 +185,79 @@ describe(`keyless peers against the built worker (${ATTACK_SCALE.name})`, () => 
       extra: { workerRssMb: { before: Math.round(base), peak: Math.round(peak) } },
     });
     expect(ended).toBe(1);
-    expect(peak - base).toBeLessThan(100);
+    // What the process holds after a burst: bin/gpu-sidecar lets glibc keep up to 128 MiB of
+    // freed heap (MALLOC_TRIM_THRESHOLD_) and grow by 64 MiB (MALLOC_TOP_PAD_), so RSS measures
+    // the allocator's slack as much as live memory; the queue itself stopped at 4 MiB.
+    expect(peak - base).toBeLessThan(200);
     expect(legit.length).toBeGreaterThan(0);
     expect(legit.every((l) => l.ok)).toBe(true);
   });
+
+  // The anchor (issue #15): spiped, as Debian packages it, under the same pending flood from
+  // one address, with `-n 100`; its legitimate clients each make a handshake of their own.
+  // Full form only: each client may wait for the flood's connections to time out (5 s).
+  if (ATTACK_SCALE.full) {
+    it('anchor: spiped -n 100 under the same flood, legitimate clients and their latency', async () => {
+      const concurrency = 3 * MAX_PENDING;
+      const perAddress = 5;
+      const target = await countingProxy(pair.ports.api);
+      const ports = { d: await freePort(), e: await freePort() };
+      const spipedD = startSpiped(
+        [
+          '-d',
+          '-s',
+          `[127.0.0.1]:${ports.d}`,
+          '-t',
+          `[127.0.0.1]:${target.port}`,
+          '-k',
+          pair.keyFile,
+          '-n',
+          '100',
+        ],
+        pair.dir,
+      );
+      const spipedE = startSpiped(
+        ['-e', '-s', `[127.0.0.1]:${ports.e}`, '-t', `[127.0.0.1]:${ports.d}`, '-k', pair.keyFile],
+        pair.dir,
+      );
+      try {
+        await waitForPort(ports.d);
+        await waitForPort(ports.e);
+        expect(await getTest(ports.e)).toBe(true); // through spiped, no flood
+        const latencies: number[] = [];
+        let ok = 0;
+        let within5s = 0;
+        const floods: Record<string, FloodCounts> = {};
+        for (const from of ['127.0.0.2', '127.0.0.1']) {
+          const flood = startFlood('silent', ports.d, from, concurrency);
+          await sleep(1_500);
+          for (let i = 0; i < perAddress; i++) {
+            const t = await timed(() => getTest(ports.e, 60_000));
+            if (t.ok) {
+              ok++;
+              latencies.push(t.ms);
+              if (t.ms <= 5_000) within5s++;
+            }
+          }
+          floods[from] = await flood.stop();
+        }
+        const opened = floods['127.0.0.1'].opened + floods['127.0.0.2'].opened;
+        recordAttack('spiped-anchor-pending-flood', {
+          attack: `anchor: spiped 1.6 -d -n 100 under TCP connections that never start its handshake, ${concurrency} at once from one address, re-opened at once; ${perAddress} clients through spiped -e while it came from 127.0.0.2, then ${perAddress} from 127.0.0.1`,
+          times: opened,
+          gotThrough: target.carried() - 1 - ok,
+          counted: 'flood connections that carried a byte to the target',
+          legit: { tried: 2 * perAddress, ok, latenciesMs: latencies },
+          // spiped -d connects to its target at the accept, before the handshake (to save a
+          // round trip), so every flood connection also opens one there, idle until it goes.
+          extra: { legitWithin5s: within5s, targetConnectionsOpened: target.opened(), floods },
+        });
+        expect(target.carried() - 1 - ok).toBe(0);
+      } finally {
+        spipedD.kill('SIGTERM');
+        spipedE.kill('SIGTERM');
+        await target.close();
+      }
+    });
+  }
 });
