@@ -172,17 +172,22 @@ describe('tunnel listener under attack', () => {
     });
     let answer = '';
     sock.on('data', (d: Buffer) => (answer += d.toString()));
-    const closed = new Promise<void>((r) => sock.once('end', () => r()));
+    sock.on('error', () => undefined);
+    const ended = new Promise<void>((r) => sock.once('end', () => r()));
+    const closed = new Promise<void>((r) => sock.once('close', () => r()));
     sock.write(
       'GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
         'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n' +
         'Sec-WebSocket-Protocol: gpu-sidecar.v0\r\n\r\n',
     );
-    // Well before the 1 s deadline of this listener: the answer, then the close.
-    await closed;
+    await ended;
     expect(answer).toMatch(/^HTTP\/1\.1 400/);
+    // A FIN alone would leave the listener's side open, reading (and holding a descriptor):
+    // closed, it answers our next bytes with a reset, and the write after that fails.
+    const writing = setInterval(() => sock.write('still here'), 50);
+    await closed;
+    clearInterval(writing);
     expect(listener.pending).toBe(0);
-    sock.destroy();
   });
 
   it('evicts the oldest pending handshake past the cap instead of refusing the newcomer', async () => {
