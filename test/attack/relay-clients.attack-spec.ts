@@ -93,10 +93,10 @@ describe(`clients of the relay's RELAY_LISTEN (${ATTACK_SCALE.name})`, () => {
 
   it('an idle keep-alive connection closed by the API reaches the client as a FIN, never a reset', async () => {
     const rounds = ATTACK_SCALE.full ? 4 : 1;
-    const perRound = 24;
+    const perRound = 64;
     // Node's HTTP server closes an idle keep-alive connection 5 s + 1 s after its last answer:
-    // the second request leaves within 15 ms of that moment, across the tries.
-    const at = (i: number) => 5_990 + (i % 16) * 2;
+    // the second requests leave from 25 ms before that moment to 37 ms after it.
+    const at = (i: number) => 5_975 + (i % 32) * 2;
     const results: { end: string; ms?: number }[] = [];
     const direct: { end: string; ms?: number }[] = [];
     for (let r = 0; r < rounds; r++) {
@@ -104,7 +104,10 @@ describe(`clients of the relay's RELAY_LISTEN (${ATTACK_SCALE.name})`, () => {
         Promise.all(
           Array.from({ length: perRound }, (_, i) => keepAliveBoundary(pair.ports.relay, at(i))),
         ),
-        Promise.all(Array.from({ length: 8 }, (_, i) => keepAliveBoundary(pair.ports.api, at(i)))),
+        // The same, straight to API_LISTEN, for comparison (not asserted: the race is TCP's).
+        Promise.all(
+          Array.from({ length: 16 }, (_, i) => keepAliveBoundary(pair.ports.api, at(i * 2))),
+        ),
       ]);
       results.push(...relayed);
       direct.push(...straight);
