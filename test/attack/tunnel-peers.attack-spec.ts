@@ -233,11 +233,15 @@ describe(`keyless peers against the built worker (${ATTACK_SCALE.name})`, () => 
         let ok = 0;
         let within5s = 0;
         const floods: Record<string, FloodCounts> = {};
+        // Each client's ms, or `failed`, by the address the flood came from.
+        const clients: Record<string, (number | 'failed')[]> = {};
         for (const from of ['127.0.0.2', '127.0.0.1']) {
           const flood = startFlood('silent', ports.d, from, concurrency);
           await sleep(1_500);
+          clients[from] = [];
           for (let i = 0; i < perAddress; i++) {
             const t = await timed(() => getTest(ports.e, 60_000));
+            clients[from].push(t.ok ? Math.round(t.ms) : 'failed');
             if (t.ok) {
               ok++;
               latencies.push(t.ms);
@@ -255,7 +259,12 @@ describe(`keyless peers against the built worker (${ATTACK_SCALE.name})`, () => 
           legit: { tried: 2 * perAddress, ok, latenciesMs: latencies },
           // spiped -d connects to its target at the accept, before the handshake (to save a
           // round trip), so every flood connection also opens one there, idle until it goes.
-          extra: { legitWithin5s: within5s, targetConnectionsOpened: target.opened(), floods },
+          extra: {
+            legitWithin5s: within5s,
+            clients,
+            targetConnectionsOpened: target.opened(),
+            floods,
+          },
         });
         expect(target.carried() - 1 - ok).toBe(0);
       } finally {
