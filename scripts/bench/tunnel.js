@@ -150,7 +150,11 @@ function rssMb(pid) {
   return Number(m[1]) / 1024;
 }
 
-/** (f) RSS of relay and worker idle, then with `n` idle connections (streams) open. */
+/**
+ * (f) RSS of relay and worker idle, then with `n` idle connections (streams) open. Each sends
+ * one byte, the first of a request it never finishes: the relay opens a connection's stream at
+ * its first byte (a connection that sends nothing holds none, README "Relay connections").
+ */
 async function idleStreams(port, adminPort, relayPid, workerPid, n) {
   await sleep(500);
   const before = { relay: rssMb(relayPid), worker: rssMb(workerPid) };
@@ -158,7 +162,7 @@ async function idleStreams(port, adminPort, relayPid, workerPid, n) {
   for (let i = 0; i < n; i++) {
     socks.push(
       await new Promise((resolve, reject) => {
-        const s = connect(port, '127.0.0.1', () => resolve(s));
+        const s = connect(port, '127.0.0.1', () => s.write('G', () => resolve(s)));
         s.on('error', reject);
       }),
     );

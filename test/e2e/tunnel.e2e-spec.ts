@@ -1,5 +1,9 @@
+import { execFileSync } from 'node:child_process';
+import { chownSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
-import { runCli } from '../support/daemon';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { exitCode, runCli } from '../support/daemon';
 import { freePort } from '../support/ports';
 import { keygen, metricValue, startPair, waitForTunnel, type Pair } from '../support/system';
 
@@ -58,9 +62,14 @@ describe('tunnel between the built relay and worker', () => {
 
   it('reconnects by itself when the worker restarts', async () => {
     expect(await pair.worker.stop('SIGKILL')).toBe('SIGKILL');
-    // With no tunnel, a connection is closed at once (never left hanging) and counted.
+    // With no tunnel, an HTTP request is answered at once (never left hanging) with 503 and
+    // the reason in one line, and counted.
     await new Promise((r) => setTimeout(r, 300));
-    await expect(fetch(`http://127.0.0.1:${pair.ports.relay}/test`)).rejects.toThrow();
+    const down = await fetch(`http://127.0.0.1:${pair.ports.relay}/test`);
+    expect(down.status).toBe(503);
+    expect(await down.text()).toMatch(
+      /^gpu-sidecar relay: no tunnel to a worker is up \(ws:\/\/127\.0\.0\.1:\d+\/: .+\)\n$/,
+    );
     const metrics = await (await fetch(`http://127.0.0.1:${pair.ports.admin}/metrics`)).text();
     expect(
       metricValue(metrics, 'relay_connections_refused_total', { reason: 'no tunnel' }),
@@ -89,14 +98,21 @@ describe('tunnel authentication between processes', () => {
         },
         pair.dir,
       );
-      await intruder.waitForLog('tunnel connection failed');
+      // The relay says why, as the worker does: not a dropped connection, a key it refused.
+      await intruder.waitForLog('"reason":"bad key"');
       const health = await fetch(`http://127.0.0.1:${admin}/healthz`);
       expect(health.status).toBe(503);
-      await expect(fetch(`http://127.0.0.1:${relayPort}/test`)).rejects.toThrow();
+      const body = (await health.json()) as { tunnels: { lastError?: string }[] };
+      expect(body.tunnels[0].lastError).toBe('bad key');
+      const refused = await fetch(`http://127.0.0.1:${relayPort}/test`);
+      expect(refused.status).toBe(503);
+      expect(await refused.text()).toContain(': bad key)');
       const relayMetrics = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
-      // The worker refuses the key and says why; the intruder only sees the door close.
       expect(
-        metricValue(relayMetrics, 'tunnel_handshakes_total', { result: 'failed' }),
+        metricValue(relayMetrics, 'tunnel_handshakes_total', {
+          result: 'failed',
+          reason: 'bad key',
+        }),
       ).toBeGreaterThan(0);
       expect(
         metricValue(relayMetrics, 'tunnel_handshakes_total', { result: 'ok' }),
@@ -118,5 +134,44 @@ describe('tunnel authentication between processes', () => {
     const code = await p.stop('SIGCONT').catch(() => null);
     expect(code).toBe(1);
     expect(p.stderr()).toContain(`chmod 600 ${pair.keyFile}`);
+  });
+
+  it('refuses to start on a symlinked, FIFO, huge or foreign key file, saying what it found', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'gsc-keytricks-'));
+    const real = keygen(dir, 'real.key');
+    const tricks: Record<string, string> = {};
+    tricks.symlink = path.join(dir, 'link.key');
+    symlinkSync(real, tricks.symlink);
+    tricks.fifo = path.join(dir, 'fifo.key');
+    execFileSync('mkfifo', ['-m', '600', tricks.fifo]);
+    tricks.huge = path.join(dir, 'huge.key');
+    writeFileSync(tricks.huge, Buffer.alloc(1 << 20, 1), { mode: 0o600 });
+    tricks.foreign = path.join(dir, 'foreign.key');
+    writeFileSync(tricks.foreign, Buffer.alloc(32, 1), { mode: 0o600 });
+    chownSync(tricks.foreign, 4242, 4242); // the tests run as root (see keys.spec.ts)
+    const said: Record<string, RegExp> = {
+      symlink: /is a symbolic link: name the file itself/,
+      fifo: /is a FIFO, not a regular file/,
+      huge: /holds 1048576 bytes, more than 4096/,
+      foreign: /is owned by uid 4242, not by this daemon's user/,
+    };
+    for (const [trick, file] of Object.entries(tricks)) {
+      for (const daemon of ['relay', 'worker']) {
+        const env = {
+          TUNNEL_KEY_FILE: file,
+          TUNNEL_CONNECT: 'ws://127.0.0.1:1',
+          RELAY_LISTEN: `127.0.0.1:${await freePort()}`,
+          ADMIN_LISTEN: `127.0.0.1:${await freePort()}`,
+          TUNNEL_LISTEN: `127.0.0.1:${await freePort()}`,
+          API_LISTEN: `127.0.0.1:${await freePort()}`,
+          DATA_FOLDER: path.join(dir, 'data'),
+          EXPERIMENTS_DIR: dir,
+          GPU_DEVICES: 'none',
+        };
+        const p = runCli([daemon], daemon === 'relay' ? { ...env, TUNNEL_LISTEN: '' } : env, dir);
+        expect([trick, daemon, await exitCode(p)]).toEqual([trick, daemon, 1]);
+        expect(p.stderr()).toMatch(said[trick]);
+      }
+    }
   });
 });

@@ -1,4 +1,5 @@
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { silentLogger } from '../../libs/config/src/logger';
 import {
   KeyRing,
@@ -110,19 +111,25 @@ describe('tunnel listener under attack', () => {
     expect(target.connections).toBe(0);
   });
 
-  it('refuses a dialer with the wrong key before any target is reached', async () => {
+  it('refuses a dialer with the wrong key before any target is reached, and tells it `bad key`', async () => {
     const dialerMetrics = new CountingMetrics();
+    const failures: string[] = [];
     const dialer = new TunnelDialer({
       url,
       keys: randomRing(),
       logger: silentLogger(),
       metrics: dialerMetrics,
       onSession: () => undefined,
+      onFailure: (detail) => failures.push(detail),
       backoff: { initialMs: 50 },
     });
     dialer.start();
     await waitFor(() => metrics.count('handshake:failed:bad key') >= 1);
+    await waitFor(() => dialerMetrics.count('handshake:failed:bad key') >= 1);
     await dialer.stop();
+    // The dialer says what the listener found, not just that the connection closed.
+    expect(failures[0]).toBe('bad key');
+    expect(dialerMetrics.count('handshake:failed:connection closed')).toBe(0);
     expect(dialerMetrics.count('handshake:ok')).toBe(0);
     expect(metrics.count('handshake:ok')).toBe(0);
     expect(target.connections).toBe(0);
@@ -157,12 +164,52 @@ describe('tunnel listener under attack', () => {
     expect(target.connections).toBe(0);
   });
 
-  it('refuses upgrades over the cap of pending handshakes (HTTP 503)', async () => {
+  it('closes a refused upgrade after its answer, even when the client keeps its side open', async () => {
+    const sock = connect({
+      port: Number(new URL(url).port),
+      host: '127.0.0.1',
+      allowHalfOpen: true,
+    });
+    let answer = '';
+    sock.on('data', (d: Buffer) => (answer += d.toString()));
+    sock.on('error', () => undefined);
+    const ended = new Promise<void>((r) => sock.once('end', () => r()));
+    const closed = new Promise<void>((r) => sock.once('close', () => r()));
+    sock.write(
+      'GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n' +
+        'Sec-WebSocket-Protocol: gpu-sidecar.v0\r\n\r\n',
+    );
+    await ended;
+    expect(answer).toMatch(/^HTTP\/1\.1 400/);
+    // A FIN alone would leave the listener's side open, reading (and holding a descriptor):
+    // closed, it answers our next bytes with a reset, and the write after that fails.
+    const writing = setInterval(() => sock.write('still here'), 50);
+    await closed;
+    clearInterval(writing);
+    expect(listener.pending).toBe(0);
+  });
+
+  it('evicts the oldest pending handshake past the cap instead of refusing the newcomer', async () => {
     const idle = await Promise.all(
       Array.from({ length: 4 }, () => dialWebSocket(url, { timeoutMs: 2000 }).channel),
     );
-    await expect(dialWebSocket(url, { timeoutMs: 2000 }).channel).rejects.toThrow('503');
-    expect(metrics.count('handshake:failed:too many pending')).toBe(1);
+    const firstClosed = new Promise<string>((r) => idle[0].setCloseHandler(r));
+    for (const c of idle) c.setMessageHandler(() => undefined); // HELLO read, never answered
+    // A legitimate dialer while the cap (4) is full of half-open handshakes: it gets in.
+    const up = new Promise<void>((resolve) => {
+      const dialer = new TunnelDialer({
+        url,
+        keys,
+        logger: silentLogger(),
+        onSession: () => void dialer.stop().then(resolve),
+      });
+      dialer.start();
+    });
+    await up;
+    await firstClosed;
+    expect(metrics.count('handshake:failed:evicted')).toBe(1);
+    expect(metrics.count('handshake:ok')).toBe(1);
     for (const c of idle) c.terminate();
   });
 

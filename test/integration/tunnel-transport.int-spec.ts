@@ -178,7 +178,7 @@ describe('tunnel transports', () => {
     await listener.close();
   });
 
-  it('closes connections that never ask for the upgrade, and caps open connections', async () => {
+  it('closes silent and slow connections at the one deadline from accept, and evicts the oldest past the cap', async () => {
     let sessions = 0;
     const listener = await listenTunnel({
       host: '127.0.0.1',
@@ -189,35 +189,37 @@ describe('tunnel transports', () => {
         sessions++;
         echoStreams(s);
       },
-      preUpgradeTimeoutMs: 2_500,
-      maxConnections: 20,
+      handshakeTimeoutMs: 2_500,
+      maxPending: 20,
     });
     const port = listener.address().port;
-    const closed: boolean[] = [];
+    const closedAt: (number | undefined)[] = [];
+    const t0 = Date.now();
     const open = (send?: string): Promise<Socket> =>
       new Promise((resolve) => {
+        const i = closedAt.push(undefined) - 1;
         const sock = connect(port, '127.0.0.1', () => {
           if (send) sock.write(send);
           resolve(sock);
         });
-        const i = closed.push(false) - 1;
         sock.on('error', () => undefined);
-        sock.on('close', () => (closed[i] = true));
+        sock.on('close', () => (closedAt[i] = Date.now() - t0));
       });
-    // Silent sockets, and sockets that start a request but never finish its headers.
-    const silent = await Promise.all(Array.from({ length: 10 }, () => open()));
-    const slow = await Promise.all(
-      Array.from({ length: 10 }, () => open('GET / HTTP/1.1\r\nHost: x\r\n')),
-    );
-    // The cap is full: one more is dropped at once, long before the pre-upgrade deadline.
-    const extra = await open();
-    await waitFor(() => closed[20], 2_000);
-    expect(closed.slice(0, 20).some((c) => !c)).toBe(true); // the others wait for the deadline
-    await waitFor(() => closed.every(Boolean), 8_000);
-    expect(silent.concat(slow, extra).every((s) => s.destroyed || s.readableEnded)).toBe(true);
-    // A real dialer still gets a session and a stream afterwards.
+    // Silent sockets, then sockets that start a request but never finish its headers.
+    await Promise.all(Array.from({ length: 10 }, () => open()));
+    await Promise.all(Array.from({ length: 10 }, () => open('GET / HTTP/1.1\r\nHost: x\r\n')));
+    // The cap is full: a newcomer is taken, and the oldest (a silent one) goes at once.
+    await open();
+    await waitFor(() => closedAt[0] !== undefined, 2_000);
+    expect(closedAt.slice(1).every((c) => c === undefined)).toBe(true);
+    expect(listener.pending).toBe(20);
+    // A real dialer gets a session while they are all still there.
     expect(await echoThrough(listener, keys, `ws://127.0.0.1:${port}`, {})).toBe('through');
     expect(sessions).toBe(1);
+    // The others are closed by the deadline, 2.5 s after their accept, not later.
+    await waitFor(() => closedAt.every((c) => c !== undefined), 8_000);
+    expect(Math.max(...(closedAt as number[]))).toBeLessThan(2_500 + 2_000);
+    expect(listener.pending).toBe(0);
     await listener.close();
   });
 });

@@ -9,16 +9,18 @@ import {
   type RelayConfig,
 } from '../../../libs/config/src';
 import { Counter, createRegistry, createTunnelMetrics } from '../../../libs/metrics/src';
-import { loadKeyRing } from '../../../libs/tunnel/src';
+import { loadKeyRing, withinFileLimit } from '../../../libs/tunnel/src';
+import { MAX_RELAY_CONNECTIONS, RelayClients } from './clients';
 import { exposureWarning } from './exposure';
 import { RelayAdminModule } from './relay.module';
 import type { RelayState } from './relay.state';
-import { TunnelPool } from './tunnel-pool';
+import { API_TARGET, TunnelPool } from './tunnel-pool';
 
 function listen(server: Server, host: string, port: number): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, host, () => {
+    // A listen queue as deep as the connections the relay may hold (capped by somaxconn).
+    server.listen({ port, host, backlog: server.maxConnections }, () => {
       server.off('error', reject);
       resolve();
     });
@@ -31,7 +33,7 @@ export async function startRelay(config: RelayConfig, log: Logger): Promise<Daem
   const registry = createRegistry('relay');
   const refused = new Counter({
     name: 'relay_connections_refused_total',
-    help: 'Connections accepted on RELAY_LISTEN and closed at once, by reason',
+    help: 'Connections accepted on RELAY_LISTEN or a forward and closed without being relayed (no tunnel, first byte timeout, evicted, stream refused) or cut (idle timeout), by reason',
     labelNames: ['reason'],
     registers: [registry],
   });
@@ -46,15 +48,24 @@ export async function startRelay(config: RelayConfig, log: Logger): Promise<Daem
   const state: RelayState = { tunnels: () => pool.views() };
 
   const sockets = new Set<Socket>();
-  /** A listener whose every connection becomes a stream to `target` (RELAY_LISTEN: `api`). */
-  const relayServer = (target?: string): Server => {
-    const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => {
-      if (pool.relay(socket, target)) return;
-      // No tunnel is up: close at once so the web app gets an immediate error, never a hang.
-      refused.inc({ reason: 'no tunnel' });
-      log.debug({ target }, 'connection refused: no tunnel up');
-      socket.destroy();
+  /**
+   * A listener whose every connection becomes a stream to `target`: RELAY_LISTEN (`api`,
+   * HTTP) or a RELAY_FORWARDS name (raw TCP). clients.ts says how each kind is carried.
+   */
+  const relayServer = (target: string, http: boolean): Server => {
+    const clients = new RelayClients({
+      target,
+      http,
+      pool,
+      log,
+      refused: (reason) => refused.inc({ reason }),
     });
+    const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) =>
+      clients.accept(socket),
+    );
+    // Within the descriptor limit: past it a newcomer is closed at once, where running out of
+    // descriptors (EMFILE) would fail every accept, and every file the relay opens.
+    server.maxConnections = withinFileLimit(MAX_RELAY_CONNECTIONS, 0.75);
     server.on('connection', (s) => {
       sockets.add(s);
       s.once('close', () => sockets.delete(s));
@@ -67,12 +78,12 @@ export async function startRelay(config: RelayConfig, log: Logger): Promise<Daem
     const warning = exposureWarning({ name, target, host: address, port });
     if (warning) log.warn({ listener: name, target, address, port }, warning);
   };
-  const server = relayServer();
+  const server = relayServer(API_TARGET, true);
   await listen(server, config.relayListen.host, config.relayListen.port);
   warnIfExposed(server, 'RELAY_LISTEN', 'api');
   const forwards: Server[] = [];
   for (const [target, { host, port }] of Object.entries(config.relayForwards)) {
-    const forward = relayServer(target);
+    const forward = relayServer(target, false);
     forwards.push(forward);
     await listen(forward, host, port);
     warnIfExposed(forward, `RELAY_FORWARDS ${target}`, target);

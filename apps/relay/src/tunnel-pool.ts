@@ -1,16 +1,14 @@
 import { readFileSync } from 'node:fs';
-import type { Socket } from 'node:net';
 import { redactUrl, type Logger, type RelayConfig } from '../../../libs/config/src';
 import {
   listenTunnel,
   loadKeyRing,
-  splice,
+  logKeyWarnings,
   TunnelDialer,
   type KeyRing,
   type TunnelListener,
   type TunnelMetrics,
   type TunnelSession,
-  type TunnelStream,
 } from '../../../libs/tunnel/src';
 import type { TunnelView } from './relay.state';
 
@@ -47,6 +45,7 @@ export class TunnelPool {
   ) {}
 
   async start(): Promise<void> {
+    logKeyWarnings(this.keys, this.log);
     for (const url of this.config.tunnelConnect) {
       const entry: Entry = { url, since: new Date() };
       entry.dialer = new TunnelDialer({
@@ -114,16 +113,11 @@ export class TunnelPool {
     return best;
   }
 
-  /** Carries one accepted TCP connection to a worker target (the API); false with no tunnel up. */
-  relay(socket: Socket, target = API_TARGET): boolean {
-    const session = this.pick();
-    if (!session) return false;
-    socket.setNoDelay(true);
-    const stream = session.openStream(target) as TunnelStream;
-    stream.on('error', () => socket.destroy());
-    socket.on('error', () => stream.destroy());
-    splice(stream, socket);
-    return true;
+  /** Why no tunnel is up, in one line: each tunnel's URL and its last error (or state). */
+  whyDown(): string {
+    const views = this.views();
+    if (views.length === 0) return 'no worker has dialed TUNNEL_LISTEN';
+    return views.map((v) => `${v.url}: ${v.lastError ?? v.state}`).join('; ');
   }
 
   /** SIGHUP: new keys for the next handshakes; sessions up stay up. */
@@ -139,6 +133,7 @@ export class TunnelPool {
    */
   async reload(keyFiles: readonly string[]): Promise<void> {
     const ring = await loadKeyRing(keyFiles);
+    logKeyWarnings(ring, this.log);
     this.setKeys(ring);
     this.log.info({ keys: ring.fingerprints }, 'tunnel key ring loaded');
   }

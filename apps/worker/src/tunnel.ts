@@ -4,6 +4,7 @@ import type { Logger, WorkerConfig } from '../../../libs/config/src';
 import {
   listenTunnel,
   loadKeyRing,
+  logKeyWarnings,
   serveTargets,
   TunnelDialer,
   type Target,
@@ -37,6 +38,7 @@ export async function startWorkerTunnels(
   api: Server,
 ): Promise<WorkerTunnels> {
   const keys = await loadKeyRing(config.keyFiles);
+  logKeyWarnings(keys, log);
   const targets = new Map<string, Target>([
     ...Object.entries(config.tunnelTargets),
     ['api', { accept: (stream) => api.emit('connection', stream) }],
@@ -73,6 +75,7 @@ export async function startWorkerTunnels(
     sessions: () => [...live],
     reload: async (keyFiles = config.keyFiles) => {
       const next = await loadKeyRing(keyFiles);
+      logKeyWarnings(next, log);
       listener?.setKeys(next);
       for (const d of dialers) d.setKeys(next);
       log.info({ keys: next.fingerprints }, 'tunnel key ring loaded');

@@ -1,9 +1,11 @@
-import type { TunnelMetrics } from '../../tunnel/src/metrics';
+import { metricReason, type TunnelMetrics } from '../../tunnel/src/metrics';
 import { Counter, Gauge, Histogram, type Registry } from './registry';
 
 /**
  * The tunnel's metrics, the same names on relay (ADMIN_LISTEN /metrics) and worker (API /metrics).
- * Reasons are the fixed strings of docs/PROTOCOL.md, so label cardinality stays bounded.
+ * Reasons are the fixed strings of docs/PROTOCOL.md: each goes through `metricReason`, which
+ * turns anything else into `other`, so no string a peer chooses becomes a label value and the
+ * label cardinality stays bounded.
  */
 export function createTunnelMetrics(registry: Registry): TunnelMetrics {
   const registers = [registry];
@@ -55,7 +57,7 @@ export function createTunnelMetrics(registry: Registry): TunnelMetrics {
   });
   const up = new Gauge({
     name: 'tunnel_up',
-    help: '1 while an authenticated session with this peer is up',
+    help: 'Authenticated sessions up with this peer (the dialed host:port, or a peer address)',
     labelNames: ['peer'],
     registers,
   });
@@ -66,8 +68,9 @@ export function createTunnelMetrics(registry: Registry): TunnelMetrics {
     registers,
   });
   return {
-    handshake: (result, reason) => handshakes.inc({ result, reason: reason ?? '' }),
-    frameRejected: (reason) => rejected.inc({ reason }),
+    handshake: (result, reason) =>
+      handshakes.inc({ result, reason: reason === undefined ? '' : metricReason(reason) }),
+    frameRejected: (reason) => rejected.inc({ reason: metricReason(reason) }),
     bytes: (direction, n) => {
       byteTotals[direction] += n;
     },
@@ -76,13 +79,15 @@ export function createTunnelMetrics(registry: Registry): TunnelMetrics {
       streams.inc();
     },
     streamClosed: () => open.dec(),
-    streamRefused: (reason) => refused.inc({ reason }),
+    streamRefused: (reason) => refused.inc({ reason: metricReason(reason) }),
     rtt: (seconds) => rtt.observe(seconds),
     reconnect: () => reconnects.inc(),
-    sessionUp: (peer) => up.set({ peer }, 1),
+    // Counted up and down, not set: two sessions from one address (a listener labels by
+    // address) must not read 0 when one of them ends.
+    sessionUp: (peer) => up.inc({ peer }),
     sessionDown: (peer, reason) => {
-      up.set({ peer }, 0);
-      downs.inc({ reason });
+      up.dec({ peer });
+      downs.inc({ reason: metricReason(reason) });
     },
   };
 }

@@ -9,9 +9,10 @@ export {
   KeyRing,
   loadKeyFile,
   loadKeyRing,
+  logKeyWarnings,
 } from './keys';
 export type { KeyEntry } from './keys';
-export { noopTunnelMetrics } from './metrics';
+export { METRIC_REASONS, metricReason, noopTunnelMetrics } from './metrics';
 export type { TunnelMetrics } from './metrics';
 export { listenTunnel } from './listen';
 export type { ListenTunnelOptions, TunnelListener } from './listen';
@@ -24,6 +25,9 @@ export { StreamResetError, TunnelStream } from './stream';
 export { serveTargets, splice } from './serve';
 export type { LocalTarget, Target, TargetAddress } from './serve';
 export { HandshakeError } from './handshake-driver';
+export { Admission } from './transport/admission';
+export type { Ticket } from './transport/admission';
+export { openFileLimit, withinFileLimit } from './transport/fd-limit';
 export {
   HANDSHAKE_TIMEOUT_MS,
   MAX_STREAMS,

@@ -1,7 +1,17 @@
-import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import {
+  chmodSync,
+  chownSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { generateKeyFile, keyFingerprint, KeyFileError, loadKeyRing } from './keys';
+import { generateKeyFile, keyFingerprint, KeyFileError, loadKeyFile, loadKeyRing } from './keys';
 
 const dir = mkdtempSync(join(tmpdir(), 'tunnel-keys-'));
 
@@ -39,6 +49,71 @@ describe('key files', () => {
     const ring = await loadKeyRing(`${a}, ${b}`);
     expect(ring.fingerprints).toEqual([fa, fb]);
     expect(ring.primary.file).toBe(a);
+  });
+
+  it('refuses a symbolic link as the key file, and names the fix', async () => {
+    const real = join(dir, 'real.key');
+    await generateKeyFile(real);
+    const link = join(dir, 'link.key');
+    symlinkSync(real, link);
+    await expect(loadKeyRing(link)).rejects.toThrow(`key file ${link} is a symbolic link`);
+    await expect(loadKeyRing(link)).rejects.toThrow('readlink -f');
+    await expect(loadKeyRing(real)).resolves.toBeDefined();
+  });
+
+  it('refuses a FIFO at once, without waiting for a writer', async () => {
+    const fifo = join(dir, 'fifo.key');
+    execFileSync('mkfifo', ['-m', '600', fifo]);
+    await expect(loadKeyRing(fifo)).rejects.toThrow(`key file ${fifo} is a FIFO`);
+  });
+
+  it('refuses a directory and a device', async () => {
+    const sub = join(dir, 'dir.key');
+    mkdirSync(sub, { mode: 0o700 });
+    await expect(loadKeyRing(sub)).rejects.toThrow('is a directory');
+    await expect(loadKeyRing('/dev/zero')).rejects.toThrow('is a device');
+  });
+
+  it('refuses a key file over 4 KiB', async () => {
+    const file = join(dir, 'huge.key');
+    writeFileSync(file, Buffer.alloc(64 * 1024 * 1024, 7), { mode: 0o600 });
+    await expect(loadKeyRing(file)).rejects.toThrow(/holds 67108864 bytes, more than 4096/);
+  });
+
+  it("refuses a key file owned by another user (not this daemon's, not root)", async () => {
+    const file = join(dir, 'foreign.key');
+    writeFileSync(file, Buffer.alloc(32, 3), { mode: 0o600 });
+    // The tests run as root (CI needs root for its Docker Engine): root may give the file away.
+    chownSync(file, 4242, 4242);
+    await expect(loadKeyRing(file)).rejects.toThrow(
+      `key file ${file} is owned by uid 4242, not by this daemon's user (uid ${process.geteuid!()}) or root`,
+    );
+  });
+
+  it('loads a credential as systemd leaves it (0400 in a 0500 directory) without a warning', async () => {
+    const creds = join(dir, 'credentials');
+    mkdirSync(creds, { mode: 0o700 });
+    const file = join(creds, 'tunnel.key');
+    await generateKeyFile(file);
+    chmodSync(file, 0o400);
+    chmodSync(creds, 0o500);
+    const ring = await loadKeyRing(file);
+    expect(ring.warnings).toEqual([]);
+    chmodSync(creds, 0o700);
+  });
+
+  it('warns when the directory of a key file is writable by others', async () => {
+    const open = join(dir, 'open-dir');
+    mkdirSync(open);
+    chmodSync(open, 0o777);
+    const file = join(open, 'tunnel.key');
+    await generateKeyFile(file);
+    const entry = await loadKeyFile(file);
+    expect(entry.warnings).toHaveLength(1);
+    expect(entry.warnings[0]).toMatch(/writable by group or others \(mode 777\)/);
+    // The sticky bit (as on /tmp) keeps others from replacing a file they do not own.
+    chmodSync(open, 0o1777);
+    expect((await loadKeyFile(file)).warnings).toEqual([]);
   });
 
   it('fingerprints are stable, distinct, and do not contain the key', () => {

@@ -1,6 +1,15 @@
 import { randomBytes } from 'node:crypto';
-import { promises as fs } from 'node:fs';
-import { deriveAuthKey, fingerprintOf, KEY_BYTES, MIN_KEY_FILE_BYTES } from './protocol';
+import { constants as fsConstants, promises as fs, type Stats } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { Logger } from '../../config/src/logger';
+import {
+  deriveAuthKey,
+  fingerprintOf,
+  KEY_BYTES,
+  MAX_KEY_FILE_BYTES,
+  MIN_KEY_FILE_BYTES,
+} from './protocol';
 
 /** A key file that cannot be used, with a message that says how to fix it. */
 export class KeyFileError extends Error {
@@ -13,6 +22,8 @@ export interface KeyEntry {
   readonly fingerprint: string;
   /** K = HKDF(file bytes); the file's bytes themselves are not kept. */
   readonly authKey: Buffer;
+  /** What the daemon should log about this file (e.g. a directory others can write to). */
+  readonly warnings: readonly string[];
 }
 
 /**
@@ -32,6 +43,11 @@ export class KeyRing {
   /** Handshake keys in ring order (what the responder tries). */
   get authKeys(): Buffer[] {
     return this.entries.map((e) => e.authKey);
+  }
+
+  /** Warnings about the ring's files, to log once loaded (see loadKeyFile). */
+  get warnings(): string[] {
+    return this.entries.flatMap((e) => e.warnings);
   }
 
   /** Fingerprints in ring order, for logs and `doctor`. */
@@ -56,34 +72,140 @@ function entryOf(file: string, secret: Uint8Array): KeyEntry {
       `key file ${file} holds ${secret.length} bytes, at least ${MIN_KEY_FILE_BYTES} are needed: create one with \`gpu-sidecar keygen ${file}\``,
     );
   }
-  return { file, fingerprint: fingerprintOf(secret), authKey: deriveAuthKey(secret) };
+  return {
+    file,
+    fingerprint: fingerprintOf(secret),
+    authKey: deriveAuthKey(secret),
+    warnings: [],
+  };
+}
+
+/** Open flags for a key file (see loadKeyFile). */
+const KEY_OPEN_FLAGS =
+  fsConstants.O_RDONLY |
+  (fsConstants.O_NOFOLLOW ?? 0) |
+  (fsConstants.O_NONBLOCK ?? 0) |
+  (fsConstants.O_NOCTTY ?? 0);
+
+const errCode = (err: unknown): string => (err as NodeJS.ErrnoException).code ?? String(err);
+
+/** What a key file is, for an error that says what was found instead of a regular file. */
+function kindOf(st: Stats): string {
+  if (st.isFIFO()) return 'a FIFO';
+  if (st.isDirectory()) return 'a directory';
+  if (st.isSocket()) return 'a socket';
+  if (st.isCharacterDevice() || st.isBlockDevice()) return 'a device';
+  return 'not a regular file';
 }
 
 /**
- * Loads one key file: a regular file, not readable by group or others, at least 32 bytes.
- * The bytes read are wiped once K is derived.
+ * Checks a key file's descriptor (fstat, so these are the facts of the file that will be read,
+ * not of whatever the path names a moment later): a regular file, owned by this daemon's user
+ * or root (any other owner could rewrite it), not readable or writable by group or others, and
+ * between MIN_KEY_FILE_BYTES and MAX_KEY_FILE_BYTES long.
  */
-export async function loadKeyFile(file: string): Promise<KeyEntry> {
-  let st;
-  try {
-    st = await fs.stat(file);
-  } catch (err) {
+function checkKeyStat(file: string, st: Stats): void {
+  if (!st.isFile()) {
     throw new KeyFileError(
-      `key file ${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)})`,
+      `key file ${file} is ${kindOf(st)}, not a regular file: create one with \`gpu-sidecar keygen ${file}\``,
     );
   }
-  if (!st.isFile()) throw new KeyFileError(`key file ${file} is not a regular file`);
+  const euid = process.geteuid?.();
+  if (euid !== undefined && st.uid !== euid && st.uid !== 0) {
+    throw new KeyFileError(
+      `key file ${file} is owned by uid ${st.uid}, not by this daemon's user (uid ${euid}) or root: ` +
+        `that user could change the key; run \`chown ${euid} ${file}\``,
+    );
+  }
   if ((st.mode & 0o077) !== 0) {
     const mode = (st.mode & 0o777).toString(8);
     throw new KeyFileError(
       `key file ${file} is readable by group or others (mode ${mode}): run \`chmod 600 ${file}\``,
     );
   }
-  const secret = await fs.readFile(file);
+  if (st.size > MAX_KEY_FILE_BYTES) {
+    throw new KeyFileError(
+      `key file ${file} holds ${st.size} bytes, more than ${MAX_KEY_FILE_BYTES}: a key file is ` +
+        `the ${KEY_BYTES} random bytes \`gpu-sidecar keygen\` writes; is TUNNEL_KEY_FILE naming the right file?`,
+    );
+  }
+}
+
+/** Reads at most MAX_KEY_FILE_BYTES + 1 bytes from the descriptor (one more says "too long"). */
+async function readCapped(fh: FileHandle): Promise<Buffer> {
+  const buf = Buffer.alloc(MAX_KEY_FILE_BYTES + 1);
+  let n = 0;
+  for (;;) {
+    const { bytesRead } = await fh.read(buf, n, buf.length - n, n);
+    if (bytesRead === 0 || (n += bytesRead) === buf.length) break;
+  }
+  return buf.subarray(0, n);
+}
+
+/**
+ * Warnings about where a key file lives: a directory that group or others may write to (without
+ * the sticky bit), or that another user owns, lets them replace the key file by another one.
+ * Not an error: systemd's credentials directory, /run/secrets and a home directory all pass.
+ */
+async function directoryWarnings(file: string): Promise<string[]> {
+  const dir = dirname(file);
+  const st = await fs.stat(dir).catch(() => undefined);
+  if (!st) return [];
+  const euid = process.geteuid?.();
+  const writable = (st.mode & 0o022) !== 0 && (st.mode & 0o1000) === 0;
+  const foreign = euid !== undefined && st.uid !== euid && st.uid !== 0;
+  if (!writable && !foreign) return [];
+  const why = writable
+    ? `is writable by group or others (mode ${(st.mode & 0o7777).toString(8)})`
+    : `is owned by uid ${st.uid}`;
+  return [
+    `the directory of key file ${file} (${dir}) ${why}: whoever can write there can replace the key; ` +
+      `keep key files in a directory only this daemon's user or root can write to`,
+  ];
+}
+
+/**
+ * Loads one key file and derives K; the bytes read are wiped once K is derived.
+ *
+ * Why it is safe: the file is opened once with O_NOFOLLOW (a symbolic link as the last part of
+ * the path is refused, so a link planted in place of the key cannot make the daemon read
+ * another file as its key), O_NONBLOCK (opening a FIFO cannot hang the start) and O_NOCTTY;
+ * every check (regular file, owner, mode, size) is made with fstat on that same descriptor,
+ * and the bytes are read from it, so nothing can be swapped between the check and the read
+ * (the old stat-then-readFile had that window). Reading stops one byte past the size cap,
+ * so a huge or endless file costs 4 KiB, never the daemon's memory.
+ */
+export async function loadKeyFile(file: string): Promise<KeyEntry> {
+  let fh: FileHandle;
   try {
-    return entryOf(file, secret);
+    fh = await fs.open(file, KEY_OPEN_FLAGS);
+  } catch (err) {
+    const code = errCode(err);
+    if (code === 'ELOOP' || code === 'EMLINK') {
+      throw new KeyFileError(
+        `key file ${file} is a symbolic link: name the file itself (\`readlink -f ${file}\`), ` +
+          `so that the link cannot be pointed at another file`,
+      );
+    }
+    throw new KeyFileError(`key file ${file} cannot be read (${code})`);
+  }
+  let secret: Buffer | undefined;
+  try {
+    checkKeyStat(file, await fh.stat());
+    secret = await readCapped(fh);
+    if (secret.length > MAX_KEY_FILE_BYTES) {
+      throw new KeyFileError(
+        `key file ${file} grew past ${MAX_KEY_FILE_BYTES} bytes while it was read: is it a key file?`,
+      );
+    }
+    const entry = entryOf(file, secret);
+    return { ...entry, warnings: await directoryWarnings(file) };
+  } catch (err) {
+    if (err instanceof KeyFileError) throw err;
+    throw new KeyFileError(`key file ${file} cannot be read (${errCode(err)})`);
   } finally {
-    secret.fill(0);
+    secret?.fill(0);
+    await fh.close();
   }
 }
 
@@ -99,6 +221,11 @@ export async function loadKeyRing(files: string | readonly string[]): Promise<Ke
   const entries: KeyEntry[] = [];
   for (const file of list) entries.push(await loadKeyFile(file));
   return new KeyRing(entries);
+}
+
+/** Logs each warning of a loaded ring (a key directory others can write to), once per load. */
+export function logKeyWarnings(ring: KeyRing, log: Logger): void {
+  for (const warning of ring.warnings) log.warn({ keys: ring.fingerprints }, warning);
 }
 
 /**

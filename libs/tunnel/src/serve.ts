@@ -1,6 +1,7 @@
 import { connect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../../config/src/logger';
+import { FailureLog } from './failure-log';
 import { noopTunnelMetrics, type TunnelMetrics } from './metrics';
 import type { TunnelSession } from './session';
 import type { TunnelStream } from './stream';
@@ -35,10 +36,14 @@ export function serveTargets(
   logger: Logger,
   metrics: TunnelMetrics = noopTunnelMetrics,
 ): void {
+  // A peer may open streams to a name we do not serve as fast as it likes: logged a few at a
+  // time (the target name it chose is only ever a log field, never a metric label).
+  const refusals = new FailureLog(logger, 'tunnel stream refused');
+  session.once('close', () => refusals.flush());
   session.on('stream', (target: string, stream: Duplex) => {
     const address = targets.get(target);
     const refuse = (reason: string): void => {
-      logger.warn({ peer: session.peer, target, reason }, 'tunnel stream refused');
+      refusals.note(reason, { peer: session.peer, target });
       metrics.streamRefused(reason);
       (stream as TunnelStream).reset(reason);
     };

@@ -56,6 +56,61 @@ describe('tunnel session', () => {
     expect(metrics.count('streamClosed')).toBe(1);
   });
 
+  it('ends a stream destroyed with nothing unread or unsent by FIN, as a socket would, not RESET', async () => {
+    const { client, server } = sessions();
+    let served!: TunnelStream;
+    server.on('stream', (_t: string, st: TunnelStream) => {
+      served = st;
+      st.once('data', () => st.write('answer', () => st.destroy())); // answer, then an idle close
+    });
+    const stream = client.openStream('api');
+    const errors: Error[] = [];
+    stream.on('error', (e) => errors.push(e));
+    const chunks: Buffer[] = [];
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    const end = new Promise((r) => stream.once('end', r));
+    stream.write('request');
+    await end;
+    expect(Buffer.concat(chunks).toString()).toBe('answer');
+    expect(errors).toEqual([]);
+    // The served side forgot the stream, but its id waits for our end: what we still send
+    // (a request that crossed the FIN) is dropped without a violation, then our FIN frees it.
+    expect(server.openStreams).toBe(0);
+    expect(served.destroyed).toBe(true);
+    stream.write('late request');
+    stream.end();
+    await new Promise((r) => stream.once('close', r));
+    await new Promise((r) => setImmediate(r));
+    expect(client.openStreams).toBe(0);
+    expect(client.closeReason).toBeUndefined();
+    expect(server.closeReason).toBeUndefined();
+    // The id is free again on the served side: the peer may open as many streams as before.
+    expect((server as unknown as { mux: { count: number } }).mux.count).toBe(0);
+  });
+
+  it('still resets a stream destroyed with data left unread, or with an error', async () => {
+    const { client, server } = sessions();
+    const served: TunnelStream[] = [];
+    server.on('stream', (_t: string, st: TunnelStream) => {
+      served.push(st);
+      st.on('error', () => undefined);
+      st.pause(); // reads nothing
+    });
+    const unread = client.openStream('api');
+    const failed = client.openStream('api');
+    const reasons: string[] = [];
+    for (const st of [unread, failed])
+      st.on('error', (e: Error & { reason?: string }) => reasons.push(e.reason ?? ''));
+    unread.write('never read');
+    failed.write('x');
+    await new Promise((r) => setTimeout(r, 20));
+    served[0].destroy();
+    served[1].resume();
+    served[1].destroy(new Error('boom'));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(reasons.sort()).toEqual(['cancelled', 'stream error']);
+  });
+
   it('emits timeout like a socket: after idle time only, again after activity, never at 0', async () => {
     jest.useFakeTimers({ doNotFake: ['setImmediate', 'nextTick', 'queueMicrotask'] });
     try {
@@ -177,7 +232,7 @@ describe('tunnel session', () => {
       if (writing) bulk.once('drain', pump);
     };
     try {
-      other.destroy(); // opened and gone: 'bulk' is alone from here on
+      (other as TunnelStream).reset('cancelled'); // opened and gone: 'bulk' is alone from here on
       pump();
       await until(() => served.get('bulk')?.grown === LONE_STREAM_WINDOW - STREAM_WINDOW);
       const st = served.get('bulk')!;

@@ -10,6 +10,7 @@ import {
   LONE_STREAM_WINDOW,
   MAX_STREAM_WINDOW,
   Multiplexer,
+  SEND_QUEUE_LIMIT,
   SEND_WATERMARK,
   TARGET_NAME,
   WINDOW_GROWTH_BUDGET,
@@ -18,7 +19,7 @@ import type { Frame, MuxEvent, SessionKeys } from './protocol';
 import { Liveness } from './liveness';
 import { StreamResetError, TunnelStream, type StreamHost } from './stream';
 import type { TunnelMetrics } from './metrics';
-import { noopTunnelMetrics } from './metrics';
+import { metricReason, noopTunnelMetrics } from './metrics';
 import type { MessageChannel } from './transport/channel';
 
 /** Options shared by both ends of a session. */
@@ -31,6 +32,11 @@ export interface SessionOptions {
   pingIntervalMs?: number;
   /** Concurrent streams the peer may open (default MAX_STREAMS). */
   maxStreams?: number;
+  /**
+   * The peer as a metric label (`tunnel_up{peer}`): the dialed URL's host, or on a listener the
+   * peer's address without its port, so that reconnects do not add a series each. Default: peer.
+   */
+  metricsPeer?: string;
 }
 
 /** Reasons that are failures of the peer's frames (counted by `frameRejected`). */
@@ -50,10 +56,13 @@ const FRAME_FAILURES = new Set([
  */
 export class TunnelSession extends EventEmitter implements StreamHost {
   readonly peer: string;
+  private readonly metricsPeer: string;
   private readonly sealer: FrameSealer;
   private readonly opener: FrameOpener;
   private readonly mux: Multiplexer;
   private readonly streams = new Map<number, TunnelStream>();
+  /** Ids of streams closed here in good order (FIN sent) whose peer has not ended yet. */
+  private readonly lingering = new Set<number>();
   private readonly creditQueue = new Set<TunnelStream>();
   /** Streams with DATA to send and credit for it, served round-robin (insertion order). */
   private readonly ready = new Set<TunnelStream>();
@@ -78,6 +87,7 @@ export class TunnelSession extends EventEmitter implements StreamHost {
   ) {
     super();
     this.peer = channel.peer;
+    this.metricsPeer = opts.metricsPeer ?? channel.peer;
     this.sealer = new FrameSealer(keys.send);
     this.opener = new FrameOpener(keys.receive);
     keys.send.fill(0);
@@ -96,7 +106,7 @@ export class TunnelSession extends EventEmitter implements StreamHost {
       dead: () => this.fail('ping timeout'),
       rtt: (ms) => this.metrics.rtt(ms / 1000),
     });
-    this.metrics.sessionUp(this.peer);
+    this.metrics.sessionUp(this.metricsPeer);
   }
 
   /** Streams open now, in both directions. */
@@ -207,14 +217,31 @@ export class TunnelSession extends EventEmitter implements StreamHost {
   }
 
   forget(stream: TunnelStream, reason: string): void {
-    if (this.streams.get(stream.sid) !== stream) return;
+    if (!this.release(stream)) return;
+    this.mux.remove(stream.sid);
+    if (reason !== 'done')
+      this.log.debug({ sid: stream.sid, target: stream.target, reason }, 'tunnel stream reset');
+  }
+
+  linger(stream: TunnelStream): void {
+    // The id stays open in the multiplexer (and counts against its cap) until the peer's FIN
+    // or RESET: DATA it sent before it saw our FIN is dropped there, within its window.
+    if (this.release(stream)) this.lingering.add(stream.sid);
+  }
+
+  /** Takes a stream out of the session's own books (not the multiplexer's); false if not in. */
+  private release(stream: TunnelStream): boolean {
+    if (this.streams.get(stream.sid) !== stream) return false;
     if (this.streams.size >= 2) this.crowdedAt = performance.now();
     this.streams.delete(stream.sid);
     this.growthLeft += stream.grown;
-    this.mux.remove(stream.sid);
     this.metrics.streamClosed();
-    if (reason !== 'done')
-      this.log.debug({ sid: stream.sid, target: stream.target, reason }, 'tunnel stream reset');
+    return true;
+  }
+
+  /** The peer ended a stream we had closed already (FIN or RESET): its id is free now. */
+  private endLingering(sid: number): void {
+    if (this.lingering.delete(sid)) this.mux.remove(sid);
   }
 
   // ---- internals ----
@@ -272,6 +299,14 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     if (this.ready.size > 0 && this.unsent < SEND_WATERMARK) this.flushData();
   };
 
+  /**
+   * Seals and hands one frame to the channel. DATA is held back by the scheduler (flushData),
+   * but control frames go out at once, and most are answers to the peer's own frames (PONG to
+   * PING, RESET to an OPEN it may not make, WINDOW for its DATA): a peer that sends those and
+   * never reads would grow this queue without end. Past SEND_QUEUE_LIMIT bytes not yet written
+   * to the socket the session ends (`send queue full`): a legitimate peer reads, and what it
+   * can make us queue in the meantime is a small multiple of the DATA watermark.
+   */
   private send(frame: Frame): void {
     if (this.closedReason !== undefined) return;
     const { header, body } = encodeFrame(frame);
@@ -282,6 +317,7 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     this.unsent += n;
     this.channel.send(wire, () => this.onSent(n));
     this.metrics.bytes('out', n);
+    if (this.unsent > SEND_QUEUE_LIMIT) this.fail('send queue full');
   }
 
   private onMessage(data: Buffer, binary: boolean): void {
@@ -307,8 +343,10 @@ export class TunnelSession extends EventEmitter implements StreamHost {
         return this.sendReset(ev.sid, ev.reason);
       case 'data':
         return this.streams.get(ev.sid)?.onData(ev.data);
-      case 'fin':
-        return this.streams.get(ev.sid)?.onFin();
+      case 'fin': {
+        const stream = this.streams.get(ev.sid);
+        return stream ? stream.onFin() : this.endLingering(ev.sid);
+      }
       case 'reset':
         return this.onPeerReset(ev.sid, ev.reason);
       case 'window':
@@ -342,7 +380,7 @@ export class TunnelSession extends EventEmitter implements StreamHost {
 
   private onPeerReset(sid: number, reason: string): void {
     const stream = this.streams.get(sid);
-    if (!stream) return;
+    if (!stream) return this.endLingering(sid);
     this.forget(stream, `reset by peer: ${reason}`);
     stream.onReset(reason);
   }
@@ -356,10 +394,14 @@ export class TunnelSession extends EventEmitter implements StreamHost {
   private fail(reason: string): void {
     if (this.closedReason !== undefined) return;
     if (FRAME_FAILURES.has(reason)) this.metrics.frameRejected(reason);
+    // A silent peer will not answer a close handshake, and one that does not read would not
+    // even see the CLOSE: drop the socket at once.
+    if (reason === 'ping timeout' || reason === 'send queue full') {
+      this.teardown(reason);
+      return this.channel.terminate();
+    }
     this.send({ type: 'close', reason });
-    // A silent peer will not answer a close handshake: drop the socket at once.
-    if (reason === 'ping timeout') this.channel.terminate();
-    else this.channel.close(1002);
+    this.channel.close(1002);
     this.teardown(reason);
   }
 
@@ -368,6 +410,7 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     this.closedReason = reason;
     this.liveness.stop();
     this.ready.clear();
+    this.lingering.clear();
     this.sealer.wipe();
     this.opener.wipe();
     for (const stream of [...this.streams.values()]) {
@@ -376,7 +419,8 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     }
     const level = reason.startsWith('closed') || reason.startsWith('peer closed') ? 'info' : 'warn';
     this.log[level]({ peer: this.peer, reason }, 'tunnel session ended');
-    this.metrics.sessionDown(this.peer, reason);
+    // `peer closed: <reason>` carries the peer's own words: the label is its fixed part.
+    this.metrics.sessionDown(this.metricsPeer, metricReason(reason));
     this.emit('close', reason);
   }
 }

@@ -14,6 +14,12 @@ export interface StreamHost {
   reserveGrowth(n: number): boolean;
   /** Gives `n` bytes of window growth back to the session's budget. */
   releaseGrowth(n: number): void;
+  /**
+   * The stream was closed with nothing unread and nothing unsent after its FIN (sendFin was
+   * called): forget it, but keep its id open until the peer's FIN or RESET (a socket's
+   * FIN_WAIT), so that DATA still in flight from the peer is dropped, not a violation.
+   */
+  linger(stream: TunnelStream): void;
   /** How far this stream's receive window may grow now (depends on the other streams). */
   windowCap(stream: TunnelStream): number;
   forget(stream: TunnelStream, reason: string): void;
@@ -244,10 +250,35 @@ export class TunnelStream extends Duplex {
     if (this.creditDue() >= this.window / 4) this.host.scheduleCredit(this);
   }
 
+  /**
+   * Destroyed without an error or a reset reason, with nothing unread and nothing waiting to be
+   * sent: the end of a socket closed in good order (an HTTP server closing an idle keep-alive
+   * connection does exactly this). The peer then gets FIN, not RESET, as a TCP peer would get
+   * FIN, not RST: through the relay, the client sees a clean end of the connection, and a
+   * request it sent at that moment meets a FIN (safe to retry), never a reset.
+   */
+  private closesCleanly(err: Error | null): boolean {
+    return (
+      !err &&
+      this.resetReason === undefined &&
+      this.readableLength === 0 &&
+      this.pending === undefined &&
+      this.writableLength === 0
+    );
+  }
+
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
     clearTimeout(this.idle?.timer);
     this.idle = undefined;
-    if (!this.gone) {
+    if (!this.gone && this.closesCleanly(err)) {
+      this.gone = true;
+      if (!this.finSent) {
+        this.finSent = true;
+        this.host.sendFin(this.sid);
+      }
+      if (this.finReceived) this.host.forget(this, 'done');
+      else this.host.linger(this);
+    } else if (!this.gone) {
       this.gone = true;
       const reason =
         this.resetReason ??

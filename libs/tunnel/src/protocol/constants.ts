@@ -7,6 +7,11 @@
 export const PROTOCOL_VERSION = 'gpu-sidecar.v1';
 
 export const MIN_KEY_FILE_BYTES = 32;
+/**
+ * A key file is 32 random bytes (`gpu-sidecar keygen`); anything past this is not a key file
+ * named by mistake, and is refused before more than this is read.
+ */
+export const MAX_KEY_FILE_BYTES = 4096;
 export const KEY_BYTES = 32;
 export const NONCE_BYTES = 32;
 export const PUBLIC_KEY_BYTES = 32;
@@ -22,6 +27,11 @@ export const HELLO_BYTES = 1 + NONCE_BYTES;
 export const AUTH_I_BYTES = 1 + NONCE_BYTES + PUBLIC_KEY_BYTES + MAC_BYTES;
 export const AUTH_R_BYTES = 1 + PUBLIC_KEY_BYTES + MAC_BYTES;
 export const HANDSHAKE_TIMEOUT_MS = 5000;
+/**
+ * The WebSocket close code (private-use range) a responder closes with when M2 matched no key
+ * of its ring, so the initiator reports `bad key` rather than `connection closed`.
+ */
+export const CLOSE_BAD_KEY = 4001;
 
 /** KDF and MAC labels (all prefixed by the version, so another version never authenticates). */
 export const LABEL_AUTH_KEY = `${PROTOCOL_VERSION} auth key`;
@@ -85,7 +95,22 @@ export const SESSION_WINDOW = 16 * 1024 * 1024;
  * (docs/PROTOCOL.md, "Send scheduling"): how far a bulk stream can queue ahead of the others.
  */
 export const SEND_WATERMARK = 128 * 1024;
+/**
+ * Bytes handed to the WebSocket and not yet written to the socket past which a session ends
+ * (`send queue full`): control frames are not held back like DATA, and a peer that sends
+ * PINGs or OPENs and never reads would otherwise grow that queue without bound.
+ */
+export const SEND_QUEUE_LIMIT = 4 * 1024 * 1024;
 export const MAX_WINDOW_INCREMENT = 2 ** 30;
 export const MAX_WINDOW = 2 ** 31 - 1;
 export const MAX_STREAMS = 1024;
+/**
+ * Unauthenticated connections a listener holds at once (docs/PROTOCOL.md, "Unauthenticated
+ * connections"). A newcomer past it evicts the oldest connection of the address that holds the
+ * most, so this is not a door a flood can close: it is how many connections from one address
+ * may arrive while a legitimate peer from that address is still one round trip from done.
+ */
+export const MAX_PENDING = 1024;
+/** Connections a listener holds at most, sessions included (a quarter of it may be pending). */
+export const MAX_CONNECTIONS = 4096;
 export const TARGET_NAME = /^[a-z0-9._-]{1,64}$/;

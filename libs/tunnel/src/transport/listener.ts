@@ -1,7 +1,8 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { Admission } from './admission';
 import type { MessageChannel } from './channel';
 import { offersVersion, remoteOf, UpgradeAcceptor } from './ws-adapter';
 
@@ -12,94 +13,162 @@ export interface WsListenerOptions {
   /** Serve wss:// with this certificate. */
   tls?: { cert: Buffer; key: Buffer };
   /**
-   * A connection that has not asked for the upgrade within this time is closed (ms; default
-   * 5 000, the handshake timeout): silent or slow-header connections never hold a descriptor.
+   * The one deadline of a connection (ms): from the TCP accept until it is authenticated
+   * (`PendingChannel.authenticated`), whatever it is doing meanwhile (TLS, the upgrade
+   * request, the handshake). Default 5 000, HANDSHAKE_TIMEOUT_MS.
    */
-  preUpgradeTimeoutMs?: number;
+  deadlineMs?: number;
+  /** Unauthenticated connections held at once; past it the oldest of the busiest address goes. */
+  maxPending: number;
   /** Open connections at most, sessions included; past it new ones are dropped at once. */
-  maxConnections?: number;
-  /** Admits a new connection or names why not (e.g. 'too many pending'). */
-  admit(): string | undefined;
-  /** An accepted, not yet authenticated connection. */
-  onChannel(channel: MessageChannel): void;
-  /** An upgrade refused before any WebSocket existed. */
-  onRefused(reason: string, peer: string): void;
+  maxConnections: number;
+  /** An accepted, upgraded, not yet authenticated connection. */
+  onChannel(pending: PendingChannel): void;
+  /**
+   * A connection dropped before it became a channel: `unsupported version` (answered 400),
+   * `timeout` or `evicted`. Reasons are fixed strings (metric labels).
+   */
+  onDropped(reason: string, peer: string): void;
+}
+
+/** An upgraded connection whose handshake has to run now. */
+export interface PendingChannel {
+  channel: MessageChannel;
+  /** Aborted, with the reason `timeout` or `evicted`, when the connection must go. */
+  signal: AbortSignal;
+  /** The handshake succeeded: the connection leaves the pending set and its deadline. */
+  authenticated(): void;
 }
 
 /** A bound WebSocket listener. */
 export interface WsListener {
   address(): AddressInfo;
+  /** Unauthenticated connections held now. */
+  readonly pending: number;
   close(): Promise<void>;
 }
 
+/** One accepted connection until it is authenticated or gone. */
+interface Conn {
+  /** The socket the HTTP layer reads: the TCP socket, or the TLS socket once TLS is up. */
+  top: Duplex;
+  /** Set once upgraded: aborting it ends the handshake. */
+  controller?: AbortController;
+  /** Refused with an HTTP answer: it is closing, nothing more to report. */
+  answered?: boolean;
+  /** Leaves the pending set and stops the deadline (idempotent). */
+  release(): void;
+}
+
+/**
+ * Answers a refused upgrade and closes the socket once the answer is written: a refused peer
+ * that keeps its side open never holds a descriptor (it used to, until the process ended).
+ */
 function refuse(socket: Duplex, status: string): void {
-  socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+  socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`, () =>
+    socket.destroy(),
+  );
 }
 
 /**
  * Starts an HTTP(S) server whose upgrades become channels. A plain `GET /health` answers `ok`;
- * an upgrade without `gpu-sidecar.v1` gets 400, one over the pending cap 503, before ws sees it.
+ * an upgrade without `gpu-sidecar.v1` gets 400, before ws sees it.
+ *
+ * Every accepted socket is pending from its accept until the handshake succeeded: it has one
+ * deadline (`deadlineMs` from the accept, not one per stage), and it counts in one Admission
+ * of `maxPending`, which never refuses a newcomer but evicts the oldest connection of the
+ * address holding the most (admission.ts says why a flood cannot lock a peer out that way).
  */
 export async function listenWebSocket(opts: WsListenerOptions): Promise<WsListener> {
-  const preUpgradeMs = opts.preUpgradeTimeoutMs ?? 5_000;
-  // The pending-handshake cap (listen.ts) only sees connections that became WebSockets. A flood
-  // of TCP (or TLS) connections that never send a request would otherwise sit until Node's own
-  // timeouts (minutes; headersTimeout does not fire on a connection that sent nothing), one
-  // descriptor each. So: the TLS handshake and the upgrade request must each come within
-  // `preUpgradeMs`, and the server holds at most `maxConnections` sockets.
+  const deadlineMs = opts.deadlineMs ?? 5_000;
   const server: Server = opts.tls
-    ? createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key, handshakeTimeout: preUpgradeMs })
+    ? createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key, handshakeTimeout: deadlineMs })
     : createHttpServer();
-  server.maxConnections = opts.maxConnections ?? 1024;
+  server.maxConnections = opts.maxConnections;
   const acceptor = new UpgradeAcceptor();
-  // The socket the HTTP layer sees: the TCP socket, or the TLS socket once TLS is up.
-  const upgraded = new WeakSet<Duplex>();
-  server.on(opts.tls ? 'secureConnection' : 'connection', (s: Duplex) => {
-    const timer = setTimeout(() => {
-      if (!upgraded.has(s)) s.destroy();
-    }, preUpgradeMs);
-    timer.unref();
-    s.once('close', () => clearTimeout(timer));
+  const admission = new Admission(opts.maxPending);
+  const conns = new Map<string, Conn>();
+  const sockets = new Set<Socket>();
+
+  /** The deadline passed or the connection was evicted: drop it, through its handshake if any. */
+  const drop = (conn: Conn, peer: string, reason: 'timeout' | 'evicted'): void => {
+    conn.release();
+    if (conn.controller) return conn.controller.abort(reason); // the handshake reports it
+    if (!conn.answered) opts.onDropped(reason, peer);
+    conn.top.destroy();
+  };
+
+  server.on('connection', (raw: Socket) => {
+    sockets.add(raw);
+    const peer = `${raw.remoteAddress ?? '?'}:${raw.remotePort ?? '?'}`;
+    let released = false;
+    const conn: Conn = {
+      top: raw,
+      release: () => {
+        if (released) return;
+        released = true;
+        clearTimeout(timer);
+        ticket.leave();
+      },
+    };
+    const ticket = admission.admit(raw.remoteAddress ?? '?', () => drop(conn, peer, 'evicted'));
+    const timer = setTimeout(() => drop(conn, peer, 'timeout'), deadlineMs);
+    conns.set(peer, conn);
+    raw.once('close', () => {
+      sockets.delete(raw);
+      conn.release();
+      if (conns.get(peer) === conn) conns.delete(peer);
+    });
   });
+  if (opts.tls) {
+    server.on('secureConnection', (s: Duplex & { remoteAddress?: string; remotePort?: number }) => {
+      const conn = conns.get(`${s.remoteAddress ?? '?'}:${s.remotePort ?? '?'}`);
+      if (conn) conn.top = s;
+    });
+  }
   server.on('request', (req: IncomingMessage, res) => {
     const ok = req.method === 'GET' && req.url === '/health';
     res
-      .writeHead(ok ? 200 : 426, { 'content-type': 'text/plain' })
+      .writeHead(ok ? 200 : 426, { 'content-type': 'text/plain', connection: 'close' })
       .end(ok ? 'ok\n' : 'tunnel endpoint\n');
   });
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    upgraded.add(socket); // from here the handshake timeout (listen.ts) bounds it
     socket.on('error', () => socket.destroy());
+    const peer = remoteOf(req);
+    const conn = conns.get(peer);
+    if (!conn) return socket.destroy(); // already evicted or timed out
     if (!offersVersion(req)) {
-      opts.onRefused('unsupported version', remoteOf(req));
+      // Still pending until closed: a peer that never reads the answer meets the deadline.
+      conn.answered = true;
+      opts.onDropped('unsupported version', peer);
       return refuse(socket, '400 Bad Request');
     }
-    const why = opts.admit();
-    if (why) {
-      opts.onRefused(why, remoteOf(req));
-      return refuse(socket, '503 Service Unavailable');
-    }
-    acceptor.accept(req, socket, head, opts.onChannel);
-  });
-  const connections = new Set<Duplex>();
-  server.on('connection', (s: Duplex) => {
-    connections.add(s);
-    s.once('close', () => connections.delete(s));
+    const controller = (conn.controller = new AbortController());
+    acceptor.accept(req, socket, head, (channel) =>
+      opts.onChannel({ channel, signal: controller.signal, authenticated: conn.release }),
+    );
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(opts.port, opts.host, () => {
+    // A listen queue as deep as the connections we may hold (the kernel caps it at somaxconn,
+    // 4,096 on current Linux): with Node's 511, a flood that keeps more connection attempts in
+    // flight fills the queue, and the kernel drops the next SYN, a legitimate peer's too, which
+    // then waits for TCP's retransmission (1 s, then 3 s, 7 s after its first try).
+    server.listen({ port: opts.port, host: opts.host, backlog: opts.maxConnections }, () => {
       server.off('error', reject);
       resolve();
     });
   });
   return {
     address: () => server.address() as AddressInfo,
+    get pending() {
+      return admission.size;
+    },
     close: () =>
       new Promise<void>((resolve) => {
         acceptor.close();
         server.close(() => resolve());
-        for (const s of connections) s.destroy();
+        for (const s of sockets) s.destroy();
       }),
   };
 }

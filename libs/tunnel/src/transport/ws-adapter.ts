@@ -2,11 +2,12 @@ import type { IncomingMessage } from 'node:http';
 import type { Agent } from 'node:http';
 import type { Duplex } from 'node:stream';
 import WebSocket, { WebSocketServer } from 'ws';
-import { MAX_WS_MESSAGE, PROTOCOL_VERSION } from '../protocol';
+import { CLOSE_BAD_KEY, MAX_WS_MESSAGE, PROTOCOL_VERSION } from '../protocol';
 import type { MessageChannel } from './channel';
 
 /*
- * The one file that imports `ws` (DESIGN.md: one adapter per outside library). bufferutil is a
+ * The one file that imports `ws`: one adapter per outside library, so that replacing it touches
+ * this file alone. bufferutil is a
  * dependency, so ws masks and unmasks in native code. Compression is off: it costs CPU on
  * ciphertext that does not compress, and compressing before encryption leaks (CRIME).
  */
@@ -116,7 +117,9 @@ function wrap(
     closedReason =
       code === 1009 || errorCode === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH'
         ? 'frame too large'
-        : 'connection lost';
+        : code === CLOSE_BAD_KEY
+          ? 'bad key'
+          : 'connection lost';
     onClose?.(closedReason);
   });
   return {

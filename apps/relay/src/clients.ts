@@ -1,0 +1,194 @@
+import type { Socket } from 'node:net';
+import type { Logger } from '../../../libs/config/src';
+import { Admission, withinFileLimit, type TunnelStream } from '../../../libs/tunnel/src';
+import type { TunnelPool } from './tunnel-pool';
+
+/**
+ * A connection to RELAY_LISTEN that has sent no byte within this time is closed: until its
+ * first byte it holds no tunnel stream, only a descriptor (README, "Relay connections").
+ */
+export const FIRST_BYTE_TIMEOUT_MS = 10_000;
+/**
+ * A connection to RELAY_LISTEN with no byte either way for this long is closed. Long, because
+ * silence is legitimate there: an SSE stream sends a comment every 15 s, a download is never
+ * silent, and `logs?follow=1` is silent while its job prints nothing. The worker's own HTTP
+ * timeouts close the rest sooner (an idle keep-alive after 5 s, unfinished headers after 60 s).
+ */
+export const IDLE_TIMEOUT_MS = 10 * 60_000;
+/**
+ * Connections to RELAY_LISTEN waiting for their first byte, at most (and at most a quarter of
+ * the descriptor limit); past it the oldest of them is closed, never the newcomer.
+ */
+export const MAX_WAITING_CLIENTS = 1024;
+/**
+ * Connections one relay listener holds at most (and at most three quarters of the descriptor
+ * limit): past it Node closes a newcomer at once, instead of the process running out of
+ * descriptors (EMFILE), which would fail every accept and every file it opens.
+ */
+export const MAX_RELAY_CONNECTIONS = 8192;
+
+/** Why a client connection was closed without being relayed (a metric label: fixed strings). */
+export type RefusedReason =
+  'no tunnel' | 'first byte timeout' | 'evicted' | 'stream refused' | 'idle timeout';
+
+/** How one relay listener carries its connections. */
+export interface ClientOptions {
+  /** The worker target: `api` for RELAY_LISTEN, a RELAY_FORWARDS name. */
+  target: string;
+  /**
+   * RELAY_LISTEN: the client speaks HTTP, so it speaks first. Its stream is opened at its
+   * first byte, it has the first-byte and idle timeouts, and what goes wrong before the worker
+   * answered is told in an HTTP answer. A forward is raw TCP (the server may speak first,
+   * as SSH and MySQL do): its stream opens at the accept, and a refusal is a close.
+   */
+  http: boolean;
+  /** The tunnels: only `pick()` (a session up, if any) and `whyDown()` are used. */
+  pool: Pick<TunnelPool, 'pick' | 'whyDown'>;
+  log: Logger;
+  refused(reason: RefusedReason): void;
+  /** Tests only: FIRST_BYTE_TIMEOUT_MS, IDLE_TIMEOUT_MS and MAX_WAITING_CLIENTS otherwise. */
+  limits?: { firstByteMs?: number; idleMs?: number; maxWaiting?: number };
+}
+
+const HTTP_REQUEST = /^(GET|HEAD|POST|PUT|DELETE|PATCH|OPTIONS|CONNECT|TRACE) /;
+
+/** A peer-chosen or detailed reason, safe in one line of a text/plain body. */
+const oneLine = (s: string): string => s.replace(/[^\x20-\x7e]/g, '?').slice(0, 300);
+
+/** How long an answered client may take to close its side before the relay drops it. */
+const LINGER_MS = 5_000;
+
+/**
+ * Answers an HTTP client that the relay could not carry its request: `status` with a one-line
+ * reason and `Connection: close`. The socket is half-closed, and what the client still sends
+ * is read and dropped until it closes (at most LINGER_MS): closing with its bytes unread
+ * would send a TCP reset, which can destroy the answer before the client reads it.
+ */
+function answer(
+  socket: Socket,
+  status: '502 Bad Gateway' | '503 Service Unavailable',
+  why: string,
+) {
+  const body = `gpu-sidecar relay: ${oneLine(why)}\n`;
+  socket.unpipe();
+  socket.removeAllListeners('data');
+  socket.resume();
+  socket.once('end', () => socket.destroy());
+  const linger = setTimeout(() => socket.destroy(), LINGER_MS);
+  socket.once('close', () => clearTimeout(linger));
+  socket.end(
+    `HTTP/1.1 ${status}\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
+}
+
+/**
+ * The relay's side of its local listeners: turns each accepted connection into a tunnel
+ * stream, and keeps connections that send nothing from holding streams or descriptors.
+ */
+export class RelayClients {
+  private readonly waiting: Admission;
+  private readonly firstByteMs: number;
+  private readonly idleMs: number;
+
+  constructor(private readonly opts: ClientOptions) {
+    const limits = opts.limits ?? {};
+    this.waiting = new Admission(limits.maxWaiting ?? withinFileLimit(MAX_WAITING_CLIENTS, 0.25));
+    this.firstByteMs = limits.firstByteMs ?? FIRST_BYTE_TIMEOUT_MS;
+    this.idleMs = limits.idleMs ?? IDLE_TIMEOUT_MS;
+  }
+
+  /** Takes one accepted connection. */
+  accept(socket: Socket): void {
+    socket.setNoDelay(true);
+    socket.on('error', () => socket.destroy());
+    if (!this.opts.http) return void this.open(socket);
+    // Until its first byte the connection holds a place in `waiting` and a timer, nothing more.
+    const ticket = this.waiting.admit(socket.remoteAddress ?? '?', () => {
+      clearTimeout(timer);
+      this.opts.refused('evicted');
+      socket.destroy();
+    });
+    const timer = setTimeout(() => {
+      ticket.leave();
+      this.opts.refused('first byte timeout');
+      socket.destroy();
+    }, this.firstByteMs);
+    socket.once('close', () => {
+      clearTimeout(timer);
+      ticket.leave();
+    });
+    // A client that ends without a byte is gone: nothing to relay.
+    const ended = (): void => void socket.destroy();
+    socket.once('end', ended);
+    socket.once('data', (first: Buffer) => {
+      clearTimeout(timer);
+      ticket.leave();
+      socket.off('end', ended);
+      socket.pause();
+      this.open(socket, first);
+    });
+  }
+
+  /** Opens the stream for `socket` (whose `first` bytes were read already) and splices them. */
+  private open(socket: Socket, first?: Buffer): void {
+    const { pool, target, http, log } = this.opts;
+    const session = pool.pick();
+    const isHttp = http && first !== undefined && HTTP_REQUEST.test(first.toString('latin1', 0, 8));
+    if (!session) {
+      // No tunnel is up: an immediate answer, never a hang. An HTTP client is told why.
+      this.opts.refused('no tunnel');
+      log.debug({ target }, 'connection refused: no tunnel up');
+      if (isHttp)
+        return answer(
+          socket,
+          '503 Service Unavailable',
+          `no tunnel to a worker is up (${pool.whyDown()})`,
+        );
+      return void socket.destroy();
+    }
+    const stream = session.openStream(target) as TunnelStream;
+    let answering = false;
+    stream.on('error', (err: Error & { reason?: string }) => {
+      // Nothing came back from the worker yet: an HTTP client gets a status and the reason.
+      if (isHttp && !socket.destroyed && socket.bytesWritten === 0) {
+        answering = true;
+        const reason = err.reason ?? 'stream error';
+        if (reason === 'too many streams' || reason === 'unknown target') {
+          this.opts.refused('stream refused');
+          return answer(
+            socket,
+            '503 Service Unavailable',
+            `the worker refused the connection: ${reason}`,
+          );
+        }
+        return answer(
+          socket,
+          '502 Bad Gateway',
+          `the tunnel ended before the worker answered: ${reason}`,
+        );
+      }
+      socket.destroy();
+    });
+    // A client that breaks its connection resets the stream; one that closes it in good order
+    // ends it (splice: FIN both ways).
+    socket.on('error', () => stream.reset('client error'));
+    if (http) {
+      socket.setTimeout(this.idleMs, () => {
+        this.opts.refused('idle timeout');
+        stream.reset('idle timeout');
+        socket.destroy();
+      });
+    }
+    if (first) stream.write(first);
+    stream.pipe(socket);
+    socket.pipe(stream);
+    // As splice() in libs/tunnel, except that an HTTP answer in progress is not cut short.
+    stream.once('close', () => {
+      if (!answering && (stream.errored || !stream.readableEnded)) socket.destroy();
+    });
+    socket.once('close', () => {
+      if (!socket.readableEnded) stream.reset('client closed');
+    });
+  }
+}

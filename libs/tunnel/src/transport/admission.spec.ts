@@ -1,0 +1,71 @@
+import { Admission } from './admission';
+
+const turn = () => new Promise((r) => setImmediate(r));
+
+describe('Admission of unauthenticated connections', () => {
+  it('never refuses a newcomer: past the cap it evicts the oldest of the busiest address', async () => {
+    const a = new Admission(4);
+    const evicted: string[] = [];
+    const add = (address: string, name: string) => a.admit(address, () => evicted.push(name));
+    add('10.0.0.1', 'flood-1');
+    add('10.0.0.9', 'legit');
+    add('10.0.0.1', 'flood-2');
+    add('10.0.0.1', 'flood-3');
+    add('10.0.0.1', 'flood-4');
+    add('10.0.0.1', 'flood-5');
+    expect(evicted).toEqual([]); // not before the end of the turn
+    await turn();
+    // The legitimate connection is the oldest but one; the flood's address holds the most.
+    expect(evicted).toEqual(['flood-1', 'flood-2']);
+    expect(a.size).toBe(4);
+  });
+
+  it('from one address alone, evicts oldest first', async () => {
+    const a = new Admission(2);
+    const evicted: number[] = [];
+    for (let i = 0; i < 5; i++) a.admit('127.0.0.1', () => evicted.push(i));
+    await turn();
+    expect(evicted).toEqual([0, 1, 2]);
+  });
+
+  it('between addresses holding as many, evicts the older connection', async () => {
+    const a = new Admission(2);
+    const evicted: string[] = [];
+    a.admit('b', () => evicted.push('b1'));
+    a.admit('a', () => evicted.push('a1'));
+    a.admit('c', () => evicted.push('c1'));
+    await turn();
+    expect(evicted).toEqual(['b1']);
+  });
+
+  it('a connection that left (authenticated, closed) is never evicted, and frees its place', async () => {
+    const a = new Admission(2);
+    const evicted: string[] = [];
+    const first = a.admit('x', () => evicted.push('first'));
+    a.admit('x', () => evicted.push('second'));
+    first.leave();
+    first.leave(); // idempotent
+    a.admit('x', () => evicted.push('third'));
+    await turn();
+    expect(evicted).toEqual([]);
+    expect(a.size).toBe(2);
+  });
+
+  it('lets a connection served in the same turn finish before the cap is enforced', async () => {
+    const a = new Admission(1);
+    const evicted: string[] = [];
+    const legit = a.admit('x', () => evicted.push('legit'));
+    a.admit('x', () => evicted.push('newcomer'));
+    legit.leave(); // its message arrived in the same turn as the newcomer
+    await turn();
+    expect(evicted).toEqual([]);
+  });
+
+  it('past twice the cap evicts at once, so memory is bounded within one turn', () => {
+    const a = new Admission(2);
+    let evicted = 0;
+    for (let i = 0; i < 10; i++) a.admit('x', () => evicted++);
+    expect(a.size).toBe(4);
+    expect(evicted).toBe(6);
+  });
+});

@@ -1,0 +1,93 @@
+/** One connection in an Admission: leave() once it is authenticated or gone. */
+export interface Ticket {
+  /** Takes the connection out of the set (idempotent); it can no longer be evicted. */
+  leave(): void;
+}
+
+interface Entry extends Ticket {
+  readonly seq: number;
+  readonly address: string;
+  readonly evict: () => void;
+}
+
+/**
+ * The connections a listener accepted that have not proved anything yet (docs/PROTOCOL.md,
+ * "Unauthenticated connections"), at most `cap` of them. A newcomer is never refused: when the
+ * set is over its cap, the connection to drop is the **oldest of the address that holds the
+ * most** (ties: the address whose oldest connection is older).
+ *
+ * Why a flood cannot lock a legitimate peer out:
+ * - from another address: its address holds one or two connections while the flooding one
+ *   holds nearly all the others, so the flood only ever evicts itself, however fast it is;
+ * - from the same address: eviction is oldest first, so a newcomer is dropped only after `cap`
+ *   newer connections from that address arrived while it was still pending. A legitimate peer
+ *   is pending for one round trip (its M2 follows our HELLO at once), while every connection
+ *   costs the listener an accept, an HTTP parse and an upgrade; the cap is chosen so that a
+ *   round trip on a loaded host fits many times over (measured: test/attack/).
+ * - eviction waits for the end of the event-loop turn (setImmediate), so a connection whose
+ *   message arrived in the same turn as a burst of newcomers is served before the cap is
+ *   enforced; beyond twice the cap the oldest go at once, so memory stays bounded anyway.
+ */
+export class Admission {
+  private readonly byAddress = new Map<string, Set<Entry>>();
+  private count = 0;
+  private seq = 0;
+  private sweepScheduled = false;
+
+  /** @param cap connections held at once before the oldest of the busiest address is evicted */
+  constructor(readonly cap: number) {}
+
+  /** Connections in the set now. */
+  get size(): number {
+    return this.count;
+  }
+
+  /** Adds a connection from `address`; `evict` drops it if the set must shrink. */
+  admit(address: string, evict: () => void): Ticket {
+    let set = this.byAddress.get(address);
+    if (!set) this.byAddress.set(address, (set = new Set()));
+    const entry: Entry = {
+      seq: this.seq++,
+      address,
+      evict,
+      leave: () => {
+        if (!set.delete(entry)) return;
+        this.count--;
+        if (set.size === 0) this.byAddress.delete(address);
+      },
+    };
+    set.add(entry);
+    this.count++;
+    if (this.count > 2 * this.cap) this.shrinkTo(2 * this.cap);
+    if (this.count > this.cap && !this.sweepScheduled) {
+      this.sweepScheduled = true;
+      setImmediate(() => {
+        this.sweepScheduled = false;
+        this.shrinkTo(this.cap);
+      });
+    }
+    return entry;
+  }
+
+  private shrinkTo(limit: number): void {
+    while (this.count > limit) {
+      const victim = this.victim();
+      victim.leave();
+      victim.evict();
+    }
+  }
+
+  /** The oldest connection of the address holding the most. */
+  private victim(): Entry {
+    let best: Entry | undefined;
+    let bestSize = 0;
+    for (const set of this.byAddress.values()) {
+      const oldest = set.values().next().value as Entry;
+      if (set.size > bestSize || (set.size === bestSize && oldest.seq < best!.seq)) {
+        best = oldest;
+        bestSize = set.size;
+      }
+    }
+    return best!;
+  }
+}

@@ -1,0 +1,138 @@
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { RelayClients, type RefusedReason } from '../../apps/relay/src/clients';
+import { silentLogger } from '../../libs/config/src/logger';
+import { serveTargets, type TunnelSession } from '../../libs/tunnel/src';
+import { tunnelPair, waitFor, type Pair } from '../../libs/tunnel/src/testing/harness';
+
+jest.setTimeout(20_000);
+
+/** Sends `data` (if any) on a new connection; resolves with all it got back until the close. */
+function exchange(port: number, data?: string): Promise<string> {
+  return new Promise((resolve) => {
+    const s = connect(port, '127.0.0.1');
+    let got = '';
+    s.on('data', (d: Buffer) => (got += d.toString()));
+    s.on('error', () => undefined);
+    s.on('close', () => resolve(got));
+    if (data) s.write(data);
+  });
+}
+
+/**
+ * The relay's client handling (apps/relay/src/clients.ts) in front of a real tunnel session
+ * whose worker side serves `api` with an in-process HTTP server, as the worker does.
+ */
+describe('relay clients on RELAY_LISTEN', () => {
+  let pair: Pair;
+  let api: HttpServer;
+  let relay: Server;
+  let port: number;
+  let session: TunnelSession | undefined;
+  const refused: RefusedReason[] = [];
+  const held: Socket[] = [];
+
+  beforeEach(async () => {
+    refused.length = 0;
+    // /hang never answers; anything else answers at once.
+    api = createHttpServer((req, res) => {
+      if (req.url !== '/hang') res.end('ok');
+    });
+    pair = await tunnelPair({
+      listener: { maxStreams: 1 },
+      onServer: (s) =>
+        serveTargets(
+          s,
+          new Map([['api', { accept: (st: Duplex) => api.emit('connection', st) }]]),
+          silentLogger(),
+        ),
+    });
+    session = pair.client;
+    const clients = new RelayClients({
+      target: 'api',
+      http: true,
+      pool: { pick: () => session, whyDown: () => 'ws://gpu1:8080/: bad key' },
+      log: silentLogger(),
+      refused: (r) => refused.push(r),
+      limits: { firstByteMs: 300, idleMs: 600, maxWaiting: 3 },
+    });
+    relay = createServer({ allowHalfOpen: true }, (s) => clients.accept(s));
+    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
+    port = (relay.address() as { port: number }).port;
+  });
+
+  afterEach(async () => {
+    for (const s of held.splice(0)) s.destroy();
+    relay.close();
+    await pair.close();
+    api.close();
+  });
+
+  it('opens the stream at the first byte: a silent connection holds none and goes at its deadline', async () => {
+    const silent = exchange(port);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(pair.client.openStreams).toBe(0);
+    expect(await silent).toBe('');
+    expect(refused).toEqual(['first byte timeout']);
+    expect(await exchange(port, 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')).toMatch(
+      /^HTTP\/1\.1 200[^]*ok$/,
+    );
+  });
+
+  it('past the cap of silent connections, closes the oldest of them, never the newcomer', async () => {
+    const closed: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      const s = connect(port, '127.0.0.1');
+      s.on('error', () => undefined);
+      s.on('close', () => closed.push(i));
+      held.push(s);
+      await new Promise((r) => s.once('connect', r));
+    }
+    await waitFor(() => closed.length === 1);
+    expect(closed).toEqual([0]);
+    expect(refused).toEqual(['evicted']);
+    expect(await exchange(port, 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')).toMatch(
+      /^HTTP\/1\.1 200/,
+    );
+  });
+
+  it('answers an HTTP client 503 with the reason when no tunnel is up; a raw client is closed', async () => {
+    session = undefined;
+    const answer = await exchange(port, 'GET /test HTTP/1.1\r\nHost: x\r\n\r\n');
+    expect(answer).toMatch(/^HTTP\/1\.1 503 Service Unavailable\r\n/);
+    expect(answer).toContain('Connection: close');
+    expect(answer.split('\r\n\r\n')[1]).toBe(
+      'gpu-sidecar relay: no tunnel to a worker is up (ws://gpu1:8080/: bad key)\n',
+    );
+    expect(await exchange(port, 'SSH-2.0-client\r\n')).toBe('');
+    expect(refused).toEqual(['no tunnel', 'no tunnel']);
+  });
+
+  it('answers 503 when the worker refuses the stream, 502 when the tunnel ends before an answer', async () => {
+    // The worker side takes one stream (maxStreams 1): one request that hangs holds it.
+    const hanging = exchange(port, 'GET /hang HTTP/1.1\r\nHost: x\r\n\r\n');
+    await waitFor(() => pair.server.openStreams === 1);
+    const refusedAnswer = await exchange(port, 'GET /test HTTP/1.1\r\nHost: x\r\n\r\n');
+    expect(refusedAnswer).toMatch(/^HTTP\/1\.1 503 /);
+    expect(refusedAnswer).toContain('the worker refused the connection: too many streams');
+    expect(refused).toEqual(['stream refused']);
+    // The tunnel goes while /hang waits for its answer.
+    await pair.server.close('worker stopping');
+    const lost = await hanging;
+    expect(lost).toMatch(/^HTTP\/1\.1 502 Bad Gateway\r\n/);
+    expect(lost).toContain('the tunnel ended before the worker answered');
+  });
+
+  it('closes a connection silent both ways past the idle timeout, and the worker side with it', async () => {
+    const s = connect(port, '127.0.0.1');
+    s.on('error', () => undefined);
+    held.push(s);
+    const closed = new Promise((r) => s.once('close', r));
+    s.write('GET /hang HTTP/1.1\r\nHost: x\r\n\r\n');
+    await waitFor(() => pair.server.openStreams === 1);
+    await closed;
+    expect(refused).toEqual(['idle timeout']);
+    await waitFor(() => pair.server.openStreams === 0 && pair.client.openStreams === 0);
+  });
+});
