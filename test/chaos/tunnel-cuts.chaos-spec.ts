@@ -17,7 +17,7 @@ import { recordChaos, SCALE } from './support';
  * Recovery (first /test 200 after the worker is reachable again) is measured for two kinds:
  * - isolated cuts, each after the session was up longer than the relay's stable time (10 s):
  *   the reconnect backoff is at its first step, and recovery must be under 1 s;
- * - a burst of cuts back to back with short outages: the backoff grows as DESIGN.md asks
+ * - a burst of cuts back to back with short outages: the backoff grows as docs/ARCHITECTURE.md ("Tunnel") promises
  *   ("resets only after a stable session"), so recovery is recorded, not bounded by 1 s.
  *
  * Cuts: CHAOS_SCALE=full 100 isolated + 6 in a burst (about 20 minutes); short 3 + 4.

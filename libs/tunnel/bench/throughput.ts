@@ -120,7 +120,9 @@ async function main(): Promise<void> {
     ['tunnel, one process', await oneProcess(total)],
     ['tunnel, two processes', await twoProcesses(total)],
   ];
-  console.log(`one stream, ${mib} MiB, loopback (anchor, NOTES.md: spiped pair ~160 MB/s)`);
+  console.log(
+    `one stream, ${mib} MiB, loopback (anchor: a spiped pair did about 160 MB/s on this machine kind; npm run bench:tunnel measures it)`,
+  );
   for (const [name, ms] of rows)
     console.log(`${name.padEnd(26)} ${(total / ms / 1000).toFixed(0).padStart(6)} MB/s`);
 }
