@@ -404,7 +404,7 @@ describe('job admission limits', () => {
       GPU_DEVICES: 'none',
     });
     await expect(JobsRuntime.start(config, silentLogger())).rejects.toThrow(
-      /bad\.yaml: command must be array/,
+      /bad\.yaml: command must be a list of strings, like \[python, train\.py\]/,
     );
   });
 });

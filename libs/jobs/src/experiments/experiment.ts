@@ -61,11 +61,35 @@ const GPU_MEMORY_PATTERN = '^[0-9]+(\\.[0-9]+)?\\s*([MGTmgt][iI]?[Bb])$';
 /** `mig_profile`: a MIG profile as nvidia-smi -L prints it, `3g.40gb`, `1c.3g.71gb`, `1g.10gb+me`. */
 const MIG_PROFILE_PATTERN = '^([0-9]+c\\.)?[0-9]+g\\.[0-9]+gb([+-][a-z]+)*$';
 
-/** What to write instead, for a gpu_memory or mig_profile the schema refuses. */
-const GPU_SIZE_HINT: Record<string, string> = {
+/**
+ * What to write instead, for a value of the wrong shape or type (ajv alone would say `timeout must
+ * be string` of `timeout: 30`, or quote a regular expression). A missing field still says
+ * `is required`; an unknown one lists the fields there are.
+ */
+const FIELD_HINTS: Record<string, string> = {
+  name: "must be lower-case letters, digits and '-' (64 at most), like train-small",
+  image: 'must name an image on this host, like lab/train:1.4 (jobs never pull)',
+  command:
+    "must be a list of strings, like [python, train.py]: the program and its arguments, no shell (for one: [sh, -c, '...'])",
+  timeout: 'must be a duration with its unit, like 30s, 5m or 2h',
+  memory: 'must be a size like 512m or 2g, or unlimited',
+  tmp: 'must be a size like 512m or 2g',
+  user: 'must be root, or left out (the job then runs as JOB_UID, never as uid 0)',
+  params: 'must be a JSON Schema object, like { type: object }',
   gpu_memory: 'must be a size with its unit, like 20GB or 40GiB',
   mig_profile: 'must be a MIG profile as nvidia-smi -L prints it, like 3g.40gb or 1g.10gb+me',
 };
+
+/** The hint for an error of the file's schema, when there is one for its field. */
+function hintFor(e: ErrorObject, field: string): string | undefined {
+  if (e.keyword === 'additionalProperties' && e.instancePath === '')
+    return `is not a field of experiment files: use one of ${EXPERIMENT_FIELDS.join(', ')}`;
+  if (e.keyword === 'required' || e.keyword === 'additionalProperties') return undefined;
+  // Every variable's value is a string: `EPOCHS: 10` is a YAML number.
+  if (field.startsWith('env.') && e.keyword === 'type')
+    return "must be a string: quote it, like '10'";
+  return FIELD_HINTS[field];
+}
 
 // The file's own shape, checked with the same ajv the params use.
 const FILE_SCHEMA = {
@@ -96,6 +120,12 @@ const FILE_SCHEMA = {
   if: { properties: { runner: { const: 'docker' } } },
   then: { required: ['image'] },
 } as const;
+
+/** Every top-level field an experiment file may hold (docs/EXPERIMENTS.md has one row each). */
+export const EXPERIMENT_FIELDS: readonly string[] = Object.keys(FILE_SCHEMA.properties);
+
+/** The fields every file must have (`image` too, for `runner: docker`). */
+export const REQUIRED_EXPERIMENT_FIELDS: readonly string[] = FILE_SCHEMA.required;
 
 function newAjv(): Ajv {
   const ajv = new Ajv({ allErrors: false, strict: false, coerceTypes: false });
@@ -166,8 +196,9 @@ export function parseExperiment(file: string, text: string): Experiment {
   }
   const validate = newAjv().compile(FILE_SCHEMA);
   if (!validate(doc)) {
-    const { field, problem } = describeAjvError(validate.errors![0], '');
-    throw new ExperimentFileError(file, field || '(top level)', GPU_SIZE_HINT[field] ?? problem);
+    const error = validate.errors![0];
+    const { field, problem } = describeAjvError(error, '');
+    throw new ExperimentFileError(file, field || '(top level)', hintFor(error, field) ?? problem);
   }
   const d = doc as unknown as Record<string, unknown>;
   let timeoutMs: number | undefined;
