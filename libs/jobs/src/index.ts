@@ -1,5 +1,7 @@
 export { closeIfUnread } from './api/http-errors';
+export * from './experiments/catalog';
 export * from './experiments/experiment';
+export * from './experiments/experiment-files';
 export * from './gpu-allocator';
 export * from './job-record';
 export * from './jobs.module';

@@ -1,11 +1,11 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { loadExperiments } from './catalog';
 import {
   describeGpuRequest,
   ExperimentFileError,
   gpuRequestOf,
-  loadExperiments,
   parseExperiment,
   parseGpuMemory,
   parseMemory,

@@ -1,11 +1,10 @@
-import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import Ajv, { type ErrorObject, type ValidateFunction } from 'ajv';
 import addFormats from 'ajv-formats';
 import { parse as parseYaml } from 'yaml';
 import { parseDuration } from '../../../config/src';
 
-/** One installed experiment, as read from `EXPERIMENTS_DIR/<name>.yaml` (libs/jobs/README.md). */
+/** One installed experiment, as read from `EXPERIMENTS_DIR/<name>.yaml` (docs/EXPERIMENTS.md). */
 export interface Experiment {
   name: string;
   runner: 'docker' | 'process';
@@ -44,7 +43,10 @@ export interface Experiment {
   file: string;
 }
 
-/** Raised at start when an experiment file is wrong: names the file, the field and the problem. */
+/**
+ * An experiment file that is wrong: names the file, the field and the problem. At start it stops
+ * the worker; at a reload it is a warning and the version loaded before stays (catalog.ts).
+ */
 export class ExperimentFileError extends Error {
   constructor(
     readonly file: string,
@@ -150,39 +152,19 @@ export function describeAjvError(e: ErrorObject, root: string): { field: string;
   return { field, problem };
 }
 
-/** Installed experiments by name, with a compiled params validator for each. */
-export class ExperimentCatalog {
-  private readonly validators = new Map<string, ValidateFunction>();
-
-  constructor(private readonly byName: Map<string, Experiment>) {
-    const ajv = newAjv();
-    for (const exp of byName.values()) {
-      try {
-        this.validators.set(exp.name, ajv.compile(exp.params));
-      } catch (err) {
-        throw new ExperimentFileError(
-          exp.file,
-          'params',
-          `is not a valid JSON Schema: ${(err as Error).message}`,
-        );
-      }
-    }
-  }
-
-  list(): Experiment[] {
-    return [...this.byName.values()].sort((a, b) => a.name.localeCompare(b.name));
-  }
-
-  get(name: string): Experiment | undefined {
-    return this.byName.get(name);
-  }
-
-  /** Checks params against the experiment's schema; returns the first problem, naming the field. */
-  validateParams(name: string, params: unknown): { field: string; problem: string } | undefined {
-    const validate = this.validators.get(name);
-    if (!validate) throw new Error(`unknown experiment ${name}`);
-    if (validate(params)) return undefined;
-    return describeAjvError(validate.errors![0], 'params');
+/**
+ * Compiles the experiment's params JSON Schema. Each experiment gets an Ajv of its own, so a
+ * reloaded version (or another file) with the same `$id` never meets an older compiled schema.
+ */
+export function compileParams(exp: Experiment): ValidateFunction {
+  try {
+    return newAjv().compile(exp.params);
+  } catch (err) {
+    throw new ExperimentFileError(
+      exp.file,
+      'params',
+      `is not a valid JSON Schema: ${(err as Error).message}`,
+    );
   }
 }
 
@@ -407,26 +389,4 @@ export function parseMemory(text: string): number {
   const m = /^(\d+(?:\.\d+)?)([bkmg]?)$/i.exec(text.trim());
   if (!m) throw new Error(`expected a size like 512m or 2g, got '${text}'`);
   return Math.floor(Number(m[1]) * MEMORY_UNITS[(m[2] || 'b').toLowerCase()]);
-}
-
-/**
- * Reads every `*.yaml`/`*.yml` in `dir`. Any bad file throws ExperimentFileError, which stops the
- * worker at start: a typo found at submit time would be found by a visitor instead.
- */
-export function loadExperiments(dir: string): ExperimentCatalog {
-  let names: string[];
-  try {
-    names = readdirSync(dir).filter((n) => /\.ya?ml$/.test(n));
-  } catch (err) {
-    throw new ExperimentFileError(dir, '', `cannot be read: ${(err as Error).message}`);
-  }
-  const byName = new Map<string, Experiment>();
-  for (const n of names.sort()) {
-    const file = path.join(dir, n);
-    const exp = parseExperiment(file, readFileSync(file, 'utf8'));
-    if (byName.has(exp.name))
-      throw new ExperimentFileError(file, 'name', `'${exp.name}' is not unique`);
-    byName.set(exp.name, exp);
-  }
-  return new ExperimentCatalog(byName);
 }
