@@ -112,16 +112,11 @@ export class ExperimentCatalog {
       if (second) {
         const also = `'${name}' is not unique: ${first.file} is for it too`;
         refuse(second.file, new ExperimentFileError(second.file, 'name', also));
-      } else if (first.error || !first.experiment || !first.validate) {
+      } else if (first.error || !first.experiment || !first.validate || !first.json) {
         refuse(first.file, first.error ?? new ExperimentFileError(first.file, '', 'is invalid'));
       } else {
-        const json = JSON.stringify(first.experiment);
-        next.set(
-          name,
-          before?.json === json
-            ? before
-            : { exp: first.experiment, validate: first.validate, json },
-        );
+        const { experiment: exp, validate, json } = first;
+        next.set(name, before?.json === json ? before : { exp, validate, json });
       }
     }
     const changes: CatalogChanges = {

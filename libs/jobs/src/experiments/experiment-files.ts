@@ -11,7 +11,15 @@ import {
 import { open, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { ValidateFunction } from 'ajv';
-import { compileParams, ExperimentFileError, parseExperiment, type Experiment } from './experiment';
+import {
+  compileParams,
+  experimentFrom,
+  ExperimentFileError,
+  notYaml,
+  parseExperiment,
+  type Experiment,
+} from './experiment';
+import { YamlThread } from './yaml-thread';
 
 /** The most an experiment file may hold: real ones are a few KiB; a reload never reads more. */
 export const MAX_EXPERIMENT_FILE_BYTES = 1024 * 1024;
@@ -33,6 +41,8 @@ export interface ScannedFile {
   name: string;
   experiment?: Experiment;
   validate?: ValidateFunction;
+  /** The experiment as JSON: equal means unchanged. */
+  json?: string;
   error?: ExperimentFileError;
 }
 
@@ -69,11 +79,12 @@ const unreadable = (file: string, err: unknown) =>
     ? err
     : new ExperimentFileError(file, '', `cannot be read: ${(err as Error).message}`);
 
-/** Parses a file's text and compiles its params schema; any problem is the file's error. */
-function checked(file: string, name: string, text: string): ScannedFile {
+/** Checks a file (its text, or its parsed YAML) and compiles its params; any problem is its error. */
+function checked(file: string, name: string, parse: () => Experiment): ScannedFile {
   try {
-    const experiment = parseExperiment(file, text);
-    return { file, name, experiment, validate: compileParams(experiment) };
+    const experiment = parse();
+    const validate = compileParams(experiment);
+    return { file, name, experiment, validate, json: JSON.stringify(experiment) };
   } catch (err) {
     return { file, name, error: unreadable(file, err) };
   }
@@ -84,7 +95,8 @@ const nameOf = (n: string) => n.replace(/\.ya?ml$/, '');
 /**
  * Reads EXPERIMENTS_DIR without blocking the event loop (a reload while the worker serves jobs):
  * the folder and each file through libuv's threads, each file bounded to
- * MAX_EXPERIMENT_FILE_BYTES, only regular files opened.
+ * MAX_EXPERIMENT_FILE_BYTES, only regular files opened, the YAML parsed in a thread of its own
+ * within a time and memory bound (yaml-thread.ts).
  */
 export async function scanExperimentsDir(dir: string): Promise<FolderScan> {
   let names: string[];
@@ -94,13 +106,29 @@ export async function scanExperimentsDir(dir: string): Promise<FolderScan> {
     return { dir, files: [], error: folderError(dir, err) };
   }
   const files: ScannedFile[] = [];
-  for (const n of names) {
-    const file = path.join(dir, n);
-    try {
-      files.push(checked(file, nameOf(n), await readBounded(file)));
-    } catch (err) {
-      files.push({ file, name: nameOf(n), error: unreadable(file, err) });
+  const yaml = new YamlThread();
+  try {
+    for (const n of names) {
+      const file = path.join(dir, n);
+      let text: string;
+      try {
+        text = await readBounded(file);
+      } catch (err) {
+        files.push({ file, name: nameOf(n), error: unreadable(file, err) });
+        continue;
+      }
+      const parsed = await yaml.parse(text);
+      if ('doc' in parsed)
+        files.push(checked(file, nameOf(n), () => experimentFrom(file, parsed.doc)));
+      else {
+        const error = parsed.notYaml
+          ? notYaml(file, parsed.error)
+          : new ExperimentFileError(file, '', parsed.error);
+        files.push({ file, name: nameOf(n), error });
+      }
     }
+  } finally {
+    yaml.close();
   }
   return { dir, files };
 }
@@ -126,7 +154,10 @@ async function readBounded(file: string): Promise<string> {
   }
 }
 
-/** The same as scanExperimentsDir, synchronously: for `gpu-sidecar doctor` and tests. */
+/**
+ * The same as scanExperimentsDir, synchronously and parsing in this thread: for `gpu-sidecar
+ * doctor` (a command that reads the folder once) and tests, never the daemon.
+ */
 export function scanExperimentsDirSync(dir: string): FolderScan {
   let names: string[];
   try {
@@ -137,7 +168,8 @@ export function scanExperimentsDirSync(dir: string): FolderScan {
   const files = names.map((n): ScannedFile => {
     const file = path.join(dir, n);
     try {
-      return checked(file, nameOf(n), readBoundedSync(file));
+      const text = readBoundedSync(file);
+      return checked(file, nameOf(n), () => parseExperiment(file, text));
     } catch (err) {
       return { file, name: nameOf(n), error: unreadable(file, err) };
     }

@@ -174,8 +174,17 @@ export function parseExperiment(file: string, text: string): Experiment {
   try {
     doc = parseYaml(text);
   } catch (err) {
-    throw new ExperimentFileError(file, '', `is not valid YAML: ${(err as Error).message}`);
+    throw notYaml(file, (err as Error).message);
   }
+  return experimentFrom(file, doc);
+}
+
+/** A file whose text the YAML parser refused, with the parser's words. */
+export const notYaml = (file: string, why: string): ExperimentFileError =>
+  new ExperimentFileError(file, '', `is not valid YAML: ${why}`);
+
+/** Checks one experiment file's parsed YAML (the parsing may have been done elsewhere). */
+export function experimentFrom(file: string, doc: unknown): Experiment {
   const validate = newAjv().compile(FILE_SCHEMA);
   if (!validate(doc)) {
     const error = validate.errors![0];
