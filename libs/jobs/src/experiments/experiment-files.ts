@@ -128,7 +128,7 @@ export async function scanExperimentsDir(dir: string): Promise<FolderScan> {
       }
     }
   } finally {
-    yaml.close();
+    await yaml.close();
   }
   return { dir, files };
 }

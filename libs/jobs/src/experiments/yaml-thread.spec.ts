@@ -5,13 +5,13 @@ const slowYaml = (keys: number) => Array.from({ length: keys }, (_, i) => `k${i}
 
 describe('YamlThread', () => {
   const threads: YamlThread[] = [];
-  const thread = (limitMs?: number) => {
-    const t = new YamlThread(limitMs);
+  const thread = (limitMs?: number, heapMb?: number) => {
+    const t = new YamlThread(limitMs, heapMb);
     threads.push(t);
     return t;
   };
-  afterEach(() => {
-    for (const t of threads.splice(0)) t.close();
+  afterEach(async () => {
+    await Promise.all(threads.splice(0).map((t) => t.close()));
   });
 
   it('gives back the document, alias cycles included, and the parser words for bad YAML', async () => {
@@ -44,5 +44,17 @@ describe('YamlThread', () => {
       notYaml: false,
     });
     expect(await t.parse('b: 2\n')).toEqual({ doc: { b: 2 } });
+  });
+
+  it('a parse past its heap ends its thread, not the process, and says so', async () => {
+    const t = thread(60_000, 16);
+    const result = await t.parse(slowYaml(200_000));
+    expect(result).toEqual({
+      error: expect.stringMatching(/^could not be parsed: .*memory limit/),
+      notYaml: false,
+    });
+    // The thread is fully ended (its last events delivered) and this process goes on.
+    await t.close();
+    expect(await t.parse('c: 3\n')).toEqual({ doc: { c: 3 } });
   });
 });

@@ -4,7 +4,7 @@ import { Worker } from 'node:worker_threads';
 export const YAML_PARSE_LIMIT_MS = 2_000;
 
 /** The heap one parse may use: past it the thread dies, the worker does not. */
-const PARSER_HEAP_MB = 256;
+export const YAML_PARSE_HEAP_MB = 256;
 
 // The thread's code, as text (eval): the same from dist/ and from the TypeScript sources under
 // jest. `yaml` is required by its resolved path, so the daemon's working folder does not matter.
@@ -27,7 +27,7 @@ export type YamlResult = { doc: unknown } | { error: string; notYaml: boolean };
 
 /**
  * Parses experiment files' YAML in a worker thread, one text at a time, each within
- * YAML_PARSE_LIMIT_MS and PARSER_HEAP_MB. Why: the parser is synchronous and some inputs cost it
+ * YAML_PARSE_LIMIT_MS and YAML_PARSE_HEAP_MB. Why: the parser is synchronous and some inputs cost it
  * far more than their size (1 MiB of distinct keys in one map: 55 s here; 1 MiB of `[`: 4 s), so
  * a reading in the daemon's own thread could freeze the API, the tunnel's pings and every job's
  * log while a file is copied into EXPERIMENTS_DIR. Here a slow or huge parse costs a thread, which
@@ -36,15 +36,16 @@ export type YamlResult = { doc: unknown } | { error: string; notYaml: boolean };
  */
 export class YamlThread {
   private worker?: Worker;
+  /** Threads being ended: close() waits for them. */
+  private ending: Promise<number>[] = [];
 
-  constructor(private readonly limitMs = YAML_PARSE_LIMIT_MS) {}
+  constructor(
+    private readonly limitMs = YAML_PARSE_LIMIT_MS,
+    private readonly heapMb = YAML_PARSE_HEAP_MB,
+  ) {}
 
   parse(text: string): Promise<YamlResult> {
-    const w = (this.worker ??= new Worker(PARSER, {
-      eval: true,
-      resourceLimits: { maxOldGenerationSizeMb: PARSER_HEAP_MB },
-    }));
-    w.unref();
+    const w = (this.worker ??= this.start());
     return new Promise<YamlResult>((resolve) => {
       const finish = (result: YamlResult, stop: boolean) => {
         clearTimeout(timer);
@@ -53,7 +54,7 @@ export class YamlThread {
         w.off('exit', onExit);
         if (stop) {
           if (this.worker === w) this.worker = undefined;
-          void w.terminate();
+          this.ending.push(w.terminate());
         }
         resolve(result);
       };
@@ -84,9 +85,23 @@ export class YamlThread {
     });
   }
 
-  /** Ends the thread (it is also unref'd: it never keeps the process alive). */
-  close(): void {
-    void this.worker?.terminate();
+  private start(): Worker {
+    const w = new Worker(PARSER, {
+      eval: true,
+      resourceLimits: { maxOldGenerationSizeMb: this.heapMb },
+    });
+    // Always one listener: a thread given up (past its bound) may still report its end as an
+    // 'error' (ERR_WORKER_OUT_OF_MEMORY) after its parse's own listeners are gone, and an
+    // 'error' nobody listens to would end the worker daemon itself.
+    w.on('error', () => undefined);
+    w.unref();
+    return w;
+  }
+
+  /** Ends the thread (it is unref'd too: it never keeps the process alive); resolves once ended. */
+  async close(): Promise<void> {
+    if (this.worker) this.ending.push(this.worker.terminate());
     this.worker = undefined;
+    await Promise.allSettled(this.ending.splice(0));
   }
 }
