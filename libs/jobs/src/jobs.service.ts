@@ -79,7 +79,7 @@ export interface JobsServiceDeps {
 /** Fields only the daemon uses; never shown by the API. */
 const INTERNAL = ['pid', 'key', 'priority'] as const;
 
-/** The public view of a record (DESIGN.md's `GET /jobs/:id`). */
+/** The public view of a record, as `GET /jobs/:id` answers it (README.md, "Job API"). */
 export function publicRecord(rec: JobRecord): JobRecord {
   const out = { ...rec } as Record<string, unknown>;
   for (const k of INTERNAL) delete out[k];
