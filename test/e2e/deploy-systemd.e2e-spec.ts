@@ -174,6 +174,15 @@ describe('docs/DEPLOY.md, systemd: the GPU host and the front host from nothing'
     const add = procedure('GPU host from nothing', 'systemd', 1);
     for (const c of add) await step(gpu, c);
     await tunnelBack();
+    // No restart: the worker's watch on EXPERIMENTS_DIR picks the file up "within about a second".
+    await waitUntil(
+      'the worker to install the new experiment',
+      async () =>
+        (await front.run('curl -s http://127.0.0.1:8001/experiments')).stdout.includes(
+          '"name":"hello"',
+        ),
+      10_000,
+    );
     const submit = await step(
       front,
       `curl -s -XPOST -H 'content-type: application/json' -d '{"experiment":"hello","params":{"name":"Ada"}}' http://127.0.0.1:8001/jobs`,

@@ -235,7 +235,9 @@ describe('worker start', () => {
     );
     const p = runCli(['worker'], h.env);
     expect(await exitCode(p)).toBe(1);
-    expect(p.stderr()).toContain('broken.yaml: command must NOT have fewer than 1 items');
+    expect(p.stderr()).toContain(
+      'broken.yaml: command must be a list of strings, like [python, train.py]: the program and its arguments',
+    );
   });
 });
 

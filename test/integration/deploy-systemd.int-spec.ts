@@ -74,6 +74,14 @@ describe.each(units)('%s', (unit) => {
   });
 });
 
+describe('gpu-sidecar-worker.service reload', () => {
+  it('sends SIGHUP to the main process alone (experiments and key files read again)', () => {
+    expect(settings('gpu-sidecar-worker.service').get('ExecReload')).toEqual([
+      '/bin/kill -HUP $MAINPID',
+    ]);
+  });
+});
+
 describe('exposure (systemd-analyze security --offline=true)', () => {
   it('relay: at most 4.0', () => {
     const e = exposure('gpu-sidecar-relay.service');

@@ -16,6 +16,8 @@ interface Worker {
   rt: JobsRuntime;
   api: JobsClient;
   data: string;
+  /** Its EXPERIMENTS_DIR. */
+  experiments: string;
   close(): Promise<void>;
 }
 
@@ -47,7 +49,14 @@ async function startWorker(
   setupOpenApi(app); // as the worker's main does
   await app.listen(0, '127.0.0.1');
   const api = new JobsClient((await app.getUrl()).replace('[::1]', '127.0.0.1'));
-  return { app, rt: app.get(JobsRuntime), api, data, close: () => app.close() };
+  return {
+    app,
+    rt: app.get(JobsRuntime),
+    api,
+    data,
+    experiments: exp,
+    close: () => app.close(),
+  };
 }
 
 describe('jobs against a real Redis', () => {
@@ -285,6 +294,40 @@ describe('jobs against a real Redis', () => {
   });
 });
 
+describe('experiments changed while jobs are queued', () => {
+  let redis: TestRedis;
+  let w: Worker;
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    w = await startWorker(redis, { WORKER_CONCURRENCY: '1' });
+  });
+  afterAll(async () => {
+    await w?.close();
+    redis?.stop();
+  });
+
+  it('cancels a queued job whose experiment asks for GPUs since: its entry leaves the queue it is in', async () => {
+    const held = await w.api.submit('once');
+    await w.api.waitFor(held, ['running']);
+    const queued = await w.api.submit('quick');
+    // Queued in the CPU queue; now the experiment wants a GPU (the GPU queue, for new jobs).
+    writeFileSync(
+      path.join(w.experiments, 'quick.yaml'),
+      'name: quick\nrunner: process\ncommand: ["true"]\ngpus: 1\nparams: { type: object }\n',
+    );
+    // (The file watch may read it first; either way it is read by the time this resolves.)
+    await w.rt.reloadExperiments('test');
+    expect(w.rt.catalog.get('quick')?.gpus).toBe(1);
+    const cancelled = await w.api.call('DELETE', `/jobs/${queued}`);
+    expect(cancelled.body).toMatchObject({ state: 'cancelled' });
+    const [cpu] = w.rt.queue.bullQueues();
+    // Left in the CPU queue, it would be picked up and wait there for a GPU this worker lacks.
+    expect(await cpu.getJob(queued)).toBeUndefined();
+    await w.api.call('DELETE', `/jobs/${held}`);
+  });
+});
+
 describe('GPU slots', () => {
   let redis: TestRedis;
   let w: Worker;
@@ -405,7 +448,7 @@ describe('job admission limits', () => {
       GPU_DEVICES: 'none',
     });
     await expect(JobsRuntime.start(config, silentLogger())).rejects.toThrow(
-      /bad\.yaml: command must be array/,
+      /bad\.yaml: command must be a list of strings, like \[python, train\.py\]/,
     );
   });
 });

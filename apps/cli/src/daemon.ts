@@ -79,6 +79,8 @@ export async function runDaemon<C extends { logLevel: string; keyFiles: readonly
     );
   };
   const reload = (d: Daemon<C>): void => {
+    // The worker's experiments first, on their own: a key problem below never keeps them back.
+    d.refresh?.().catch((err: unknown) => log.error({ err }, 'SIGHUP: refresh failed'));
     const reason = (err: unknown): string =>
       err instanceof ConfigError ? err.issues.join('; ') : (err as Error).message;
     // A failed reload keeps the keys in use: a typo in a key file never takes the tunnel down.

@@ -71,6 +71,11 @@ export async function startWorker(
     reload: async (next) => {
       await tunnels.reload(next?.keyFiles);
     },
+    // SIGHUP also reads EXPERIMENTS_DIR again (the file watch misses changes made on another
+    // NFS client); a bad file is a warning there, the version loaded before stays.
+    refresh: async () => {
+      await rt.reloadExperiments('SIGHUP');
+    },
     close: async () => {
       await tunnels.close();
       await monitor.stop();

@@ -10,6 +10,13 @@ export interface Daemon<C = unknown> {
    * with TUNNEL_KEY_FILE read again (the env file may have changed); nothing else is reloaded.
    */
   reload?(next?: C): Promise<void>;
+  /**
+   * SIGHUP too, before and whatever becomes of the keys: re-reads the files the daemon follows
+   * on its own (the worker's EXPERIMENTS_DIR, as at start). It reports its own problems (a bad
+   * experiment file is a warning), so a key that cannot be loaded never keeps it from running,
+   * nor the reverse.
+   */
+  refresh?(): Promise<void>;
   /** SIGUSR2: take no new work and let the running work end; resolves when it has. */
   drain?(): Promise<void>;
 }

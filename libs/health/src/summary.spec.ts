@@ -101,6 +101,17 @@ describe('summarizeHealth', () => {
     expect(failing.problems).toEqual(['gpu: nvidia-smi exit: exited 9']);
   });
 
+  it('an experiment file a reload could not use: degraded, still ready, one line each', () => {
+    const line =
+      'experiment file /etc/x/train.yaml: runner must be one of docker, process (the version loaded before stays in use)';
+    expect(summarizeHealth({ redis: redisOk, experiments: [line] })).toEqual({
+      status: 'degraded',
+      ready: true,
+      problems: [`experiments: ${line}`],
+    });
+    expect(summarizeHealth({ redis: redisOk, experiments: [] }).status).toBe('ok');
+  });
+
   it('Docker unreachable: degraded and still ready when a docker experiment needs it, naming it; silent when nothing does', () => {
     const containers = {
       ok: false,

@@ -19,6 +19,11 @@ export interface HealthInputs {
   servicesWatched?: boolean;
   /** The BullMQ queue: whether its last count answered. */
   queue?: { ok: boolean; error?: string };
+  /**
+   * Experiment files the last reading of EXPERIMENTS_DIR could not use, one line each: the jobs
+   * of every other experiment (and the version loaded before of that one) still run.
+   */
+  experiments?: string[];
 }
 
 export interface HealthSummary {
@@ -36,7 +41,8 @@ export interface HealthSummary {
  * the worker not ready. GPU, container and Docker problems degrade it: jobs that need none of
  * them still run. Docker unreachable while a docker experiment is installed is such a problem,
  * not a reason to refuse every job: the docker experiments' jobs wait in the queue until Docker
- * answers, and the problem line names them.
+ * answers, and the problem line names them. So is an experiment file that a reload could not
+ * use: every job still runs (that experiment's with the version loaded before, if any).
  */
 export function summarizeHealth(h: HealthInputs): HealthSummary {
   const fatal: string[] = [];
@@ -97,6 +103,7 @@ export function summarizeHealth(h: HealthInputs): HealthSummary {
       }
     }
   }
+  for (const line of h.experiments ?? []) warn.push(`experiments: ${line}`);
   return {
     status: fatal.length > 0 ? 'down' : warn.length > 0 ? 'degraded' : 'ok',
     ready: fatal.length === 0,

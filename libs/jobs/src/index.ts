@@ -1,7 +1,9 @@
 export { setupOpenApi } from './api/docs';
 export { ApiHostGuard, jsonContent } from './api/responses';
 export { closeIfUnread } from './api/http-errors';
+export * from './experiments/catalog';
 export * from './experiments/experiment';
+export * from './experiments/experiment-files';
 export * from './gpu-allocator';
 export * from './job-record';
 export * from './jobs.module';

@@ -1,5 +1,6 @@
 import type { Logger } from '../../config/src';
-import { gpuRequestOf, type ExperimentCatalog } from './experiments/experiment';
+import type { ExperimentCatalog } from './experiments/catalog';
+import { gpuRequestOf, type Experiment } from './experiments/experiment';
 import type { GpuAllocator, GpuDevice } from './gpu-allocator';
 import { isFinal, type JobRecord } from './job-record';
 import type { JobProcessor, ProcessResult, QueuedJob } from './queue/bullmq.adapter';
@@ -58,6 +59,8 @@ export class JobExecutor {
   }
 
   readonly process: JobProcessor = async (job, signal) => {
+    // The experiment as installed now: each try runs the version current when it starts, and
+    // keeps it to its end whatever happens to the file meanwhile (docs/EXPERIMENTS.md).
     const exp = this.d.catalog.get(job.data.experiment);
     const runner = exp && this.d.runners.get(exp.runner);
     if (job.tries > 1 || !exp || !runner) {
@@ -67,7 +70,9 @@ export class JobExecutor {
       if (isFinal(rec.state)) return bullEnding(rec);
       if (!exp)
         return this.end(rec, 'failed', {
-          error: `experiment '${rec.experiment}' is not installed on ${this.d.workerName}`,
+          error:
+            `experiment '${rec.experiment}' is not installed on ${this.d.workerName} ` +
+            '(no file in its EXPERIMENTS_DIR defines it now)',
         });
       if (!runner)
         return this.end(rec, 'failed', { error: `no ${exp.runner} runner on this worker` });
@@ -96,7 +101,7 @@ export class JobExecutor {
     const gpus = this.d.gpus.acquire(gpuRequestOf(exp));
     if (!gpus) return { kind: 'later', delayMs: 1000, counted: false };
     try {
-      return await this.runAttempt(job, gpus, runner, signal);
+      return await this.runAttempt(job, exp, gpus, runner, signal);
     } finally {
       this.d.gpus.release(gpus);
     }
@@ -130,6 +135,7 @@ export class JobExecutor {
 
   private async runAttempt(
     job: QueuedJob,
+    exp: Experiment,
     gpus: string[],
     runner: Runner,
     bullSignal: AbortSignal,
@@ -166,7 +172,7 @@ export class JobExecutor {
     try {
       outcome = await runner.run({
         jobId: rec.id,
-        experiment: this.d.catalog.get(rec.experiment)!,
+        experiment: exp,
         paths: this.d.store.paths(rec.experiment, rec.id),
         gpus,
         user: this.d.user,

@@ -1,13 +1,9 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger, WorkerConfig } from '../../config/src';
-import {
-  describeGpuRequest,
-  gpuRequestOf,
-  loadExperiments,
-  type Experiment,
-  type ExperimentCatalog,
-} from './experiments/experiment';
+import { ExperimentCatalog, type CatalogChanges } from './experiments/catalog';
+import { describeGpuRequest, gpuRequestOf, type Experiment } from './experiments/experiment';
+import { ExperimentsReloader } from './experiments/reloader';
 import {
   GpuAllocator,
   resolveGpuDeviceInfo,
@@ -58,6 +54,7 @@ export class JobsRuntime {
   private sweepTimer?: NodeJS.Timeout;
   private drained?: Promise<void>;
   private closing = false;
+  private reloader?: ExperimentsReloader;
 
   private constructor(
     readonly catalog: ExperimentCatalog,
@@ -93,7 +90,7 @@ export class JobsRuntime {
   ): Promise<JobsRuntime> {
     const options = { ...DEFAULT_JOBS_OPTIONS, ...opts };
     // Experiments first: a bad file stops the worker before anything else starts.
-    const catalog = loadExperiments(config.experimentsDir);
+    const catalog = await ExperimentCatalog.load(config.experimentsDir);
     const store = new ResultsStore(config.dataFolder);
     mkdirSync(path.join(store.root, '.uploads'), { recursive: true });
     const backend = await openRedis(config.redisUrl, config.dataFolder, log);
@@ -184,6 +181,19 @@ export class JobsRuntime {
     }, options.sweepIntervalMs);
     rt.sweepTimer.unref();
     await service.sweep();
+    // From now on EXPERIMENTS_DIR is followed: changes are read without a restart.
+    rt.reloader = new ExperimentsReloader({
+      dir: config.experimentsDir,
+      catalog,
+      log,
+      note: (exp) => {
+        const why = exp.gpus > 0 ? gpuRefusal(exp, gpus, config.workerName) : undefined;
+        return why && `${why}: its submissions to this worker get 400`;
+      },
+    });
+    rt.reloader.watch();
+    // What changed while the worker was starting (after the reading above), read once now.
+    void rt.reloader.reload('start-up', true);
     log.info(
       {
         experiments: catalog.list().map((e) => e.name),
@@ -194,6 +204,18 @@ export class JobsRuntime {
       'job queue ready',
     );
     return rt;
+  }
+
+  /**
+   * Reads EXPERIMENTS_DIR again (SIGHUP; the file watch does it by itself): new and changed valid
+   * files take effect, a bad one is logged and the version loaded before stays, a removed one is
+   * gone (docs/EXPERIMENTS.md). Resolves with what changed.
+   */
+  reloadExperiments(trigger: string): Promise<CatalogChanges> {
+    if (!this.reloader || this.closing) {
+      return Promise.resolve({ added: [], changed: [], removed: [], problems: [] });
+    }
+    return this.reloader.reload(trigger);
   }
 
   /**
@@ -267,6 +289,7 @@ export class JobsRuntime {
   /** Running jobs are stopped and handed back to the queue; then queue, Redis. */
   async close(): Promise<void> {
     this.closing = true;
+    this.reloader?.close();
     clearInterval(this.sweepTimer);
     this.executor.stopAll();
     await this.queue.closeWorkers(false);

@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { readFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import type { DiskThreshold, Logger } from '../../config/src';
-import type { Experiment, ExperimentCatalog } from './experiments/experiment';
+import type { ExperimentCatalog } from './experiments/catalog';
+import type { Experiment } from './experiments/experiment';
 import { isFinal, type JobRecord, type JobState } from './job-record';
 import type { JobQueue, SlotKind } from './queue/bullmq.adapter';
 import type { JobRecordsRepository } from './queue/job-records.repository';
@@ -129,7 +130,8 @@ export class JobsService {
         `params are nested more than ${MAX_PARAMS_DEPTH} levels deep; flatten them (at most ${MAX_PARAMS_DEPTH})`,
       );
     }
-    const bad = this.d.catalog.validateParams(exp.name, params);
+    // Against this version's schema: the file may change while this submission goes on.
+    const bad = this.d.catalog.validateParams(exp, params);
     if (bad) throw new JobRequestError(400, `${bad.field} ${bad.problem}`);
     const priority = parsePriority(req.priority);
     const noGpu = exp.gpus > 0 ? this.d.gpuRefusal(exp) : undefined;
@@ -253,18 +255,27 @@ export class JobsService {
   async cancel(id: string): Promise<JobRecord> {
     const rec = await this.get(id);
     if (isFinal(rec.state)) return rec;
-    const exp = this.d.catalog.get(rec.experiment);
     const t = await this.d.records.transition(id, ['queued'], {
       state: 'cancelled',
       finishedAt: new Date().toISOString(),
     });
     if (t?.changed) {
       await this.d.store.writeRecord(t.record);
-      await this.d.queue.remove(slotKind(exp?.gpus ?? 0), id);
+      await this.removeFromQueue(id);
       return t.record;
     }
     await this.d.records.publishCancel(id);
     return this.waitForEnd(id, 5_000);
+  }
+
+  /**
+   * Removes a job's BullMQ entry from whichever queue holds it. The queue was chosen by the
+   * experiment's `gpus` at submission; its file may have changed since (or gone), so the current
+   * version cannot say which: a cancelled entry left in the other queue would be picked up, and
+   * could wait there for a GPU it will never use. Ids are unique across both queues.
+   */
+  private async removeFromQueue(id: string): Promise<void> {
+    await Promise.all(SLOT_KINDS.map((kind) => this.d.queue.remove(kind, id)));
   }
 
   /** Resolves with the record once it is final, or as it is after `ms`. */
@@ -292,9 +303,8 @@ export class JobsService {
     for (const id of await this.d.records.createdBefore(now - this.d.resultsTtlMs)) {
       const rec = await this.d.records.get(id);
       if (!rec || !isFinal(rec.state)) continue;
-      const exp = this.d.catalog.get(rec.experiment);
       await this.d.store.remove(rec.experiment, id);
-      await this.d.queue.remove(slotKind(exp?.gpus ?? 0), id);
+      await this.removeFromQueue(id);
       await this.d.records.delete(rec);
       removed++;
     }
@@ -322,8 +332,8 @@ export class JobsService {
           /* gone */
         }
       }
-      const exp = this.d.catalog.get(rec.experiment);
-      await this.d.queue.dropLock(slotKind(exp?.gpus ?? 0), rec.id);
+      // Both queues, as in removeFromQueue: the experiment's `gpus` may differ from submission's.
+      for (const kind of SLOT_KINDS) await this.d.queue.dropLock(kind, rec.id);
       n++;
     }
     if (n)
@@ -334,6 +344,8 @@ export class JobsService {
     return n;
   }
 }
+
+const SLOT_KINDS: SlotKind[] = ['cpu', 'gpu'];
 
 /** True when `pid` still is that job's process (its environment names the job), not a reused pid. */
 async function isJobProcess(pid: number, id: string): Promise<boolean> {

@@ -36,6 +36,7 @@ function fakeJobs() {
     records: { client, bus: new EventEmitter(), counts: async () => new Map() },
     queue: { counts },
     dockerStatus,
+    catalog: { list: () => [], problems: () => [] },
   } as unknown as JobsRuntime;
   return {
     rt,
@@ -106,7 +107,7 @@ describe('HealthMonitor answers in bounded time whatever hangs', () => {
       records: { client, bus: new EventEmitter(), counts: never },
       queue: { counts: never },
       dockerStatus: never,
-      catalog: { list: () => [{ runner: 'docker' }] },
+      catalog: { list: () => [{ runner: 'docker' }], problems: () => [] },
       redisUrl: 'redis://:***@10.0.0.5:6379/2',
     } as unknown as JobsRuntime;
     return { rt, client };

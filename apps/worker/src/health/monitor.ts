@@ -19,7 +19,12 @@ import {
   type HostStatus,
   type RedisStatus,
 } from '../../../../libs/health/src';
-import type { DockerReadiness, GpuInventory, JobsRuntime } from '../../../../libs/jobs/src';
+import {
+  describeProblem,
+  type DockerReadiness,
+  type GpuInventory,
+  type JobsRuntime,
+} from '../../../../libs/jobs/src';
 import { JobMetrics } from '../../../../libs/jobs/src/jobs.metrics';
 import type { Registry } from '../../../../libs/metrics/src';
 import type { TunnelSession } from '../../../../libs/tunnel/src';
@@ -256,6 +261,7 @@ export class HealthMonitor {
       docker: ready.docker,
       servicesWatched: config.healthContainers.length > 0,
       queue: ready.queue,
+      experiments: this.rt?.catalog.problems().map(describeProblem),
     });
     const tunnels: TunnelView[] = this.tunnels().map((s) => ({
       peer: s.peer,

@@ -1,11 +1,11 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { loadExperiments } from './catalog';
 import {
   describeGpuRequest,
   ExperimentFileError,
   gpuRequestOf,
-  loadExperiments,
   parseExperiment,
   parseGpuMemory,
   parseMemory,
@@ -152,10 +152,27 @@ describe('experiment files', () => {
     ['tmp: huge', /tmp must be a size like 512m or 2g/],
     ['tmp: 10k', /tmp must be at least 1m/],
     ['rootfs: rw', /rootfs must be one of read-only, writable/],
-    ['user: admin', /user must be one of root/],
+    [
+      'user: admin',
+      /user must be root, or left out \(the job then runs as JOB_UID, never as uid 0\)/,
+    ],
+    ['memory: 512', /memory must be a size like 512m or 2g, or unlimited/],
+    ['env: { EPOCHS: 10 }', /env\.EPOCHS must be a string: quote it, like '10'/],
+    ['shm: 1g', /shm is not a field of experiment files: use one of name, runner, image, command/],
   ])('refuses %s with a message that says what to write', (line, message) => {
     const docker = HELLO.replace('runner: process', 'runner: docker\nimage: busybox');
     expect(() => parseExperiment('/x/hello.yaml', `${docker}${line}\n`)).toThrow(message);
+  });
+
+  it.each([
+    ['timeout: 2m', 'timeout: 30', /timeout must be a duration with its unit, like 30s, 5m or 2h/],
+    [
+      /command: .*/,
+      'command: python train.py',
+      /command must be a list of strings, like \[python, train\.py\]: the program and its arguments, no shell/,
+    ],
+  ])('refuses %s written as %s with a message that says what to write', (from, to, message) => {
+    expect(() => parseExperiment('/x/hello.yaml', HELLO.replace(from, to))).toThrow(message);
   });
 
   it.each(['pids: 64', 'ulimits: { nofile: 10 }', 'tmp: 1g', 'rootfs: writable', 'user: root'])(

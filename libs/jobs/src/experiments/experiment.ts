@@ -1,11 +1,10 @@
-import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import Ajv, { type ErrorObject, type ValidateFunction } from 'ajv';
 import addFormats from 'ajv-formats';
 import { parse as parseYaml } from 'yaml';
 import { parseDuration } from '../../../config/src';
 
-/** One installed experiment, as read from `EXPERIMENTS_DIR/<name>.yaml` (libs/jobs/README.md). */
+/** One installed experiment, as read from `EXPERIMENTS_DIR/<name>.yaml` (docs/EXPERIMENTS.md). */
 export interface Experiment {
   name: string;
   runner: 'docker' | 'process';
@@ -44,7 +43,10 @@ export interface Experiment {
   file: string;
 }
 
-/** Raised at start when an experiment file is wrong: names the file, the field and the problem. */
+/**
+ * An experiment file that is wrong: names the file, the field and the problem. At start it stops
+ * the worker; at a reload it is a warning and the version loaded before stays (catalog.ts).
+ */
 export class ExperimentFileError extends Error {
   constructor(
     readonly file: string,
@@ -61,11 +63,35 @@ const GPU_MEMORY_PATTERN = '^[0-9]+(\\.[0-9]+)?\\s*([MGTmgt][iI]?[Bb])$';
 /** `mig_profile`: a MIG profile as nvidia-smi -L prints it, `3g.40gb`, `1c.3g.71gb`, `1g.10gb+me`. */
 const MIG_PROFILE_PATTERN = '^([0-9]+c\\.)?[0-9]+g\\.[0-9]+gb([+-][a-z]+)*$';
 
-/** What to write instead, for a gpu_memory or mig_profile the schema refuses. */
-const GPU_SIZE_HINT: Record<string, string> = {
+/**
+ * What to write instead, for a value of the wrong shape or type (ajv alone would say `timeout must
+ * be string` of `timeout: 30`, or quote a regular expression). A missing field still says
+ * `is required`; an unknown one lists the fields there are.
+ */
+const FIELD_HINTS: Record<string, string> = {
+  name: "must be lower-case letters, digits and '-' (64 at most), like train-small",
+  image: 'must name an image on this host, like lab/train:1.4 (jobs never pull)',
+  command:
+    "must be a list of strings, like [python, train.py]: the program and its arguments, no shell (for one: [sh, -c, '...'])",
+  timeout: 'must be a duration with its unit, like 30s, 5m or 2h',
+  memory: 'must be a size like 512m or 2g, or unlimited',
+  tmp: 'must be a size like 512m or 2g',
+  user: 'must be root, or left out (the job then runs as JOB_UID, never as uid 0)',
+  params: 'must be a JSON Schema object, like { type: object }',
   gpu_memory: 'must be a size with its unit, like 20GB or 40GiB',
   mig_profile: 'must be a MIG profile as nvidia-smi -L prints it, like 3g.40gb or 1g.10gb+me',
 };
+
+/** The hint for an error of the file's schema, when there is one for its field. */
+function hintFor(e: ErrorObject, field: string): string | undefined {
+  if (e.keyword === 'additionalProperties' && e.instancePath === '')
+    return `is not a field of experiment files: use one of ${EXPERIMENT_FIELDS.join(', ')}`;
+  if (e.keyword === 'required' || e.keyword === 'additionalProperties') return undefined;
+  // Every variable's value is a string: `EPOCHS: 10` is a YAML number.
+  if (field.startsWith('env.') && e.keyword === 'type')
+    return "must be a string: quote it, like '10'";
+  return FIELD_HINTS[field];
+}
 
 // The file's own shape, checked with the same ajv the params use.
 const FILE_SCHEMA = {
@@ -97,6 +123,12 @@ const FILE_SCHEMA = {
   then: { required: ['image'] },
 } as const;
 
+/** Every top-level field an experiment file may hold (docs/EXPERIMENTS.md has one row each). */
+export const EXPERIMENT_FIELDS: readonly string[] = Object.keys(FILE_SCHEMA.properties);
+
+/** The fields every file must have (`image` too, for `runner: docker`). */
+export const REQUIRED_EXPERIMENT_FIELDS: readonly string[] = FILE_SCHEMA.required;
+
 function newAjv(): Ajv {
   const ajv = new Ajv({ allErrors: false, strict: false, coerceTypes: false });
   addFormats(ajv);
@@ -120,39 +152,19 @@ export function describeAjvError(e: ErrorObject, root: string): { field: string;
   return { field, problem };
 }
 
-/** Installed experiments by name, with a compiled params validator for each. */
-export class ExperimentCatalog {
-  private readonly validators = new Map<string, ValidateFunction>();
-
-  constructor(private readonly byName: Map<string, Experiment>) {
-    const ajv = newAjv();
-    for (const exp of byName.values()) {
-      try {
-        this.validators.set(exp.name, ajv.compile(exp.params));
-      } catch (err) {
-        throw new ExperimentFileError(
-          exp.file,
-          'params',
-          `is not a valid JSON Schema: ${(err as Error).message}`,
-        );
-      }
-    }
-  }
-
-  list(): Experiment[] {
-    return [...this.byName.values()].sort((a, b) => a.name.localeCompare(b.name));
-  }
-
-  get(name: string): Experiment | undefined {
-    return this.byName.get(name);
-  }
-
-  /** Checks params against the experiment's schema; returns the first problem, naming the field. */
-  validateParams(name: string, params: unknown): { field: string; problem: string } | undefined {
-    const validate = this.validators.get(name);
-    if (!validate) throw new Error(`unknown experiment ${name}`);
-    if (validate(params)) return undefined;
-    return describeAjvError(validate.errors![0], 'params');
+/**
+ * Compiles the experiment's params JSON Schema. Each experiment gets an Ajv of its own, so a
+ * reloaded version (or another file) with the same `$id` never meets an older compiled schema.
+ */
+export function compileParams(exp: Experiment): ValidateFunction {
+  try {
+    return newAjv().compile(exp.params);
+  } catch (err) {
+    throw new ExperimentFileError(
+      exp.file,
+      'params',
+      `is not a valid JSON Schema: ${(err as Error).message}`,
+    );
   }
 }
 
@@ -162,12 +174,22 @@ export function parseExperiment(file: string, text: string): Experiment {
   try {
     doc = parseYaml(text);
   } catch (err) {
-    throw new ExperimentFileError(file, '', `is not valid YAML: ${(err as Error).message}`);
+    throw notYaml(file, (err as Error).message);
   }
+  return experimentFrom(file, doc);
+}
+
+/** A file whose text the YAML parser refused, with the parser's words. */
+export const notYaml = (file: string, why: string): ExperimentFileError =>
+  new ExperimentFileError(file, '', `is not valid YAML: ${why}`);
+
+/** Checks one experiment file's parsed YAML (the parsing may have been done elsewhere). */
+export function experimentFrom(file: string, doc: unknown): Experiment {
   const validate = newAjv().compile(FILE_SCHEMA);
   if (!validate(doc)) {
-    const { field, problem } = describeAjvError(validate.errors![0], '');
-    throw new ExperimentFileError(file, field || '(top level)', GPU_SIZE_HINT[field] ?? problem);
+    const error = validate.errors![0];
+    const { field, problem } = describeAjvError(error, '');
+    throw new ExperimentFileError(file, field || '(top level)', hintFor(error, field) ?? problem);
   }
   const d = doc as unknown as Record<string, unknown>;
   let timeoutMs: number | undefined;
@@ -376,26 +398,4 @@ export function parseMemory(text: string): number {
   const m = /^(\d+(?:\.\d+)?)([bkmg]?)$/i.exec(text.trim());
   if (!m) throw new Error(`expected a size like 512m or 2g, got '${text}'`);
   return Math.floor(Number(m[1]) * MEMORY_UNITS[(m[2] || 'b').toLowerCase()]);
-}
-
-/**
- * Reads every `*.yaml`/`*.yml` in `dir`. Any bad file throws ExperimentFileError, which stops the
- * worker at start: a typo found at submit time would be found by a visitor instead.
- */
-export function loadExperiments(dir: string): ExperimentCatalog {
-  let names: string[];
-  try {
-    names = readdirSync(dir).filter((n) => /\.ya?ml$/.test(n));
-  } catch (err) {
-    throw new ExperimentFileError(dir, '', `cannot be read: ${(err as Error).message}`);
-  }
-  const byName = new Map<string, Experiment>();
-  for (const n of names.sort()) {
-    const file = path.join(dir, n);
-    const exp = parseExperiment(file, readFileSync(file, 'utf8'));
-    if (byName.has(exp.name))
-      throw new ExperimentFileError(file, 'name', `'${exp.name}' is not unique`);
-    byName.set(exp.name, exp);
-  }
-  return new ExperimentCatalog(byName);
 }
