@@ -1,4 +1,4 @@
-import { once } from 'node:events';
+import { EventEmitter, once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import { ClientWatch } from './client-watch';
@@ -61,6 +61,37 @@ describe('ClientWatch', () => {
     halfClosing.end();
     await waitFor(() => w2.left);
     expect(gone).toEqual(['/x', '/x']);
+  });
+
+  it('does not wait for drain that is asked for after the client went', async () => {
+    // A follower's client half-closed (FIN) while it was reading the log; its next write found
+    // the socket full and it waited for 'drain', after the wake-up of the waits: forever (the
+    // connection stays half-open, and a later close wakes nothing twice). It held the job's log
+    // open: the full attack run left 30 descriptors after 5 s. Fakes, to order the events.
+    const socket = Object.assign(new EventEmitter(), { readableEnded: false, destroyed: false });
+    const res = Object.assign(new EventEmitter(), {
+      destroyed: false,
+      writableEnded: false,
+      writableNeedDrain: false,
+      write: () => {
+        res.writableNeedDrain = true;
+        return false;
+      },
+      destroy: () => undefined,
+    });
+    const w = new ClientWatch(
+      { socket } as unknown as IncomingMessage,
+      res as unknown as ServerResponse,
+    );
+    socket.emit('end'); // the client's FIN
+    expect(w.left).toBe(true);
+    expect(w.write(Buffer.alloc(1))).toBe(false); // still half-open: written, not yet taken
+    const outcome = await Promise.race([
+      w.drain().then(() => 'resolved'),
+      new Promise((r) => setTimeout(() => r('still waiting'), 200)),
+    ]);
+    expect(outcome).toBe('resolved');
+    w.dispose();
   });
 
   it('ends a sleep and a wait for drain as soon as the client goes', async () => {

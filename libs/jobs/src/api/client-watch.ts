@@ -32,13 +32,20 @@ export class ClientWatch {
     res.once('close', this.gone);
     res.on('drain', this.drained);
     req.socket.once('end', this.gone);
-    // The FIN may have come in with the request, before this handler ran.
-    if (req.socket.readableEnded || res.destroyed) this.gone();
+    // The FIN, or the whole close, may have come before this handler ran (it awaited Redis
+    // first): then the events above were missed, and only the socket's state tells.
+    if (req.socket.readableEnded || req.socket.destroyed || res.destroyed || res.closed)
+      this.gone();
   }
 
   /** True once the client closed or half-closed the connection (or was cut). */
   get left(): boolean {
     return this.isGone;
+  }
+
+  /** True once nothing more can reach the client: its connection is closed or destroyed. */
+  get closed(): boolean {
+    return this.res.destroyed || this.req.socket.destroyed;
   }
 
   /** Calls `fn` once when the client goes (at once if it already has). */
@@ -49,7 +56,7 @@ export class ClientWatch {
 
   /** Writes `chunk` unless the connection is gone; arms the stall cut when the client lags. */
   write(chunk: string | Buffer): boolean {
-    if (this.res.destroyed || this.res.writableEnded) return false;
+    if (this.closed || this.res.writableEnded) return false;
     const ok = this.res.write(chunk);
     if (!ok && !this.stallTimer) {
       this.stallTimer = setTimeout(() => this.res.destroy(), this.stallMs);
@@ -60,7 +67,7 @@ export class ClientWatch {
 
   /** Resolves once what was written has drained, or the client went, whichever first. */
   drain(): Promise<void> {
-    if (!this.res.writableNeedDrain || this.res.destroyed) return Promise.resolve();
+    if (this.isGone || !this.res.writableNeedDrain || this.res.destroyed) return Promise.resolve();
     return new Promise((resolve) => {
       this.drainers.add(resolve);
     });

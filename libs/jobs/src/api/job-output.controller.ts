@@ -113,7 +113,7 @@ export class JobOutputController {
         // Opened once (it appears when the job starts), then read by offset: what the job
         // swaps in at that name later is never looked at.
         log ??= await this.rt.store.openLog(p);
-        if (log) offset = await copyFrom(log, offset, watch, res);
+        if (log) offset = await copyFrom(log, offset, watch);
         // Read after seeing the end: nothing the job printed is missed.
         if (!now || isFinal(now.state) || watch.left || res.destroyed) break;
         await watch.sleep(FOLLOW_POLL_MS);
@@ -288,10 +288,9 @@ async function copyFrom(
   log: OpenedFile,
   offset: number,
   watch: ClientWatch,
-  res: Response,
 ): Promise<number> {
   for (;;) {
-    if (res.destroyed) return offset;
+    if (watch.closed) return offset;
     const buf = Buffer.allocUnsafe(READ_CHUNK);
     const { bytesRead } = await log.handle.read(buf, 0, buf.length, offset);
     if (bytesRead === 0) return offset;
