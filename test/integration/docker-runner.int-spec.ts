@@ -17,6 +17,7 @@ import {
   type JobRecord,
   type RunOutcome,
 } from '../../libs/jobs/src';
+import { exitMark } from '../../libs/jobs/src/runner/runner';
 import { startRedis, type TestRedis } from '../support/redis';
 import { TEST_IMAGE, testDockerHost } from '../support/docker';
 
@@ -165,6 +166,46 @@ describe('Docker runner against the real Docker Engine', () => {
     const r = await runJob('exit 3');
     expect(r.outcome).toMatchObject({ kind: 'exited', exitCode: 3 });
     expect(await leftovers()).toEqual([]);
+  });
+
+  it('leaves the exit mark of a try that exited 0 before its container is removed, and none of one that failed', async () => {
+    // What a worker SIGKILLed right after the removal leaves: the mark alone says the try
+    // succeeded (the next worker records it instead of running the job again).
+    const seenAtRemoval: boolean[] = [];
+    let marks: string[] = [];
+    class WatchRemove extends DockerEngine {
+      override async remove(id: string): Promise<void> {
+        seenAtRemoval.push(...marks.map((m) => existsSync(m)));
+        return super.remove(id);
+      }
+    }
+    const watching = new DockerRunner({
+      engine: new WatchRemove(host),
+      host,
+      workerName: WORKER,
+      killGraceMs: 500,
+      log: silentLogger(),
+    });
+    const ids: string[] = [];
+    for (const script of ['echo done', 'exit 3']) {
+      const id = randomUUID();
+      const paths = await store.create(baseRecord(id), {});
+      marks = [exitMark(paths)];
+      ids.push(id);
+      const outcome = await watching.run({
+        jobId: id,
+        experiment: experiment(script),
+        paths,
+        gpus: [],
+        user: JOB_UID,
+        signal: new AbortController().signal,
+        onProgress: () => undefined,
+      });
+      expect(outcome).toMatchObject({ kind: 'exited', exitCode: script === 'exit 3' ? 3 : 0 });
+    }
+    expect(seenAtRemoval).toEqual([true, false]);
+    expect(await store.exitedOk('dock', ids[0])).toBe(true);
+    expect(await store.exitedOk('dock', ids[1])).toBe(false);
   });
 
   it("kills a job that outlives the experiment's timeout (SIGTERM ignored, SIGKILL after the grace)", async () => {

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { lchown } from 'node:fs/promises';
+import { lchown, writeFile } from 'node:fs/promises';
 import { totalmem } from 'node:os';
 import type { ContainerCreateOptions } from 'dockerode';
 import type { Logger } from '../../../config/src';
@@ -7,7 +7,7 @@ import { isDockerUnreachable, WORKER_LABEL } from '../../../health/src/container
 import type { ContainerEngine } from './docker.engine';
 import { JobLog } from './job-log';
 import { parseProgressLine, ProgressScanner, ProgressThrottle } from './progress';
-import type { RunOutcome, RunSpec, Runner } from './runner';
+import { exitMark, type RunOutcome, type RunSpec, type Runner } from './runner';
 
 /** Labels on every job container; the health probe and reconciliation filter on the worker's. */
 export const LABELS = {
@@ -446,6 +446,11 @@ export class DockerRunner implements Runner {
       if (log.error) {
         return { kind: 'error', message: `cannot write ${spec.paths.log}: ${log.error.message}` };
       }
+      // The try succeeded: its mark goes down before the container is removed (run()'s finally).
+      // A worker killed after that removal and before the record is written would otherwise
+      // leave nothing that says so (no container for reconciliation to inspect), and the job
+      // would run a second time (a chaos run saw it).
+      if (exitCode === 0) await this.markExitedOk(spec);
       return { kind: 'exited', exitCode, runMs };
     } finally {
       clearTimeout(timer);
@@ -454,6 +459,14 @@ export class DockerRunner implements Runner {
       attached.close();
       await closeLog();
     }
+  }
+
+  /** The `logs/exited-0` mark (runner.ts); logs/ is the daemon's own, never mounted in a job. */
+  private async markExitedOk(spec: RunSpec): Promise<void> {
+    await writeFile(exitMark(spec.paths), '0\n').catch((err: Error) =>
+      // The record still says what happened; the mark only spares a rerun after a worker crash.
+      this.o.log.warn({ job: spec.jobId, err: err.message }, 'exit mark not written'),
+    );
   }
 
   /** An engine error as a message that says what to do. */
