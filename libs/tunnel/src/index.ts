@@ -29,7 +29,9 @@ export { Admission } from './transport/admission';
 export type { Ticket } from './transport/admission';
 export { openFileLimit, withinFileLimit } from './transport/fd-limit';
 export {
+  BDP_STREAM_WINDOW,
   HANDSHAKE_TIMEOUT_MS,
+  MAX_STREAM_WINDOW,
   MAX_STREAMS,
   PROTOCOL_VERSION,
   SESSION_WINDOW,

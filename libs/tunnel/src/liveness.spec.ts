@@ -19,7 +19,8 @@ describe('liveness', () => {
     jest.advanceTimersByTime(500);
     l.received(); // last frame at 0.5 s
     jest.advanceTimersByTime(3 * 1000 - 1);
-    expect(events).toEqual(['ping', 'ping', 'dead']); // dead at the 3 s tick, 2.5 s after it
+    // The PING at start, the 1 s and 2 s ticks; dead at the 3 s tick, 2.5 s after the last frame.
+    expect(events).toEqual(['ping', 'ping', 'ping', 'dead']);
     l.stop();
   });
 
@@ -30,6 +31,28 @@ describe('liveness', () => {
       l.received();
     }
     expect(events).not.toContain('dead');
+    l.stop();
+  });
+
+  it('sends a PING as it starts, not one interval later, and keeps the shortest round trip', () => {
+    const bodies: Buffer[] = [];
+    const l = new Liveness(10_000, {
+      sendPing: (b) => bodies.push(b),
+      dead: () => undefined,
+      rtt: () => undefined,
+    });
+    expect(bodies).toHaveLength(0); // not inside the constructor: the session is not set up yet
+    jest.advanceTimersByTime(0);
+    expect(bodies).toHaveLength(1);
+    expect(l.baseRttMs).toBeUndefined();
+    jest.advanceTimersByTime(30);
+    l.pong(bodies[0]); // 30 ms
+    const late = Buffer.alloc(8);
+    late.writeDoubleBE(performance.now() - 80, 0);
+    l.pong(late); // 80 ms: queued behind a download, say
+    expect(l.rttMs).toBeGreaterThanOrEqual(80);
+    expect(l.baseRttMs).toBeGreaterThanOrEqual(30);
+    expect(l.baseRttMs).toBeLessThan(80);
     l.stop();
   });
 

@@ -15,8 +15,10 @@ export interface LivenessHooks {
  */
 export class Liveness {
   private readonly timer: NodeJS.Timeout;
+  private readonly first: NodeJS.Immediate;
   private lastReceived = performance.now();
   private rtt?: number;
+  private minRtt?: number;
 
   constructor(
     private readonly intervalMs: number,
@@ -24,11 +26,20 @@ export class Liveness {
   ) {
     this.timer = setInterval(() => this.tick(), intervalMs);
     this.timer.unref();
+    // One PING as the session starts (the protocol lets either side send frames right after
+    // the handshake), so the round trip that sizes windows over a long link is known at once,
+    // not one interval later.
+    this.first = setImmediate(() => this.ping());
   }
 
   /** Last measured round-trip time (ms). */
   get rttMs(): number | undefined {
     return this.rtt;
+  }
+
+  /** Shortest measured round-trip time (ms): the path's own, without queues (window sizing). */
+  get baseRttMs(): number | undefined {
+    return this.minRtt;
   }
 
   /** Any authenticated frame arrived. */
@@ -41,15 +52,21 @@ export class Liveness {
     const rtt = performance.now() - body.readDoubleBE(0);
     if (rtt < 0 || !Number.isFinite(rtt)) return;
     this.rtt = rtt;
+    if (this.minRtt === undefined || rtt < this.minRtt) this.minRtt = rtt;
     this.hooks.rtt(rtt);
   }
 
   stop(): void {
     clearInterval(this.timer);
+    clearImmediate(this.first);
   }
 
   private tick(): void {
     if (performance.now() - this.lastReceived > 2 * this.intervalMs) return this.hooks.dead();
+    this.ping();
+  }
+
+  private ping(): void {
     const body = Buffer.allocUnsafe(PING_BODY_BYTES);
     body.writeDoubleBE(performance.now(), 0);
     this.hooks.sendPing(body);

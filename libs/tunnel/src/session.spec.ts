@@ -4,6 +4,7 @@ import { silentLogger } from '../../config/src/logger';
 import { CountingMetrics } from './testing/harness';
 import { memoryChannels } from './testing/memory-channel';
 import {
+  BDP_STREAM_WINDOW,
   LONE_STREAM_WINDOW,
   MAX_DATA,
   MAX_STREAM_WINDOW,
@@ -33,6 +34,22 @@ function sessions() {
 }
 
 const ended = (s: TunnelSession): Promise<string> => new Promise((r) => s.once('close', r));
+
+/**
+ * Both sessions measured their first round trip (the PING each sends as it starts, answered):
+ * from here on no PING or PONG is in flight. The round trip that sizes windows is then pinned
+ * to `rttMs`: measured, it is a few event-loop turns here, or whatever a loaded machine made of
+ * them, and the growth past the caps (BDP_STREAM_WINDOW) would depend on that.
+ */
+async function settled(
+  { client, server }: { client: TunnelSession; server: TunnelSession },
+  rttMs: number | undefined = 0.001,
+) {
+  while (client.baseRttMs() === undefined || server.baseRttMs() === undefined) {
+    await new Promise((r) => setImmediate(r));
+  }
+  for (const s of [client, server]) jest.spyOn(s, 'baseRttMs').mockReturnValue(rttMs);
+}
 
 describe('tunnel session', () => {
   it('ends the session on a text message and counts it', async () => {
@@ -150,6 +167,7 @@ describe('tunnel session', () => {
 
   it('answers a small exchange with one frame each way: no WINDOW per DATA', async () => {
     const { b, client, server } = sessions();
+    await settled({ client, server });
     server.on('stream', (_t: string, s: Duplex) => s.pipe(s));
     const sent: Buffer[] = [];
     const send = b.send.bind(b);
@@ -189,8 +207,10 @@ describe('tunnel session', () => {
     mib: number,
     read: boolean,
   ): Promise<TunnelStream> {
+    if (!jest.isMockFunction(s.server.baseRttMs)) await settled(s);
     const served = new Promise<TunnelStream>((resolve) =>
-      s.server.on('stream', (_t: string, st: TunnelStream) => {
+      s.server.on('stream', (t: string, st: TunnelStream) => {
+        if (t !== 'sink') return;
         if (read) st.resume();
         resolve(st);
       }),
@@ -205,6 +225,34 @@ describe('tunnel session', () => {
     return st;
   }
 
+  it('grows a shared stream past MAX_STREAM_WINDOW while a round trip carries half its window, up to BDP_STREAM_WINDOW', async () => {
+    // A round trip of 500 ms: in memory, far more than half of any window crosses in that
+    // time, so the window (not the "link") is always the limit and growth goes to the bound.
+    const s = sessions();
+    await settled(s, 500);
+    const other = s.client.openStream('other');
+    other.on('error', () => undefined);
+    s.server.on('stream', (t: string, st: TunnelStream) => {
+      if (t === 'other') st.on('error', () => undefined);
+    });
+    const st = await transfer(s, 96, true);
+    expect(st.grown).toBe(BDP_STREAM_WINDOW - STREAM_WINDOW);
+    other.destroy();
+  });
+
+  it('grows a shared stream no further than MAX_STREAM_WINDOW without a measured round trip', async () => {
+    const s = sessions();
+    await settled(s, undefined);
+    const other = s.client.openStream('other');
+    other.on('error', () => undefined);
+    s.server.on('stream', (t: string, st: TunnelStream) => {
+      if (t === 'other') st.on('error', () => undefined);
+    });
+    const st = await transfer(s, 32, true);
+    expect(st.grown).toBe(MAX_STREAM_WINDOW - STREAM_WINDOW);
+    other.destroy();
+  });
+
   it('grows the window of a lone stream whose reader keeps up to LONE_STREAM_WINDOW, no further', async () => {
     const st = await transfer(sessions(), 32, true);
     expect(st.grown).toBe(LONE_STREAM_WINDOW - STREAM_WINDOW);
@@ -212,6 +260,7 @@ describe('tunnel session', () => {
 
   it('takes a deep window back to MAX_STREAM_WINDOW once another stream opens', async () => {
     const { client, server } = sessions();
+    await settled({ client, server });
     const served = new Map<string, TunnelStream>();
     server.on('stream', (t: string, st: TunnelStream) => {
       served.set(t, st);

@@ -96,16 +96,18 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     this.metrics = opts.metrics ?? noopTunnelMetrics;
     this.log = opts.logger;
     this.closed = new Promise((resolve) => this.once('close', resolve));
-    channel.setCloseHandler((reason) => {
-      if (FRAME_FAILURES.has(reason)) this.metrics.frameRejected(reason);
-      this.teardown(reason);
-    });
-    channel.setMessageHandler((data, binary) => this.onMessage(data, binary));
+    // Before the channel's handlers: a channel may hand over frames that arrived meanwhile at once
+    // (the peer's first PING leaves right after its handshake), and they update liveness.
     this.liveness = new Liveness(opts.pingIntervalMs ?? 10_000, {
       sendPing: (body) => this.send({ type: 'ping', body }),
       dead: () => this.fail('ping timeout'),
       rtt: (ms) => this.metrics.rtt(ms / 1000),
     });
+    channel.setCloseHandler((reason) => {
+      if (FRAME_FAILURES.has(reason)) this.metrics.frameRejected(reason);
+      this.teardown(reason);
+    });
+    channel.setMessageHandler((data, binary) => this.onMessage(data, binary));
     this.metrics.sessionUp(this.metricsPeer);
   }
 
@@ -214,6 +216,10 @@ export class TunnelSession extends EventEmitter implements StreamHost {
       this.streams.get(stream.sid) === stream &&
       performance.now() - this.crowdedAt >= LONE_STREAM_QUIET_MS;
     return lone ? LONE_STREAM_WINDOW : MAX_STREAM_WINDOW;
+  }
+
+  baseRttMs(): number | undefined {
+    return this.liveness.baseRttMs;
   }
 
   forget(stream: TunnelStream, reason: string): void {

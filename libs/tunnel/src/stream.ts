@@ -1,5 +1,11 @@
 import { Duplex } from 'node:stream';
-import { MAX_DATA, MAX_STREAM_WINDOW, STREAM_WINDOW } from './protocol';
+import {
+  BDP_GROWTH_SHARE,
+  BDP_STREAM_WINDOW,
+  MAX_DATA,
+  MAX_STREAM_WINDOW,
+  STREAM_WINDOW,
+} from './protocol';
 
 /** What a stream needs from its session (implemented by TunnelSession). */
 export interface StreamHost {
@@ -22,6 +28,8 @@ export interface StreamHost {
   linger(stream: TunnelStream): void;
   /** How far this stream's receive window may grow now (depends on the other streams). */
   windowCap(stream: TunnelStream): number;
+  /** The session's shortest measured round trip (ms), once a PONG came back. */
+  baseRttMs(): number | undefined;
   forget(stream: TunnelStream, reason: string): void;
 }
 
@@ -50,6 +58,9 @@ export class TunnelStream extends Duplex {
    * larger window in flight, so that much consumption is credited without granting it again.
    */
   private holdback = 0;
+  /** Consumption over the last round trip (bytes), measured from `sample` on (takeCredit). */
+  private perRtt = 0;
+  private sample = { at: 0, credited: 0 };
   private finSent = false;
   private finReceived = false;
   private gone = false;
@@ -118,12 +129,16 @@ export class TunnelStream extends Duplex {
    * Window growth: if the reader has consumed everything (its buffer is empty), the window and
    * not the reader is what limits this stream, so the window doubles (up to the host's
    * windowCap: MAX_STREAM_WINDOW, or LONE_STREAM_WINDOW for a stream alone in its session),
-   * within the session's growth budget. A reader that falls behind never grows it.
+   * within the session's growth budget. Past that cap, up to BDP_STREAM_WINDOW, only while the
+   * reader consumed at least BDP_GROWTH_SHARE of the window in the last round trip: then the
+   * window, not the link's rate, is what holds the stream back over a long link. A reader that
+   * falls behind never grows it.
    */
   takeCredit(): number {
     let due = this.creditDue();
     if (due < this.window / 4) return 0;
     this.credited += due;
+    this.measure();
     if (this.holdback > 0) {
       const withheld = Math.min(this.holdback, due);
       this.holdback -= withheld;
@@ -131,16 +146,33 @@ export class TunnelStream extends Duplex {
       due -= withheld;
       if (this.holdback > 0) return due; // no growth while shrinking
     }
-    if (
-      this.readableLength === 0 &&
-      this.window < this.host.windowCap(this) &&
-      this.host.reserveGrowth(this.window)
-    ) {
+    if (this.readableLength === 0 && this.mayGrow() && this.host.reserveGrowth(this.window)) {
       const extra = this.window;
       this.window *= 2;
       return due + extra;
     }
     return due;
+  }
+
+  private mayGrow(): boolean {
+    if (this.window < this.host.windowCap(this)) return true;
+    return this.window < BDP_STREAM_WINDOW && this.perRtt >= this.window * BDP_GROWTH_SHARE;
+  }
+
+  /**
+   * Bytes consumed per round trip, from what was credited since the last sample once a round
+   * trip has passed (credit goes out at least every quarter window, so several times per round
+   * trip while the window is the limit). Without a measured round trip: 0, no growth past the cap.
+   */
+  private measure(): void {
+    const rtt = this.host.baseRttMs();
+    if (!rtt) return;
+    const now = performance.now();
+    const elapsed = now - this.sample.at;
+    if (this.sample.at > 0 && elapsed >= rtt) {
+      this.perRtt = ((this.credited - this.sample.credited) * rtt) / elapsed;
+    }
+    if (this.sample.at === 0 || elapsed >= rtt) this.sample = { at: now, credited: this.credited };
   }
 
   /**
