@@ -4,7 +4,8 @@ import { connect as tcpConnect } from 'node:net';
 import path from 'node:path';
 import type { RelayConfig, WorkerConfig } from '../../../../libs/config/src';
 import { silentLogger } from '../../../../libs/config/src';
-import { dockerClient, probeDisk, probeRedis } from '../../../../libs/health/src';
+import { dockerClient } from '../../../../libs/docker/src';
+import { probeDisk, probeRedis } from '../../../../libs/health/src';
 import { loadExperiments, type Experiment } from '../../../../libs/jobs/src';
 import {
   connect as redisConnect,

@@ -1,4 +1,4 @@
-import type { Logger, WorkerConfig } from '../../../../libs/config/src';
+import { withDeadline, type Logger, type WorkerConfig } from '../../../../libs/config/src';
 import {
   ContainerMetrics,
   ContainerProbe,
@@ -11,7 +11,6 @@ import {
   probeHost,
   probeRedis,
   summarizeHealth,
-  withDeadline,
   type ContainerSource,
   type DiskStatus,
   type GpuQuery,
