@@ -19,19 +19,8 @@ import {
 } from '../../../../libs/tunnel/src';
 import { currentAccount, mayAccess, type Account } from './accounts';
 import { gpuContainerCheck } from './gpu-container';
+import type { CheckResult } from './result';
 import type { ServiceView } from './source';
-
-/**
- * One line of `gpu-sidecar doctor`: what was checked, and when it failed, the fix. `warn`: worth
- * a look but nothing fails because of it (the exit code stays 0).
- */
-export interface CheckResult {
-  name: string;
-  ok: boolean;
-  warn?: boolean;
-  detail: string;
-  fix?: string;
-}
 
 type Check = () => Promise<CheckResult | CheckResult[]>;
 const ok = (name: string, detail: string): CheckResult => ({ name, ok: true, detail });

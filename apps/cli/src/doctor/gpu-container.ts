@@ -6,7 +6,7 @@ import {
   type GpuDeviceRequest,
 } from '../../../../libs/docker/src';
 import type { Experiment } from '../../../../libs/jobs/src';
-import type { CheckResult } from './checks';
+import type { CheckResult } from './result';
 
 const NAME = 'GPUs in a container';
 const INSTALL_TOOLKIT =
