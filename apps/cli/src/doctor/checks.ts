@@ -6,11 +6,12 @@ import type { RelayConfig, WorkerConfig } from '../../../../libs/config/src';
 import { silentLogger } from '../../../../libs/config/src';
 import { dockerClient } from '../../../../libs/docker/src';
 import { probeDisk, probeRedis } from '../../../../libs/health/src';
-import { loadExperiments, type Experiment } from '../../../../libs/jobs/src';
 import {
-  connect as redisConnect,
-  optionsFromUrl,
-} from '../../../../libs/jobs/src/queue/redis-connection';
+  connectRedis,
+  loadExperiments,
+  redisOptionsFromUrl,
+  type Experiment,
+} from '../../../../libs/jobs/src';
 import {
   loadKeyFile,
   loadKeyRing,
@@ -235,7 +236,7 @@ export function workerChecks(config: WorkerConfig, service?: ServiceView): Check
               'apt-get install redis-server, or set REDIS_URL',
             );
       }
-      const client = redisConnect(optionsFromUrl(config.redisUrl), {
+      const client = connectRedis(redisOptionsFromUrl(config.redisUrl), {
         maxRetriesPerRequest: 1,
         retryStrategy: () => null,
       });

@@ -24,7 +24,7 @@ import {
   type GpuInventory,
   type JobsRuntime,
 } from '../../../../libs/jobs/src';
-import { JobMetrics } from '../../../../libs/jobs/src/jobs.metrics';
+import { JobMetrics } from '../../../../libs/jobs/src';
 import type { Registry } from '../../../../libs/metrics/src';
 import type { TunnelSession } from '../../../../libs/tunnel/src';
 

@@ -1,5 +1,5 @@
 import { DOCKER_UNREACHABLE_CODES, WORKER_LABEL } from '../../../docker/src';
-import { createRegistry } from '../../../metrics/src/registry';
+import { createRegistry } from '../../../metrics/src';
 import { ContainerMetrics } from './metrics';
 import { ContainerProbe } from './probe';
 import type { ContainerEvent, ContainerInspect, ContainerSource } from './source';

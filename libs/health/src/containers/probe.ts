@@ -1,6 +1,5 @@
 import { EventEmitter } from 'node:events';
-import type { Logger } from '../../../config/src/logger';
-import { silentLogger } from '../../../config/src/logger';
+import { silentLogger, type Logger } from '../../../config/src';
 import { isDockerUnreachable, WORKER_LABEL } from '../../../docker/src';
 import type { ContainerEvent, ContainerSource } from './source';
 
