@@ -1,6 +1,6 @@
 import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { dockerClient } from '../../libs/health/src/containers/docker';
+import { dockerClient } from '../../libs/docker/src';
 import { containerName } from '../../libs/jobs/src';
 import { TEST_IMAGE, testDockerHost } from '../support/docker';
 import { waitUntil } from '../support/system';

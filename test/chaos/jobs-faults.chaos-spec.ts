@@ -12,7 +12,8 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { DockerEngine, LABELS } from '../../libs/jobs/src';
+import { JOB_LABELS } from '../../libs/docker/src';
+import { DockerEngine } from '../../libs/jobs/src';
 import { JobsClient } from '../../libs/jobs/src/testing/client';
 import { ROOT, runCli, type DaemonProcess } from '../support/daemon';
 import { TEST_IMAGE } from '../support/docker';
@@ -151,7 +152,7 @@ describe(`jobs under faults (${FULL ? 'full' : 'short'}: ${PLAN.jobs} jobs, ${PL
   const containers = async () => {
     for (let i = 0; ; i++) {
       try {
-        return await engine.listByLabel(LABELS.worker, worker);
+        return await engine.listByLabel(JOB_LABELS.worker, worker);
       } catch (err) {
         if (i > 50) throw err;
         await sleep(200);

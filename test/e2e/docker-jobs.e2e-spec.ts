@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { DockerEngine, LABELS } from '../../libs/jobs/src';
+import { JOB_LABELS } from '../../libs/docker/src';
+import { DockerEngine } from '../../libs/jobs/src';
 import { JobsClient } from '../../libs/jobs/src/testing/client';
 import { runCli, type DaemonProcess } from '../support/daemon';
 import { TEST_IMAGE, testDockerHost } from '../support/docker';
@@ -31,8 +32,8 @@ describe('Docker jobs through the built worker, which is SIGKILLed mid-run', () 
   let api: JobsClient;
 
   const containersOf = async (job?: string) =>
-    (await engine.listByLabel(LABELS.worker, worker)).filter(
-      (c) => !job || c.labels[LABELS.job] === job,
+    (await engine.listByLabel(JOB_LABELS.worker, worker)).filter(
+      (c) => !job || c.labels[JOB_LABELS.job] === job,
     );
   const start = async () => {
     daemon = runCli(['worker'], env);

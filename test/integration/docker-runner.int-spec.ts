@@ -4,11 +4,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { ContainerCreateOptions } from 'dockerode';
 import { loadWorkerConfig, silentLogger } from '../../libs/config/src';
+import { JOB_LABELS } from '../../libs/docker/src';
 import {
   DockerEngine,
   DockerRunner,
   JobsRuntime,
-  LABELS,
   ResultsStore,
   loadExperiments,
   parseExperiment,
@@ -85,7 +85,7 @@ async function runJob(
   };
 }
 
-const leftovers = async (worker = WORKER) => engine.listByLabel(LABELS.worker, worker);
+const leftovers = async (worker = WORKER) => engine.listByLabel(JOB_LABELS.worker, worker);
 
 afterAll(async () => {
   for (const c of [...(await leftovers()), ...(await leftovers(`other-${tag}`))]) {
@@ -289,7 +289,7 @@ describe('Docker runner against the real Docker Engine', () => {
       engine.create({
         Image: TEST_IMAGE,
         Cmd: ['sleep', '60'],
-        Labels: { [LABELS.worker]: worker, [LABELS.job]: randomUUID() },
+        Labels: { [JOB_LABELS.worker]: worker, [JOB_LABELS.job]: randomUUID() },
         HostConfig: { NetworkMode: 'none' },
       });
     const mine = await make(WORKER);
@@ -311,7 +311,11 @@ describe('Docker runner against the real Docker Engine', () => {
       const id = await engine.create({
         Image: TEST_IMAGE,
         Cmd: ['sh', '-c', script],
-        Labels: { [LABELS.worker]: WORKER, [LABELS.job]: job, [LABELS.experiment]: 'dock' },
+        Labels: {
+          [JOB_LABELS.worker]: WORKER,
+          [JOB_LABELS.job]: job,
+          [JOB_LABELS.experiment]: 'dock',
+        },
         HostConfig: { NetworkMode: 'none' },
       });
       await engine.start(id);
@@ -352,7 +356,7 @@ describe('Docker runner against the real Docker Engine', () => {
     const id = await engine.create({
       Image: TEST_IMAGE,
       Cmd: ['true'],
-      Labels: { [LABELS.worker]: WORKER },
+      Labels: { [JOB_LABELS.worker]: WORKER },
       HostConfig: { NetworkMode: 'none' },
     });
     expect(await engine.inspectEnd(id)).toMatchObject({ exitCode: 0, ended: false });
@@ -368,7 +372,7 @@ describe('Docker runner against the real Docker Engine', () => {
       name: `gsc-job-${id}`,
       Image: TEST_IMAGE,
       Cmd: ['sleep', '60'],
-      Labels: { [LABELS.worker]: WORKER, [LABELS.job]: id },
+      Labels: { [JOB_LABELS.worker]: WORKER, [JOB_LABELS.job]: id },
       HostConfig: { NetworkMode: 'none' },
     });
     await engine.start(stale);
@@ -492,12 +496,12 @@ describe('JobsRuntime with Docker jobs', () => {
         expect.arrayContaining([`CUDA_VISIBLE_DEVICES=${uuid}`, `NVIDIA_VISIBLE_DEVICES=${uuid}`]),
       );
       expect(created[0].Labels).toEqual({
-        [LABELS.worker]: `rt-${tag}`,
-        [LABELS.job]: record.id,
-        [LABELS.experiment]: 'gpu-dock',
+        [JOB_LABELS.worker]: `rt-${tag}`,
+        [JOB_LABELS.job]: record.id,
+        [JOB_LABELS.experiment]: 'gpu-dock',
       });
       expect(rt.gpus.inUse()).toEqual({ [sick]: 0, [uuid]: 0 });
-      expect(await engine.listByLabel(LABELS.worker, `rt-${tag}`)).toEqual([]);
+      expect(await engine.listByLabel(JOB_LABELS.worker, `rt-${tag}`)).toEqual([]);
     } finally {
       await rt.close();
     }

@@ -1,13 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import Docker from 'dockerode';
-import { createRegistry, type Registry } from '../../libs/metrics/src';
+import { WORKER_LABEL } from '../../libs/docker/src';
 import {
   ContainerMetrics,
   ContainerProbe,
   dockerContainerSource,
-  WORKER_LABEL,
   type ContainerSnapshot,
 } from '../../libs/health/src';
+import { createRegistry, type Registry } from '../../libs/metrics/src';
 import { TEST_IMAGE, testDockerHost } from '../support/docker';
 
 jest.setTimeout(60_000);

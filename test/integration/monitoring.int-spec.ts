@@ -11,6 +11,7 @@ import {
   defineHostMetrics,
   defineJobMetrics,
 } from '../../libs/metrics/src';
+import { metricReason } from '../../libs/tunnel/src';
 
 /**
  * docker/monitoring/: the alert rules pass promtool (syntax and their own unit tests), the
@@ -35,7 +36,7 @@ function definedMetricNames(): Set<string> {
   defineContainerMetrics(registry);
   defineHostMetrics(registry);
   defineJobMetrics(registry);
-  createTunnelMetrics(registry);
+  createTunnelMetrics(registry, metricReason);
   const names = new Set(['up']);
   for (const m of registry.getMetricsAsArray()) {
     const { name, type } = m as unknown as { name: string; type: string };
@@ -203,7 +204,7 @@ describe('docker/monitoring', () => {
     const carried = new Set<string>();
     for (const daemon of ['relay', 'worker'] as const) {
       const registry = createRegistry(daemon);
-      createTunnelMetrics(registry).handshake('ok');
+      createTunnelMetrics(registry, metricReason).handshake('ok');
       for (const line of (await registry.metrics()).split('\n')) {
         if (line.startsWith('#')) continue;
         for (const m of /\{(.*)\}/.exec(line)?.[1].matchAll(/(\w+)="/g) ?? []) carried.add(m[1]);

@@ -7,33 +7,47 @@ const root = path.join(__dirname, '..', '..');
 
 // ESLint loads its flat config with a dynamic import, which jest's VM does not allow: lint in a
 // child node process, the way `npm run lint` does.
+// Several probes are linted by one process (one ESLint start).
 const LINT = `
 const { ESLint } = require('eslint');
 const tseslint = require('typescript-eslint');
-const [file, code] = JSON.parse(process.argv[1]);
+const probes = JSON.parse(process.argv[1]);
 // The probe file does not exist, so type-aware parsing is off; the import rules need no types.
 const overrideConfig = [
   tseslint.configs.disableTypeChecked,
   { languageOptions: { parserOptions: { projectService: false } } },
 ];
-new ESLint({ cwd: process.cwd(), overrideConfig }).lintText(code, { filePath: file }).then(([r]) => {
-  process.stdout.write(JSON.stringify(r.messages));
-});`;
+const eslint = new ESLint({ cwd: process.cwd(), overrideConfig });
+(async () => {
+  const out = [];
+  for (const [file, code] of probes) out.push((await eslint.lintText(code, { filePath: file }))[0].messages);
+  process.stdout.write(JSON.stringify(out));
+})();`;
 
-async function restrictedImportErrors(file: string, code: string): Promise<string[]> {
+type Message = { ruleId: string | null; message: string; fatal?: boolean };
+
+/** The no-restricted-imports messages for each probe: [file as if in the repository, its code]. */
+function restrictedImportErrorsOf(probes: [string, string][]): string[][] {
   const out = execFileSync(
     process.execPath,
-    ['-e', LINT, JSON.stringify([path.join(root, file), code])],
-    {
-      cwd: root,
-      encoding: 'utf8',
-    },
+    ['-e', LINT, JSON.stringify(probes.map(([file, code]) => [path.join(root, file), code]))],
+    { cwd: root, encoding: 'utf8' },
   );
-  const messages = JSON.parse(out) as { ruleId: string | null; message: string; fatal?: boolean }[];
-  const fatal = messages.find((m) => m.fatal);
-  if (fatal) throw new Error(`eslint could not parse the probe: ${fatal.message}`);
-  return messages.filter((m) => m.ruleId === 'no-restricted-imports').map((m) => m.message);
+  return (JSON.parse(out) as Message[][]).map((messages) => {
+    const fatal = messages.find((m) => m.fatal);
+    if (fatal) throw new Error(`eslint could not parse the probe: ${fatal.message}`);
+    return messages.filter((m) => m.ruleId === 'no-restricted-imports').map((m) => m.message);
+  });
 }
+
+async function restrictedImportErrors(file: string, code: string): Promise<string[]> {
+  return restrictedImportErrorsOf([[file, code]])[0];
+}
+
+/** A probe that imports `name` from `from` and uses it. */
+const importing = (name: string, from: string) =>
+  `import { ${name} } from '${from}';\nexport const x = ${name};\n`;
+const DEEP = 'import another lib through its src/index.ts';
 
 describe('import direction lint rules', () => {
   jest.setTimeout(60_000);
@@ -62,6 +76,60 @@ describe('import direction lint rules', () => {
     expect(errors).toEqual([
       expect.stringContaining('imports nothing but node:crypto and tweetnacl'),
     ]);
+  });
+
+  it("fails when a lib, an app or a spec next to the code reaches into another lib's files", () => {
+    expect(
+      restrictedImportErrorsOf([
+        ['libs/jobs/src/runner/lint-probe.ts', importing('Logger', '../../../config/src/logger')],
+        ['libs/tunnel/src/lint-probe.ts', importing('redactUrl', '../../config/src/redact')],
+        [
+          'libs/health/src/lint-probe.spec.ts',
+          importing('createRegistry', '../../metrics/src/registry'),
+        ],
+        [
+          'apps/cli/src/lint-probe.ts',
+          importing('generateKeyFile', '../../../libs/tunnel/src/keys'),
+        ],
+        [
+          'apps/worker/src/health/lint-probe.ts',
+          importing('JobMetrics', '../../../../libs/jobs/src/jobs.metrics'),
+        ],
+      ]),
+    ).toEqual([
+      [expect.stringContaining(DEEP)],
+      [expect.stringContaining(DEEP)],
+      [expect.stringContaining(DEEP)],
+      [expect.stringContaining(DEEP)],
+      [expect.stringContaining(DEEP)],
+    ]);
+  });
+
+  it('fails when a lib imports a sibling, or a floor lib anything but libs/config', () => {
+    const [health, metrics, config] = restrictedImportErrorsOf([
+      ['libs/jobs/src/lint-probe.ts', importing('probeDisk', '../../health/src')],
+      ['libs/metrics/src/lint-probe.ts', importing('metricReason', '../../tunnel/src')],
+      ['libs/config/src/lint-probe.ts', importing('createRegistry', '../../metrics/src')],
+    ]);
+    expect(health).toEqual([
+      expect.stringContaining('libs/jobs may import libs/config, libs/docker, libs/metrics'),
+    ]);
+    expect(metrics).toEqual([expect.stringContaining('libs/metrics may import libs/config')]);
+    expect(config).toEqual([expect.stringContaining('libs/config may import no other lib')]);
+  });
+
+  it("lets a lib import the floor through its index, and leaves test/ free to reach a lib's internals", () => {
+    expect(
+      restrictedImportErrorsOf([
+        ['libs/jobs/src/runner/lint-probe.ts', importing('dockerClient', '../../../docker/src')],
+        ['libs/health/src/lint-probe.ts', importing('withDeadline', '../../config/src')],
+        ['apps/worker/src/lint-probe.ts', importing('JobMetrics', '../../../libs/jobs/src')],
+        [
+          'test/integration/lint-probe.int-spec.ts',
+          importing('writeTestExperiments', '../../libs/jobs/src/testing/client'),
+        ],
+      ]),
+    ).toEqual([[], [], [], []]);
   });
 
   it('lets an app import a lib, and the protocol import node:crypto', async () => {

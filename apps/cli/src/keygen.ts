@@ -1,4 +1,4 @@
-import { generateKeyFile } from '../../../libs/tunnel/src/keys';
+import { generateKeyFile } from '../../../libs/tunnel/src';
 
 /** `gpu-sidecar keygen FILE`: prints the key's fingerprint (never the key) and returns an exit code. */
 export async function keygen(file: string): Promise<number> {

@@ -6,14 +6,14 @@ import type { InstallOptions } from './install/install';
 import type { ApiOptions, TimeoutOptions } from './http';
 import { loadRelayConfig, loadWorkerConfig } from '../../../libs/config/src';
 import { runDaemon } from './daemon';
-import { keygen } from './keygen';
 import { handleClosedPipes } from './stdout';
 import { packageVersion } from './version';
 
 /**
  * `gpu-sidecar`: the package's bin. This file is only the command line (flags and help text);
  * each command hands over to an app or a lib. It is the one composition root
- * that may start either daemon; the daemons are imported lazily so `keygen` starts fast.
+ * that may start either daemon; each command's code is imported lazily, when it runs, so that a
+ * command loads only what it uses (`keygen` the tunnel lib, not a daemon).
  */
 export function buildProgram(): Command {
   handleClosedPipes();
@@ -28,6 +28,7 @@ export function buildProgram(): Command {
     .description('write a new tunnel key: 32 random bytes, mode 0600; never overwrites')
     .argument('<file>', 'where to write the key')
     .action(async (file: string) => {
+      const { keygen } = await import('./keygen');
       process.exitCode = await keygen(file);
     });
 

@@ -9,7 +9,7 @@ import {
   type RelayConfig,
 } from '../../../libs/config/src';
 import { Counter, createRegistry, createTunnelMetrics } from '../../../libs/metrics/src';
-import { loadKeyRing, withinFileLimit } from '../../../libs/tunnel/src';
+import { loadKeyRing, metricReason, withinFileLimit } from '../../../libs/tunnel/src';
 import { MAX_RELAY_CONNECTIONS, RelayClients } from './clients';
 import { exposureWarning } from './exposure';
 import { RelayAdminModule } from './relay.module';
@@ -42,7 +42,7 @@ export async function startRelay(config: RelayConfig, log: Logger): Promise<Daem
     config,
     await loadKeyRing(config.keyFiles),
     log,
-    createTunnelMetrics(registry),
+    createTunnelMetrics(registry, metricReason),
   );
   await pool.start();
   const state: RelayState = { tunnels: () => pool.views() };

@@ -11,6 +11,7 @@ import {
 } from '../../../libs/config/src';
 import { JobsRuntime, setupOpenApi } from '../../../libs/jobs/src';
 import { createRegistry, createTunnelMetrics } from '../../../libs/metrics/src';
+import { metricReason } from '../../../libs/tunnel/src';
 import { HealthMonitor } from './health/monitor';
 import { mountQueuesUi } from './queues-ui';
 import { HostPolicy, requestGuard } from './request-guard';
@@ -28,7 +29,7 @@ export async function startWorker(
   log.info({ config: describeConfig(config) }, 'worker starting');
   // One registry for everything the worker measures, tunnels included: served at /metrics.
   const registry = createRegistry('worker');
-  const tunnelMetrics = createTunnelMetrics(registry);
+  const tunnelMetrics = createTunnelMetrics(registry, metricReason);
   const monitor = new HealthMonitor({ config, log, registry });
   const app = await NestFactory.create<NestExpressApplication>(
     WorkerModule.forRoot(config, log, { gpuInventory: monitor.gpuInventory() }, monitor),

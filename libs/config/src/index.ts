@@ -4,4 +4,5 @@ export * from './parse';
 export * from './logger';
 export * from './nest-logger';
 export * from './daemon';
+export * from './deadline';
 export * from './redact';

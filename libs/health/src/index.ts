@@ -7,7 +7,6 @@ export * from './host/disk';
 export * from './host/system';
 export * from './host/metrics';
 export * from './redis';
-export * from './deadline';
 export * from './summary';
 export * from './containers/source';
 export * from './containers/probe';

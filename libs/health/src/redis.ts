@@ -1,4 +1,4 @@
-import { withDeadline } from './deadline';
+import { withDeadline } from '../../config/src';
 
 /**
  * Redis health for BullMQ. Takes the client as a parameter (the structural part of ioredis it

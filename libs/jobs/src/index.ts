@@ -6,6 +6,7 @@ export * from './experiments/experiment';
 export * from './experiments/experiment-files';
 export * from './gpu-allocator';
 export * from './job-record';
+export * from './jobs.metrics';
 export * from './jobs.module';
 export * from './jobs.runtime';
 export * from './jobs.service';
@@ -15,3 +16,8 @@ export * from './runner/progress';
 export * from './runner/runner';
 export * from './runner/process.runner';
 export * from './store/results.store';
+// For doctor's Redis check: the queue's own ioredis adapter.
+export {
+  connect as connectRedis,
+  optionsFromUrl as redisOptionsFromUrl,
+} from './queue/redis-connection';

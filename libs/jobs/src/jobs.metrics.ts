@@ -1,5 +1,4 @@
-import { defineJobMetrics, type JobMetricDefs } from '../../metrics/src/names';
-import type { Registry } from '../../metrics/src/registry';
+import { defineJobMetrics, type JobMetricDefs, type Registry } from '../../metrics/src';
 import { isFinal, JOB_STATES } from './job-record';
 import { QUEUE_NAME, type JobQueue, type SlotKind } from './queue/bullmq.adapter';
 import type { JobRecordsRepository, StateChange } from './queue/job-records.repository';

@@ -7,7 +7,7 @@ const line = (text: string, direction: string): string | undefined =>
 describe('tunnel metrics', () => {
   it('reports tunnel_bytes_total per direction as running totals across scrapes', async () => {
     const registry = createRegistry('relay');
-    const m = createTunnelMetrics(registry);
+    const m = createTunnelMetrics(registry, (r) => r);
     m.bytes('in', 5);
     m.bytes('in', 7);
     m.bytes('out', 3);
@@ -20,29 +20,28 @@ describe('tunnel metrics', () => {
     expect(line(text, 'out')).toMatch(/ 7$/);
   });
 
-  it('never takes a label value from the peer: its CLOSE reason becomes `peer closed`, the unknown `other`', async () => {
+  it('labels each reason with what the given metricReason makes of it', async () => {
     const registry = createRegistry('worker');
-    const m = createTunnelMetrics(registry);
-    for (let i = 0; i < 100; i++) m.sessionDown('10.0.0.1', `peer closed: chosen by the peer ${i}`);
-    m.sessionDown('10.0.0.1', 'closed: relay stopping');
-    m.streamRefused('unknown target');
-    m.streamRefused('a name the peer made up');
+    const m = createTunnelMetrics(registry, (r) => (r === 'evicted' ? r : 'other'));
     m.handshake('failed', 'evicted');
+    m.handshake('failed', 'anything');
+    m.handshake('ok');
+    m.frameRejected('bad frame');
+    m.streamRefused('unknown target');
+    m.sessionDown('10.0.0.1', 'connection lost');
     const text = await registry.metrics();
-    const closed = text.split('\n').filter((l) => l.startsWith('tunnel_sessions_closed_total{'));
-    expect(closed).toEqual([
-      'tunnel_sessions_closed_total{reason="peer closed",daemon="worker"} 100',
-      'tunnel_sessions_closed_total{reason="closed",daemon="worker"} 1',
-    ]);
-    expect(text).toContain('tunnel_streams_refused_total{reason="unknown target"');
-    expect(text).toContain('tunnel_streams_refused_total{reason="other"');
-    expect(text).not.toContain('made up');
     expect(text).toContain('tunnel_handshakes_total{result="failed",reason="evicted"');
+    expect(text).toContain('tunnel_handshakes_total{result="failed",reason="other"');
+    expect(text).toContain('tunnel_handshakes_total{result="ok",reason=""');
+    expect(text).toContain('tunnel_frames_rejected_total{reason="other"');
+    expect(text).toContain('tunnel_streams_refused_total{reason="other"');
+    expect(text).toContain('tunnel_sessions_closed_total{reason="other"');
+    expect(text).not.toMatch(/bad frame|unknown target|connection lost|anything/);
   });
 
   it('counts sessions up per peer label, so one of two from an address ending leaves 1', async () => {
     const registry = createRegistry('worker');
-    const m = createTunnelMetrics(registry);
+    const m = createTunnelMetrics(registry, (r) => r);
     m.sessionUp('10.0.0.1');
     m.sessionUp('10.0.0.1');
     m.sessionDown('10.0.0.1', 'connection lost');

@@ -1,13 +1,33 @@
-import { metricReason, type TunnelMetrics } from '../../tunnel/src/metrics';
 import { Counter, Gauge, Histogram, type Registry } from './registry';
 
 /**
- * The tunnel's metrics, the same names on relay (ADMIN_LISTEN /metrics) and worker (API /metrics).
- * Reasons are the fixed strings of docs/PROTOCOL.md: each goes through `metricReason`, which
- * turns anything else into `other`, so no string a peer chooses becomes a label value and the
- * label cardinality stays bounded.
+ * What the tunnel reports: the shape of libs/tunnel's TunnelMetrics, declared here so that
+ * libs/metrics imports no other lib. The daemons hand what createTunnelMetrics returns to the
+ * tunnel, so the compiler checks there that the two shapes agree.
  */
-export function createTunnelMetrics(registry: Registry): TunnelMetrics {
+export interface TunnelRecorder {
+  handshake(result: 'ok' | 'failed', reason?: string): void;
+  frameRejected(reason: string): void;
+  bytes(direction: 'in' | 'out', n: number): void;
+  streamOpened(): void;
+  streamClosed(): void;
+  streamRefused(reason: string): void;
+  rtt(seconds: number): void;
+  reconnect(): void;
+  sessionUp(peer: string): void;
+  sessionDown(peer: string, reason: string): void;
+}
+
+/**
+ * The tunnel's metrics, the same names on relay (ADMIN_LISTEN /metrics) and worker (API /metrics).
+ * Reasons are the fixed strings of docs/PROTOCOL.md: each goes through `metricReason` (libs/tunnel's,
+ * which the daemons pass), which turns anything else into `other`, so no string a peer chooses
+ * becomes a label value and the label cardinality stays bounded.
+ */
+export function createTunnelMetrics(
+  registry: Registry,
+  metricReason: (reason: string) => string,
+): TunnelRecorder {
   const registers = [registry];
   const handshakes = new Counter({
     name: 'tunnel_handshakes_total',

@@ -7,7 +7,7 @@ import { fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { connect, createServer, type AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { silentLogger } from '../../config/src/logger';
+import { silentLogger } from '../../config/src';
 import { KeyRing, listenTunnel, TunnelDialer, type TunnelSession } from '../src';
 import { tunnelPair } from '../src/testing/harness';
 

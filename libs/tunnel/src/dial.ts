@@ -1,6 +1,5 @@
 import type { Agent } from 'node:http';
-import type { Logger } from '../../config/src/logger';
-import { redactUrl } from '../../config/src/redact';
+import { redactUrl, type Logger } from '../../config/src';
 import { HandshakeError, initiate } from './handshake-driver';
 import type { KeyRing } from './keys';
 import { noopTunnelMetrics, type TunnelMetrics } from './metrics';

@@ -1,4 +1,4 @@
-import type { Logger } from '../../config/src/logger';
+import type { Logger } from '../../config/src';
 
 /** Failures of one reason logged one by one per interval; past that they are only counted. */
 const PER_REASON = 5;

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { constants as fsConstants, promises as fs, type Stats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import type { Logger } from '../../config/src/logger';
+import type { Logger } from '../../config/src';
 import {
   deriveAuthKey,
   fingerprintOf,

@@ -1,5 +1,5 @@
 import type { AddressInfo } from 'node:net';
-import type { Logger } from '../../config/src/logger';
+import type { Logger } from '../../config/src';
 import { FailureLog } from './failure-log';
 import { HandshakeError, respond } from './handshake-driver';
 import type { KeyRing } from './keys';

@@ -1,6 +1,6 @@
 import { connect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { Logger } from '../../config/src/logger';
+import type { Logger } from '../../config/src';
 import { FailureLog } from './failure-log';
 import { noopTunnelMetrics, type TunnelMetrics } from './metrics';
 import type { TunnelSession } from './session';

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
-import { silentLogger } from '../../config/src/logger';
+import { silentLogger } from '../../config/src';
 import { CountingMetrics } from './testing/harness';
 import { memoryChannels } from './testing/memory-channel';
 import {

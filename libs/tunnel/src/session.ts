@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
-import type { Logger } from '../../config/src/logger';
+import type { Logger } from '../../config/src';
 import {
   decodeFrame,
   encodeFrame,

@@ -4,12 +4,14 @@ import { connect as tcpConnect } from 'node:net';
 import path from 'node:path';
 import type { RelayConfig, WorkerConfig } from '../../../../libs/config/src';
 import { silentLogger } from '../../../../libs/config/src';
-import { dockerClient, probeDisk, probeRedis } from '../../../../libs/health/src';
-import { loadExperiments, type Experiment } from '../../../../libs/jobs/src';
+import { dockerClient } from '../../../../libs/docker/src';
+import { probeDisk, probeRedis } from '../../../../libs/health/src';
 import {
-  connect as redisConnect,
-  optionsFromUrl,
-} from '../../../../libs/jobs/src/queue/redis-connection';
+  connectRedis,
+  loadExperiments,
+  redisOptionsFromUrl,
+  type Experiment,
+} from '../../../../libs/jobs/src';
 import {
   loadKeyFile,
   loadKeyRing,
@@ -18,19 +20,8 @@ import {
 } from '../../../../libs/tunnel/src';
 import { currentAccount, mayAccess, type Account } from './accounts';
 import { gpuContainerCheck } from './gpu-container';
+import type { CheckResult } from './result';
 import type { ServiceView } from './source';
-
-/**
- * One line of `gpu-sidecar doctor`: what was checked, and when it failed, the fix. `warn`: worth
- * a look but nothing fails because of it (the exit code stays 0).
- */
-export interface CheckResult {
-  name: string;
-  ok: boolean;
-  warn?: boolean;
-  detail: string;
-  fix?: string;
-}
 
 type Check = () => Promise<CheckResult | CheckResult[]>;
 const ok = (name: string, detail: string): CheckResult => ({ name, ok: true, detail });
@@ -245,7 +236,7 @@ export function workerChecks(config: WorkerConfig, service?: ServiceView): Check
               'apt-get install redis-server, or set REDIS_URL',
             );
       }
-      const client = redisConnect(optionsFromUrl(config.redisUrl), {
+      const client = connectRedis(redisOptionsFromUrl(config.redisUrl), {
         maxRetriesPerRequest: 1,
         retryStrategy: () => null,
       });

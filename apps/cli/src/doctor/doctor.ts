@@ -1,12 +1,6 @@
 import { ConfigError, loadRelayConfig, loadWorkerConfig } from '../../../../libs/config/src';
-import {
-  keyChecks,
-  relaySeesWorker,
-  runChecks,
-  tunnelChecks,
-  workerChecks,
-  type CheckResult,
-} from './checks';
+import { keyChecks, relaySeesWorker, runChecks, tunnelChecks, workerChecks } from './checks';
+import type { CheckResult } from './result';
 import { findSources, packageRoot, type ConfigSource, type Role } from './source';
 
 /** Formats one result: a tick, a warning sign, or a cross, with the fix on the same line. */

@@ -1,25 +1,22 @@
 import type { GpuSelection } from '../../../../libs/config/src';
-import type { dockerClient } from '../../../../libs/health/src';
+import {
+  dockerMessage,
+  gpuDeviceRequest,
+  type DockerClient,
+  type GpuDeviceRequest,
+} from '../../../../libs/docker/src';
 import type { Experiment } from '../../../../libs/jobs/src';
-import type { CheckResult } from './checks';
+import type { CheckResult } from './result';
 
-type Docker = ReturnType<typeof dockerClient>;
 const NAME = 'GPUs in a container';
 const INSTALL_TOOLKIT =
   'apt-get install nvidia-container-toolkit && nvidia-ctk runtime configure --runtime=docker && systemctl restart docker';
 /** `nvidia-smi -L`: `GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-3e1c...)`. */
 const GPU_LINE = /^GPU (\d+): (.+) \(UUID: (GPU-[0-9a-fA-F-]+)\)$/;
 
-/** The DeviceRequest a job gets (libs/jobs docker runner), for the GPUs GPU_DEVICES names. */
-export function deviceRequest(gpus: GpuSelection): {
-  Driver: string;
-  Count?: number;
-  DeviceIDs?: string[];
-  Capabilities: string[][];
-} {
-  return gpus.kind === 'list'
-    ? { Driver: 'nvidia', DeviceIDs: [...gpus.ids], Capabilities: [['gpu']] }
-    : { Driver: 'nvidia', Count: -1, Capabilities: [['gpu']] };
+/** The DeviceRequest a job gets (libs/docker, as the Docker runner asks), for GPU_DEVICES. */
+export function deviceRequest(gpus: GpuSelection): GpuDeviceRequest {
+  return gpuDeviceRequest(gpus.kind === 'list' ? gpus.ids : 'all');
 }
 
 /**
@@ -41,7 +38,7 @@ const bad = (detail: string, fix: string): CheckResult => ({ name: NAME, ok: fal
 
 /** The image to try: a GPU experiment's image that is on this host, else any Docker experiment's. */
 async function pickImage(
-  docker: Docker,
+  docker: DockerClient,
   experiments: readonly Experiment[],
 ): Promise<{ image?: string; missing: string[] }> {
   const candidates = experiments
@@ -67,7 +64,7 @@ async function pickImage(
  * only a libc.
  */
 export async function gpuContainerCheck(
-  docker: Docker,
+  docker: DockerClient,
   gpus: GpuSelection,
   hasNvidiaRuntime: boolean,
   experiments: readonly Experiment[],
@@ -111,7 +108,7 @@ export async function gpuContainerCheck(
       await c.remove({ force: true }).catch(() => undefined);
     }
   } catch (err) {
-    const msg = (err as { json?: { message?: string } }).json?.message ?? (err as Error).message;
+    const msg = dockerMessage(err);
     if (/unknown device/i.test(msg))
       return bad(
         `${image}: ${msg}`,

@@ -1,4 +1,4 @@
-import type { Logger, WorkerConfig } from '../../../../libs/config/src';
+import { withDeadline, type Logger, type WorkerConfig } from '../../../../libs/config/src';
 import {
   ContainerMetrics,
   ContainerProbe,
@@ -11,7 +11,6 @@ import {
   probeHost,
   probeRedis,
   summarizeHealth,
-  withDeadline,
   type ContainerSource,
   type DiskStatus,
   type GpuQuery,
@@ -25,7 +24,7 @@ import {
   type GpuInventory,
   type JobsRuntime,
 } from '../../../../libs/jobs/src';
-import { JobMetrics } from '../../../../libs/jobs/src/jobs.metrics';
+import { JobMetrics } from '../../../../libs/jobs/src';
 import type { Registry } from '../../../../libs/metrics/src';
 import type { TunnelSession } from '../../../../libs/tunnel/src';
 

@@ -1,22 +1,10 @@
-import Docker from 'dockerode';
+import { dockerClient, unlessNotFound } from '../../../docker/src';
 import type { ContainerEvent, ContainerInspect, ContainerSource, ContainerStats } from './source';
 
 /**
- * The one file of libs/health that imports dockerode: a ContainerSource over the Docker Engine
- * API at `hostUrl` (DOCKER_HOST: unix:///path, tcp://host:port, http(s)://host:port).
+ * A ContainerSource over the Docker Engine API at `hostUrl` (DOCKER_HOST), through libs/docker's
+ * client.
  */
-export function dockerClient(hostUrl: string): Docker {
-  const u = new URL(hostUrl);
-  if (u.protocol === 'unix:') return new Docker({ socketPath: u.pathname });
-  const protocol = u.protocol === 'https:' ? 'https' : 'http';
-  const port = u.port ? Number(u.port) : protocol === 'https' ? 2376 : 2375;
-  return new Docker({ host: u.hostname, port, protocol });
-}
-
-function isNotFound(err: unknown): boolean {
-  return (err as { statusCode?: number }).statusCode === 404;
-}
-
 export function dockerContainerSource(hostUrl: string): ContainerSource {
   const docker = dockerClient(hostUrl);
   return {
@@ -28,25 +16,21 @@ export function dockerContainerSource(hostUrl: string): ContainerSource {
       return list.map((c) => c.Id);
     },
     async inspect(idOrName): Promise<ContainerInspect | undefined> {
-      try {
-        const i = await docker.getContainer(idOrName).inspect();
-        return {
-          id: i.Id,
-          name: i.Name.replace(/^\//, ''),
-          status: i.State.Status,
-          running: i.State.Running,
-          health: i.State.Health?.Status,
-          restartCount: i.RestartCount ?? 0,
-          oomKilled: i.State.OOMKilled,
-          exitCode: i.State.ExitCode,
-          startedAt: i.State.StartedAt,
-          finishedAt: i.State.FinishedAt,
-          labels: i.Config.Labels ?? {},
-        };
-      } catch (err) {
-        if (isNotFound(err)) return undefined;
-        throw err;
-      }
+      const i = await unlessNotFound(docker.getContainer(idOrName).inspect());
+      if (!i) return undefined;
+      return {
+        id: i.Id,
+        name: i.Name.replace(/^\//, ''),
+        status: i.State.Status,
+        running: i.State.Running,
+        health: i.State.Health?.Status,
+        restartCount: i.RestartCount ?? 0,
+        oomKilled: i.State.OOMKilled,
+        exitCode: i.State.ExitCode,
+        startedAt: i.State.StartedAt,
+        finishedAt: i.State.FinishedAt,
+        labels: i.Config.Labels ?? {},
+      };
     },
     async stats(id): Promise<ContainerStats> {
       // one-shot: one reading now instead of waiting ~1 s for a second sample (API ≥ 1.41).

@@ -1,5 +1,8 @@
-import { defineContainerMetrics, type ContainerMetricDefs } from '../../../metrics/src/names';
-import type { Registry } from '../../../metrics/src/registry';
+import {
+  defineContainerMetrics,
+  type ContainerMetricDefs,
+  type Registry,
+} from '../../../metrics/src';
 import type { ContainerSnapshot } from './probe';
 
 /**

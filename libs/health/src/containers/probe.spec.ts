@@ -1,6 +1,7 @@
-import { createRegistry } from '../../../metrics/src/registry';
+import { DOCKER_UNREACHABLE_CODES, WORKER_LABEL } from '../../../docker/src';
+import { createRegistry } from '../../../metrics/src';
 import { ContainerMetrics } from './metrics';
-import { ContainerProbe, DOCKER_UNREACHABLE_CODES, WORKER_LABEL } from './probe';
+import { ContainerProbe } from './probe';
 import type { ContainerEvent, ContainerInspect, ContainerSource } from './source';
 
 function fakeSource() {

@@ -1,10 +1,7 @@
 import { EventEmitter } from 'node:events';
-import type { Logger } from '../../../config/src/logger';
-import { silentLogger } from '../../../config/src/logger';
+import { silentLogger, type Logger } from '../../../config/src';
+import { isDockerUnreachable, WORKER_LABEL } from '../../../docker/src';
 import type { ContainerEvent, ContainerSource } from './source';
-
-/** The label the Docker runner puts on job containers: `gpu-sidecar.worker=<WORKER_NAME>`. */
-export const WORKER_LABEL = 'gpu-sidecar.worker';
 
 /** Events that change what the probe reports: each one triggers a refresh at once. */
 export const WATCHED_ACTIONS = ['die', 'oom', 'kill', 'health_status', 'start', 'stop'] as const;
@@ -47,26 +44,6 @@ export interface ContainerProbeOptions {
   onSnapshot?: (s: ContainerSnapshot) => void;
   logger?: Logger;
 }
-
-/**
- * Error codes that mean the Docker Engine could not be reached at DOCKER_HOST (no socket, no
- * permission on it, refused, reset, broken pipe, timed out, no route to a tcp:// host), as
- * opposed to an engine that answered with an error. The one list: the probe reports these as
- * `unreachable` and the Docker runner (libs/jobs) lets a job wait without using a try.
- */
-export const DOCKER_UNREACHABLE_CODES: ReadonlySet<string> = new Set([
-  'ENOENT',
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'EPIPE',
-  'EACCES',
-  'ETIMEDOUT',
-  'EHOSTUNREACH',
-]);
-
-/** Whether a Docker call failed because the engine could not be reached (the codes above). */
-export const isDockerUnreachable = (err: unknown): boolean =>
-  DOCKER_UNREACHABLE_CODES.has((err as { code?: string } | null | undefined)?.code ?? '');
 
 function errorReason(err: unknown): 'unreachable' | 'error' {
   return isDockerUnreachable(err) ? 'unreachable' : 'error';

@@ -1,4 +1,4 @@
-import type { GpuSelection } from '../../../config/src/parse';
+import type { GpuSelection } from '../../../config/src';
 import type { MigInstanceReading } from './mig';
 import type { GpuReading } from './nvidia-smi';
 

@@ -1,6 +1,10 @@
 import { hostname } from 'node:os';
-import { defineGpuMetrics, type GpuMetricDefs } from '../../../metrics/src/names';
-import type { Gauge, Registry } from '../../../metrics/src/registry';
+import {
+  defineGpuMetrics,
+  type Gauge,
+  type GpuMetricDefs,
+  type Registry,
+} from '../../../metrics/src';
 import type { GpuSnapshot, MigInstanceStatus } from './sampler';
 
 const MIB = 1024 * 1024;

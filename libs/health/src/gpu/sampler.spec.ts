@@ -1,4 +1,4 @@
-import { createRegistry } from '../../../metrics/src/registry';
+import { createRegistry } from '../../../metrics/src';
 import { GpuMetrics } from './metrics';
 import type { NvidiaSmiResult } from './nvidia-smi';
 import { GpuSampler } from './sampler';

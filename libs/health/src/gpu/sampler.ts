@@ -1,7 +1,5 @@
 import { EventEmitter } from 'node:events';
-import type { GpuSelection } from '../../../config/src/parse';
-import type { Logger } from '../../../config/src/logger';
-import { silentLogger } from '../../../config/src/logger';
+import { silentLogger, type GpuSelection, type Logger } from '../../../config/src';
 import {
   describeProblem,
   gpuProblems,

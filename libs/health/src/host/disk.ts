@@ -1,5 +1,5 @@
 import { statfs } from 'node:fs/promises';
-import type { DiskThreshold } from '../../../config/src/parse';
+import type { DiskThreshold } from '../../../config/src';
 
 export interface DiskStatus {
   path: string;

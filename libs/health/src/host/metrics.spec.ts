@@ -1,4 +1,4 @@
-import { createRegistry } from '../../../metrics/src/registry';
+import { createRegistry } from '../../../metrics/src';
 import { diskStatus } from './disk';
 import { HostMetrics } from './metrics';
 

@@ -1,5 +1,4 @@
-import { defineHostMetrics, type HostMetricDefs } from '../../../metrics/src/names';
-import type { Registry } from '../../../metrics/src/registry';
+import { defineHostMetrics, type HostMetricDefs, type Registry } from '../../../metrics/src';
 import type { RedisStatus } from '../redis';
 import type { DiskStatus } from './disk';
 import type { HostStatus } from './system';

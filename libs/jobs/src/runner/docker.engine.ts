@@ -1,7 +1,12 @@
 import { PassThrough, Writable, type Readable } from 'node:stream';
-import type { ContainerCreateOptions } from 'dockerode';
-// The one dockerode client of the project lives in libs/health; this adapter only shapes calls.
-import { dockerClient } from '../../../health/src/containers/docker';
+// The one dockerode client of the project lives in libs/docker; this adapter only shapes calls.
+import {
+  dockerClient,
+  unlessGoneOrBusy,
+  unlessNotFound,
+  type ContainerCreateOptions,
+  type DockerClient,
+} from '../../../docker/src';
 
 /** A container as listed by label. */
 export interface LabelledContainer {
@@ -50,11 +55,9 @@ export interface ContainerEngine {
   listByLabel(key: string, value: string): Promise<LabelledContainer[]>;
 }
 
-const status = (err: unknown): number | undefined => (err as { statusCode?: number }).statusCode;
-
 /** The Docker Engine at DOCKER_HOST, through dockerode. */
 export class DockerEngine implements ContainerEngine {
-  private readonly docker: ReturnType<typeof dockerClient>;
+  private readonly docker: DockerClient;
 
   constructor(readonly host: string) {
     this.docker = dockerClient(host);
@@ -103,45 +106,29 @@ export class DockerEngine implements ContainerEngine {
   }
 
   async inspectEnd(id: string): Promise<ContainerEnd | undefined> {
-    try {
-      const i = await this.docker.getContainer(id).inspect();
-      const ran = Boolean(i.State.StartedAt) && !i.State.StartedAt.startsWith('0001-');
-      return {
-        exitCode: i.State.ExitCode ?? null,
-        oomKilled: i.State.OOMKilled,
-        ended: ran && !i.State.Running && !i.State.Restarting,
-      };
-    } catch (err) {
-      if (status(err) === 404) return undefined;
-      throw err;
-    }
+    const i = await unlessNotFound(this.docker.getContainer(id).inspect());
+    if (!i) return undefined;
+    const ran = Boolean(i.State.StartedAt) && !i.State.StartedAt.startsWith('0001-');
+    return {
+      exitCode: i.State.ExitCode ?? null,
+      oomKilled: i.State.OOMKilled,
+      ended: ran && !i.State.Running && !i.State.Restarting,
+    };
   }
 
   async labelsOf(id: string): Promise<Record<string, string> | undefined> {
-    try {
-      return (await this.docker.getContainer(id).inspect()).Config.Labels ?? {};
-    } catch (err) {
-      if (status(err) === 404) return undefined;
-      throw err;
-    }
+    const i = await unlessNotFound(this.docker.getContainer(id).inspect());
+    return i && (i.Config.Labels ?? {});
   }
 
   async kill(id: string, signal: 'SIGTERM' | 'SIGKILL'): Promise<void> {
-    try {
-      await this.docker.getContainer(id).kill({ signal });
-    } catch (err) {
-      // 404: gone; 409: not running (it exited meanwhile).
-      if (status(err) !== 404 && status(err) !== 409) throw err;
-    }
+    // 404: gone; 409: not running (it exited meanwhile).
+    await unlessGoneOrBusy(this.docker.getContainer(id).kill({ signal }));
   }
 
   async remove(id: string): Promise<void> {
-    try {
-      await this.docker.getContainer(id).remove({ force: true, v: true });
-    } catch (err) {
-      // 404: gone; 409: removal already in progress.
-      if (status(err) !== 404 && status(err) !== 409) throw err;
-    }
+    // 404: gone; 409: removal already in progress.
+    await unlessGoneOrBusy(this.docker.getContainer(id).remove({ force: true, v: true }));
   }
 
   async listByLabel(key: string, value: string): Promise<LabelledContainer[]> {

@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { silentLogger } from '../../../config/src';
-import { DOCKER_UNREACHABLE_CODES } from '../../../health/src/containers/probe';
+import { DOCKER_UNREACHABLE_CODES } from '../../../docker/src';
 import type { ContainerEngine } from './docker.engine';
 import { containerOptions, containerUser, DockerRunner, ownOpenFilesLimit } from './docker.runner';
 import type { RunSpec } from './runner';
@@ -69,18 +69,6 @@ async function runWith(err: Error) {
 const coded = (code: string) => Object.assign(new Error(`connect ${code} /x.sock`), { code });
 
 describe('DockerRunner: Docker unreachable', () => {
-  it('uses the one shared list of unreachable codes (libs/health)', () => {
-    expect([...DOCKER_UNREACHABLE_CODES].sort()).toEqual([
-      'EACCES',
-      'ECONNREFUSED',
-      'ECONNRESET',
-      'EHOSTUNREACH',
-      'ENOENT',
-      'EPIPE',
-      'ETIMEDOUT',
-    ]);
-  });
-
   it.each([...DOCKER_UNREACHABLE_CODES])(
     'lets the job wait without using a try when the engine fails with %s',
     async (code) => {

@@ -1,20 +1,19 @@
 import { readFileSync } from 'node:fs';
 import { lchown, writeFile } from 'node:fs/promises';
 import { totalmem } from 'node:os';
-import type { ContainerCreateOptions } from 'dockerode';
-import type { Logger } from '../../../config/src';
-import { isDockerUnreachable, WORKER_LABEL } from '../../../health/src/containers/probe';
+import { withDeadline, type Logger } from '../../../config/src';
+import {
+  dockerMessage,
+  dockerStatusCode,
+  gpuDeviceRequest,
+  isDockerUnreachable,
+  JOB_LABELS,
+  type ContainerCreateOptions,
+} from '../../../docker/src';
 import type { ContainerEngine } from './docker.engine';
 import { JobLog } from './job-log';
 import { parseProgressLine, ProgressScanner, ProgressThrottle } from './progress';
 import { exitMark, type RunOutcome, type RunSpec, type Runner } from './runner';
-
-/** Labels on every job container; the health probe and reconciliation filter on the worker's. */
-export const LABELS = {
-  worker: WORKER_LABEL,
-  job: 'gpu-sidecar.job',
-  experiment: 'gpu-sidecar.experiment',
-} as const;
 
 /** What `/health/ready` and `doctor` need to know about the engine. */
 export interface DockerStatus {
@@ -144,9 +143,9 @@ export function containerOptions(
     WorkingDir: '/job',
     User: `${uid}:${gid}`,
     Labels: {
-      [LABELS.worker]: workerName,
-      [LABELS.job]: spec.jobId,
-      [LABELS.experiment]: exp.name,
+      [JOB_LABELS.worker]: workerName,
+      [JOB_LABELS.job]: spec.jobId,
+      [JOB_LABELS.experiment]: exp.name,
     },
     AttachStdout: true,
     AttachStderr: true,
@@ -166,9 +165,7 @@ export function containerOptions(
       ...(exp.cpus ? { NanoCpus: Math.round(exp.cpus * 1e9) } : {}),
       ...(spec.gpus.length
         ? {
-            DeviceRequests: [
-              { Driver: 'nvidia', DeviceIDs: [...spec.gpus], Capabilities: [['gpu']] },
-            ],
+            DeviceRequests: [gpuDeviceRequest(spec.gpus)],
           }
         : {}),
     },
@@ -177,10 +174,6 @@ export function containerOptions(
 
 type StopReason = { kind: 'timeout' } | { kind: 'aborted'; reason: string };
 
-const statusCode = (err: unknown): number | undefined =>
-  (err as { statusCode?: number }).statusCode;
-const engineMessage = (err: unknown): string =>
-  (err as { json?: { message?: string } }).json?.message ?? (err as Error).message ?? String(err);
 /** How often leftover containers are looked for again while the engine could not be asked. */
 const RECONCILE_RETRY_MS = 2_000;
 
@@ -204,7 +197,7 @@ export class DockerRunner implements Runner {
     const now = Date.now();
     if (this.cached && now - this.cached.at < (this.o.statusTtlMs ?? 3_000))
       return this.cached.value;
-    const value = withTimeout(this.o.engine.info(), 5_000).then(
+    const value = withDeadline(this.o.engine.info(), 5_000).then(
       (i): DockerStatus => ({ reachable: true, nvidiaRuntime: i.runtimes.includes('nvidia') }),
       (err): DockerStatus => ({ reachable: false, reason: this.unreachable(err) }),
     );
@@ -233,11 +226,11 @@ export class DockerRunner implements Runner {
    * job exited 0 by itself is told to `onExitedOk` first.
    */
   async reconcile(): Promise<number> {
-    const mine = await this.o.engine.listByLabel(LABELS.worker, this.o.workerName);
+    const mine = await this.o.engine.listByLabel(JOB_LABELS.worker, this.o.workerName);
     let n = 0;
     for (const c of mine) {
-      if (c.labels[LABELS.worker] !== this.o.workerName) continue;
-      const job = c.labels[LABELS.job];
+      if (c.labels[JOB_LABELS.worker] !== this.o.workerName) continue;
+      const job = c.labels[JOB_LABELS.job];
       if (this.jobs.has(job)) continue;
       if (job && this.o.onExitedOk) {
         if (c.state === 'running') {
@@ -253,7 +246,7 @@ export class DockerRunner implements Runner {
         // container that ran and ended (Docker says 0 for one running or never started, too).
         if (end?.ended && end.exitCode === 0) {
           await this.o
-            .onExitedOk(job, c.labels[LABELS.experiment] ?? '')
+            .onExitedOk(job, c.labels[JOB_LABELS.experiment] ?? '')
             .catch((err: Error) =>
               this.o.log.warn({ job, err: err.message }, 'finished job container not recorded'),
             );
@@ -261,7 +254,7 @@ export class DockerRunner implements Runner {
       }
       await this.o.engine.remove(c.id);
       this.o.log.warn(
-        { container: c.id.slice(0, 12), job: c.labels[LABELS.job] },
+        { container: c.id.slice(0, 12), job: c.labels[JOB_LABELS.job] },
         'removed a job container left by a previous run of this worker',
       );
       n++;
@@ -349,14 +342,14 @@ export class DockerRunner implements Runner {
     try {
       return await this.o.engine.create(opts);
     } catch (err) {
-      if (statusCode(err) !== 409) throw err;
+      if (dockerStatusCode(err) !== 409) throw err;
       // A container for this job already exists: an earlier try of this worker whose removal
       // could not happen yet. Removed first, so one job never has two containers.
       const name = containerName(spec.jobId);
       const labels = await this.o.engine.labelsOf(name);
-      if (labels && labels[LABELS.worker] !== this.o.workerName) {
+      if (labels && labels[JOB_LABELS.worker] !== this.o.workerName) {
         throw new Error(
-          `container ${name} exists and belongs to worker '${labels[LABELS.worker] ?? '?'}'`,
+          `container ${name} exists and belongs to worker '${labels[JOB_LABELS.worker] ?? '?'}'`,
         );
       }
       await this.o.engine.remove(name);
@@ -428,7 +421,7 @@ export class DockerRunner implements Runner {
         this.reconcileLater();
         return {
           kind: 'error',
-          message: `lost the Docker Engine while the job ran: ${engineMessage(err)}`,
+          message: `lost the Docker Engine while the job ran: ${dockerMessage(err)}`,
         };
       }
       const runMs = Math.round((performance.now() - t0) * 10) / 10;
@@ -471,9 +464,9 @@ export class DockerRunner implements Runner {
 
   /** An engine error as a message that says what to do. */
   private explain(err: unknown, spec: RunSpec): string {
-    const msg = engineMessage(err);
+    const msg = dockerMessage(err);
     if (isDockerUnreachable(err)) return this.unreachable(err);
-    if (statusCode(err) === 404 && /no such image/i.test(msg)) {
+    if (dockerStatusCode(err) === 404 && /no such image/i.test(msg)) {
       return `image ${spec.experiment.image} not found on this host; docker.sh pull or docker load it`;
     }
     if (/error setting rlimit/i.test(msg)) {
@@ -493,7 +486,7 @@ export class DockerRunner implements Runner {
   }
 
   private unreachable(err: unknown): string {
-    return `Docker Engine at ${this.o.host} is unreachable: ${engineMessage(err)}`;
+    return `Docker Engine at ${this.o.host} is unreachable: ${dockerMessage(err)}`;
   }
 }
 
@@ -505,19 +498,3 @@ function reasonOf(signal: AbortSignal): string {
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
-
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
-    p.then(
-      (v) => {
-        clearTimeout(t);
-        resolve(v);
-      },
-      (e: unknown) => {
-        clearTimeout(t);
-        reject(e instanceof Error ? e : new Error(String(e)));
-      },
-    );
-  });
-}

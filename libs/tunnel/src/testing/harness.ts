@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
-import { silentLogger } from '../../../config/src/logger';
+import { silentLogger } from '../../../config/src';
 import { TunnelDialer, type TunnelDialerOptions } from '../dial';
 import { KeyRing } from '../keys';
 import { listenTunnel, type ListenTunnelOptions, type TunnelListener } from '../listen';
