@@ -34,8 +34,13 @@ export type YamlResult = { doc: unknown } | { error: string; notYaml: boolean };
  * is ended; the daemon goes on. The document comes back by structured clone (plain data; alias
  * cycles included, which the checks after refuse).
  */
+/** How long a new parser thread may take to start before its parse is given up. */
+const THREAD_START_MS = 30_000;
+
 export class YamlThread {
   private worker?: Worker;
+  /** Threads that are running (their 'online' came): a parse's bound starts at once on these. */
+  private readonly online = new WeakSet<Worker>();
   /** Threads being ended: close() waits for them. */
   private ending: Promise<number>[] = [];
 
@@ -47,8 +52,10 @@ export class YamlThread {
   parse(text: string): Promise<YamlResult> {
     const w = (this.worker ??= this.start());
     return new Promise<YamlResult>((resolve) => {
+      let timer: NodeJS.Timeout | undefined;
       const finish = (result: YamlResult, stop: boolean) => {
         clearTimeout(timer);
+        w.off('online', arm);
         w.off('message', onMessage);
         w.off('error', onError);
         w.off('exit', onExit);
@@ -67,17 +74,26 @@ export class YamlThread {
           { error: `could not be parsed: the parser stopped (${code})`, notYaml: false },
           true,
         );
-      const timer = setTimeout(
-        () =>
-          finish(
-            {
-              error: `took more than ${this.limitMs / 1000} s to parse: make it smaller or simpler`,
-              notYaml: false,
-            },
-            true,
-          ),
-        this.limitMs,
-      );
+      const giveUp = (error: string) => () => finish({ error, notYaml: false }, true);
+      // The bound is the parse's: it starts once the thread runs. Starting a thread takes tens
+      // of milliseconds on a loaded machine, which would otherwise count against a short bound
+      // (a new thread's first parse failed a 0.1 s bound so); a thread that never starts is
+      // given up after THREAD_START_MS.
+      const arm = () => {
+        clearTimeout(timer);
+        timer = setTimeout(
+          giveUp(`took more than ${this.limitMs / 1000} s to parse: make it smaller or simpler`),
+          this.limitMs,
+        );
+      };
+      if (this.online.has(w)) arm();
+      else {
+        timer = setTimeout(
+          giveUp('could not be parsed: the parser did not start'),
+          THREAD_START_MS,
+        );
+        w.once('online', arm);
+      }
       w.on('message', onMessage);
       w.on('error', onError);
       w.on('exit', onExit);
@@ -94,6 +110,7 @@ export class YamlThread {
     // 'error' (ERR_WORKER_OUT_OF_MEMORY) after its parse's own listeners are gone, and an
     // 'error' nobody listens to would end the worker daemon itself.
     w.on('error', () => undefined);
+    w.once('online', () => this.online.add(w));
     w.unref();
     return w;
   }
