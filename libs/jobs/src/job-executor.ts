@@ -184,9 +184,7 @@ export class JobExecutor {
           job.setProgress(p.percent).catch(() => undefined);
         },
         onStarted: ({ pid }) => {
-          this.d.records
-            .transition(rec.id, ['running'], { pid } as Partial<JobRecord>)
-            .catch(() => undefined);
+          this.d.records.transition(rec.id, ['running'], { pid }).catch(() => undefined);
         },
       });
     } finally {

@@ -324,7 +324,7 @@ export class JobsService {
     const running = await this.d.records.listByState('running');
     let n = 0;
     for (const rec of running.filter((r) => r.worker === workerName)) {
-      const pid = (rec as JobRecord & { pid?: number }).pid;
+      const pid = rec.pid;
       if (pid && (await isJobProcess(pid, rec.id))) {
         try {
           process.kill(-pid, 'SIGKILL');
