@@ -1,10 +1,22 @@
+import { randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { loadWorkerConfig, silentLogger, type Env } from '../../libs/config/src';
-import { JobsModule, JobsRuntime, setupOpenApi, type JobsOptions } from '../../libs/jobs/src';
+import {
+  JobsModule,
+  JobsRuntime,
+  setupOpenApi,
+  type JobRecord,
+  type JobsOptions,
+} from '../../libs/jobs/src';
+import {
+  JobRecordsRepository,
+  type StateChange,
+} from '../../libs/jobs/src/queue/job-records.repository';
+import { optionsFromUrl } from '../../libs/jobs/src/queue/redis-connection';
 import { JobsClient, writeTestExperiments } from '../../libs/jobs/src/testing/client';
 import { startRedis, type TestRedis } from '../support/redis';
 import { waitUntil } from '../support/system';
@@ -450,5 +462,118 @@ describe('job admission limits', () => {
     await expect(JobsRuntime.start(config, silentLogger())).rejects.toThrow(
       /bad\.yaml: command must be a list of strings, like \[python, train\.py\]/,
     );
+  });
+});
+
+/**
+ * The repository's Lua scripts (libs/jobs/src/queue/lua/), on their own against a real Redis:
+ * compare-and-set, the counts kept in the same step, events to every process, removals.
+ */
+describe('job records (Lua) against a real Redis', () => {
+  let redis: TestRedis;
+  let a: JobRecordsRepository;
+  /** A second worker process on the same Redis. */
+  let b: JobRecordsRepository;
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    const backend = {
+      options: optionsFromUrl(redis.url),
+      describe: redis.url,
+      stop: async () => {},
+    };
+    a = new JobRecordsRepository(backend, silentLogger());
+    b = new JobRecordsRepository(backend, silentLogger());
+    await Promise.all([a.init(), b.init()]);
+  });
+  afterAll(async () => {
+    await Promise.all([a?.close(), b?.close()]);
+    redis?.stop();
+  });
+
+  let n = 0;
+  /** A queued record of an experiment of its own, so each test's counts start at zero. */
+  const queued = (extra: Partial<JobRecord> = {}): JobRecord => ({
+    id: randomUUID(),
+    experiment: `lua-${++n}`,
+    state: 'queued',
+    progress: 0,
+    worker: null,
+    gpu: null,
+    attempts: 0,
+    createdAt: new Date(Date.now() - 1000).toISOString(),
+    startedAt: null,
+    finishedAt: null,
+    exitCode: null,
+    error: null,
+    ...extra,
+  });
+  const countsOf = async (experiment: string) =>
+    Object.fromEntries((await a.counts()).get(experiment) ?? new Map<string, number>());
+
+  it('transition: changes only from the states given, moves the counts, publishes to every process', async () => {
+    const rec = queued();
+    await a.create(rec);
+    expect(await countsOf(rec.experiment)).toEqual({ queued: 1 });
+    const changes: StateChange[] = [];
+    a.bus.on('state', (c: StateChange) => changes.push(c));
+    const seenByB: JobRecord[] = [];
+    b.bus.on(`event:${rec.id}`, (r: JobRecord) => seenByB.push(r));
+
+    // Not in `from`: nothing changes, the record is returned as it is.
+    const refused = await a.transition(rec.id, ['running'], { state: 'failed', error: 'x' });
+    expect(refused).toEqual({
+      changed: false,
+      record: expect.objectContaining({ state: 'queued', error: null }),
+    });
+    expect(await countsOf(rec.experiment)).toEqual({ queued: 1 });
+
+    const started = await a.transition(rec.id, ['queued'], {
+      state: 'running',
+      worker: 'w1',
+      pid: 42,
+    });
+    expect(started?.changed).toBe(true);
+    expect(started?.record).toMatchObject({ state: 'running', worker: 'w1', pid: 42 });
+    // cjson does not keep key order: the documented fields come first, in their order.
+    expect(Object.keys(started!.record).slice(0, 3)).toEqual(['id', 'experiment', 'state']);
+    expect(await a.get(rec.id)).toEqual(started!.record);
+    expect(await countsOf(rec.experiment)).toEqual({ queued: 0, running: 1 });
+    await waitUntil('the other process hears of the start', () =>
+      seenByB.some((r) => r.state === 'running'),
+    );
+    expect(changes).toEqual([{ record: started!.record, previous: 'queued' }]);
+
+    // An empty `from` is any state; the same state leaves the counts alone.
+    const progress = await a.transition(rec.id, [], { progress: 50 });
+    expect(progress).toMatchObject({ changed: true, record: { state: 'running', progress: 50 } });
+    expect(await countsOf(rec.experiment)).toEqual({ queued: 0, running: 1 });
+    expect(changes).toHaveLength(1); // no change of state, no 'state' event
+    expect(await a.transition(randomUUID(), [], { progress: 1 })).toBeUndefined();
+  });
+
+  it('delete: the record leaves the counts under the state it has now, with its index entry and key', async () => {
+    const rec = queued({ key: `k-${randomUUID()}` });
+    expect(await a.claimKey(rec.key!, rec.id, 60_000)).toBeUndefined();
+    await a.create(rec);
+    await b.transition(rec.id, ['queued'], { state: 'running' });
+    await a.delete(rec); // the caller's copy still says queued
+    expect(await countsOf(rec.experiment)).toEqual({ queued: 0, running: 0 });
+    expect(await a.get(rec.id)).toBeUndefined();
+    expect(await a.createdBefore(Date.now())).not.toContain(rec.id);
+    expect(await a.claimKey(rec.key!, randomUUID(), 60_000)).toBeUndefined(); // the key is free
+  });
+
+  it('buildCounts: counts every record once, then leaves them to the changes', async () => {
+    const recs = [queued(), queued(), queued()].map((r) => ({ ...r, experiment: 'lua-build' }));
+    for (const r of recs) await a.create(r);
+    await a.transition(recs[0].id, [], { state: 'succeeded' });
+    await a.client.del('gsc:counts', 'gsc:counts:ready');
+    const all = await a.list({ limit: Number.MAX_SAFE_INTEGER });
+    expect(await a.buildCounts()).toBe(all.length);
+    expect(await countsOf('lua-build')).toEqual({ queued: 2, succeeded: 1 });
+    expect(await a.buildCounts()).toBe(-1);
+    await a.transition(recs[1].id, [], { state: 'cancelled' });
+    expect(await countsOf('lua-build')).toEqual({ queued: 1, succeeded: 1, cancelled: 1 });
   });
 });

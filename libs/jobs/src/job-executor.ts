@@ -2,6 +2,7 @@ import type { Logger } from '../../config/src';
 import type { ExperimentCatalog } from './experiments/catalog';
 import { gpuRequestOf, type Experiment } from './experiments/experiment';
 import type { GpuAllocator, GpuDevice } from './gpu-allocator';
+import type { Ending, JobLedger } from './job-ledger';
 import { isFinal, type JobRecord } from './job-record';
 import type { JobProcessor, ProcessResult, QueuedJob } from './queue/bullmq.adapter';
 import type { JobRecordsRepository } from './queue/job-records.repository';
@@ -25,12 +26,16 @@ function bullEnding(rec: Pick<JobRecord, 'state' | 'error'>): ProcessResult {
 
 /** Endings wait out a Redis restart rather than being lost. */
 const PATIENT = { patient: true };
-type FinalState = 'succeeded' | 'failed' | 'cancelled';
+type FinalState = Ending['state'];
 
 export interface ExecutorDeps {
   catalog: ExperimentCatalog;
-  records: JobRecordsRepository;
-  store: ResultsStore;
+  /** Every change of a job's state, in Redis and job.json. */
+  ledger: JobLedger;
+  /** Reads only: records, and cancels from any process. */
+  records: Pick<JobRecordsRepository, 'get' | 'bus'>;
+  /** Reads only: the job's folder, its exit mark, its job.json, free space. */
+  store: Pick<ResultsStore, 'paths' | 'exitedOk' | 'readRecord' | 'isFull'>;
   runners: Map<string, Runner>;
   gpus: GpuAllocator;
   workerName: string;
@@ -40,8 +45,9 @@ export interface ExecutorDeps {
 
 /**
  * Runs one pick-up of a job: state `running`, the runner, then the ending. Every ending releases
- * the GPUs. A final record goes to disk first (fsynced job.json, after the output for
- * `succeeded`), then to Redis: what the API reports as ended is already on disk.
+ * the GPUs. Each change of state goes through the ledger; an ending is `disk-first` (fsynced
+ * job.json, after the output for `succeeded`, then Redis): what the API reports as ended is
+ * already on disk.
  */
 export class JobExecutor {
   private readonly running = new Map<string, AbortController>();
@@ -141,8 +147,8 @@ export class JobExecutor {
     bullSignal: AbortSignal,
   ): Promise<ProcessResult> {
     // Compare-and-set: a job cancelled (or removed) while queued does not start.
-    const started = await this.d.records.transition(
-      job.id,
+    const started = await this.d.ledger.change(
+      job,
       ['queued', 'running'],
       {
         state: 'running',
@@ -162,7 +168,7 @@ export class JobExecutor {
       return isFinal(started.record.state) ? bullEnding(started.record) : { kind: 'done' };
     let rec = started.record;
     // The running record is written beside the start, not before it: Redis already says running.
-    const runningWritten = this.d.store.writeRecord(rec).catch(() => undefined);
+    const runningWritten = started.written.catch(() => undefined);
     const ctl = new AbortController();
     const fromBull = () => ctl.abort(bullSignal.reason ?? CANCELLED);
     bullSignal.addEventListener('abort', fromBull, { once: true });
@@ -180,12 +186,14 @@ export class JobExecutor {
         onProgress: (p) => {
           rec = { ...rec, progress: p.percent, ...(p.message ? { message: p.message } : {}) };
           const patch = { progress: p.percent, ...(p.message ? { message: p.message } : {}) };
-          this.d.records.transition(rec.id, ['running'], patch).catch(() => undefined);
+          this.d.ledger
+            .change(rec, ['running'], patch, { order: 'redis-only' })
+            .catch(() => undefined);
           job.setProgress(p.percent).catch(() => undefined);
         },
         onStarted: ({ pid }) => {
-          this.d.records
-            .transition(rec.id, ['running'], { pid } as Partial<JobRecord>)
+          this.d.ledger
+            .change(rec, ['running'], { pid }, { order: 'redis-only' })
             .catch(() => undefined);
         },
       });
@@ -249,15 +257,15 @@ export class JobExecutor {
   }
 
   private async requeue(rec: JobRecord, patch: Partial<JobRecord>): Promise<void> {
-    const back = await this.d.records.transition(
-      rec.id,
+    const back = await this.d.ledger.change(
+      rec,
       ['running'],
       { ...patch, state: 'queued' },
       PATIENT,
     );
     // The disk mirror is best effort here (Redis is the truth until the end): a full disk
     // must not keep the job from going back to the queue.
-    if (back?.changed) await this.d.store.writeRecord(back.record).catch(() => undefined);
+    await back?.written.catch(() => undefined);
   }
 
   /** Ends the job: job.json (fsynced) first, then Redis, which tells every watcher. */
@@ -267,50 +275,35 @@ export class JobExecutor {
     patch: Partial<JobRecord>,
     timing: { runMs?: number } = {},
   ): Promise<ProcessResult> {
-    let final: Partial<JobRecord> & { state: FinalState } = {
-      ...patch,
-      state,
-      finishedAt: new Date().toISOString(),
-    };
-    try {
-      // For `succeeded` this also fsyncs the output before the record is renamed into place.
-      await this.d.store.writeFinal({ ...rec, ...final }, state === 'succeeded');
-    } catch (err) {
-      // The final job.json could not be written (the disk filled up, or worse). Nothing on disk
-      // says the job ended; Redis must still hear an ending, and never `succeeded`, since its
-      // output may not be on disk: a success becomes "disk full" (or the write's error).
-      const why = isNoSpace(err) ? DISK_FULL : `cannot write job.json: ${(err as Error).message}`;
-      this.d.log.error({ job: rec.id, err: (err as Error).message }, 'final job.json not written');
-      if (state === 'succeeded')
-        final = { ...final, state: 'failed', progress: rec.progress, error: why };
-      // One more try of the (smaller, unfsynced-output) record; a failure leaves Redis the truth.
-      await this.d.store.writeFinal({ ...rec, ...final }, false).catch(() => undefined);
-    }
-    const t = await this.d.records.transition(rec.id, ['queued', 'running'], final, PATIENT);
-    if (t && !t.changed) {
-      // Someone else ended it first (cannot normally happen): the disk follows Redis.
-      await this.d.store.writeRecord(t.record);
-    } else if (t) {
+    const final: Ending = { ...patch, state, finishedAt: new Date().toISOString() };
+    const t = await this.d.ledger.change(rec, ['queued', 'running'], final, {
+      ...PATIENT,
+      order: 'disk-first',
+    });
+    if (t?.changed) {
       this.d.log.info(
         {
           job: rec.id,
           experiment: rec.experiment,
-          state: final.state,
+          state: t.record.state,
           error: t.record.error,
           ...timing,
         },
         'job ended',
       );
     }
-    // Ended by someone else first: BullMQ follows the record as it is.
-    return bullEnding(
-      t && !t.changed ? t.record : { state: final.state, error: final.error ?? null },
-    );
+    // As recorded (a success whose job.json could not be written is a failure; ended by someone
+    // else first, as they ended it).
+    return bullEnding(t?.record ?? { state, error: final.error ?? null });
   }
 
   private async adopt(onDisk: JobRecord): Promise<ProcessResult> {
+    // job.json already says it: Redis only.
     const { id, ...rest } = onDisk;
-    await this.d.records.transition(id, ['queued', 'running'], rest, PATIENT);
+    await this.d.ledger.change(onDisk, ['queued', 'running'], rest, {
+      ...PATIENT,
+      order: 'redis-only',
+    });
     this.d.log.warn(
       { job: id, state: onDisk.state },
       'job had ended on disk before its worker stopped',

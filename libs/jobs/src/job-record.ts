@@ -28,8 +28,15 @@ export interface JobRecord {
   finishedAt: string | null;
   exitCode: number | null;
   error: string | null;
+  /** The submission's priority (1 first); internal, never shown by the API (publicRecord). */
   priority?: number;
+  /** The submission's idempotency key; internal, never shown by the API. */
   key?: string;
+  /**
+   * The process group of the running try (the process runner's onStarted), so that a restarted
+   * worker can kill an orphan (JobsService.recoverOrphans); internal, never shown by the API.
+   */
+  pid?: number;
 }
 
 /** What the queue carries for one job: enough to run it without asking anything else. */

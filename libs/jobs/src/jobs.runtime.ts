@@ -11,6 +11,7 @@ import {
   type GpuInventory,
 } from './gpu-allocator';
 import { JobExecutor } from './job-executor';
+import { JobLedger } from './job-ledger';
 import { JobsService } from './jobs.service';
 import { JobQueue } from './queue/bullmq.adapter';
 import { JobRecordsRepository } from './queue/job-records.repository';
@@ -126,8 +127,10 @@ export class JobsRuntime {
       ['process', processRunner],
       ['docker', docker],
     ]);
+    const ledger = new JobLedger(records, store, log);
     const executor = new JobExecutor({
       catalog,
+      ledger,
       records,
       store,
       runners,
@@ -138,6 +141,7 @@ export class JobsRuntime {
     });
     const service = new JobsService({
       catalog,
+      ledger,
       records,
       queue,
       store,

@@ -4,6 +4,7 @@ import path from 'node:path';
 import type { DiskThreshold, Logger } from '../../config/src';
 import type { ExperimentCatalog } from './experiments/catalog';
 import type { Experiment } from './experiments/experiment';
+import type { JobLedger } from './job-ledger';
 import { isFinal, type JobRecord, type JobState } from './job-record';
 import type { JobQueue, SlotKind } from './queue/bullmq.adapter';
 import type { JobRecordsRepository } from './queue/job-records.repository';
@@ -63,9 +64,13 @@ export function nestingDepth(value: unknown, max: number): number {
 
 export interface JobsServiceDeps {
   catalog: ExperimentCatalog;
-  records: JobRecordsRepository;
+  /** Every change of a job's state after its submission, in Redis and job.json. */
+  ledger: JobLedger;
+  /** Records made, read and removed here; their changes of state go through the ledger. */
+  records: Omit<JobRecordsRepository, 'transition'>;
   queue: JobQueue;
-  store: ResultsStore;
+  /** Job folders made and removed here; job.json changes go through the ledger. */
+  store: Omit<ResultsStore, 'writeRecord' | 'writeFinal'>;
   /**
    * Why no device of this worker could ever run the experiment's GPU request (count, memory,
    * MIG profile), naming what it has; undefined when one could (or it needs no GPU).
@@ -215,8 +220,8 @@ export class JobsService {
   /** A submission that failed half-way: its record ends failed and its key is freed. */
   private async abandon(record: JobRecord, key: string | undefined): Promise<void> {
     try {
-      const t = await this.d.records.transition(
-        record.id,
+      const t = await this.d.ledger.change(
+        record,
         ['queued'],
         {
           state: 'failed',
@@ -226,7 +231,7 @@ export class JobsService {
         { patient: true },
       );
       if (key) await this.d.records.releaseKey(key);
-      if (t?.changed) await this.d.store.writeRecord(t.record);
+      if (t?.changed) await t.written;
       // Redis never heard of it: the folder would be an orphan no retention sweep finds.
       else if (!t) await this.d.store.remove(record.experiment, record.id);
     } catch (err) {
@@ -255,12 +260,12 @@ export class JobsService {
   async cancel(id: string): Promise<JobRecord> {
     const rec = await this.get(id);
     if (isFinal(rec.state)) return rec;
-    const t = await this.d.records.transition(id, ['queued'], {
+    const t = await this.d.ledger.change(rec, ['queued'], {
       state: 'cancelled',
       finishedAt: new Date().toISOString(),
     });
     if (t?.changed) {
-      await this.d.store.writeRecord(t.record);
+      await t.written;
       await this.removeFromQueue(id);
       return t.record;
     }
@@ -324,7 +329,7 @@ export class JobsService {
     const running = await this.d.records.listByState('running');
     let n = 0;
     for (const rec of running.filter((r) => r.worker === workerName)) {
-      const pid = (rec as JobRecord & { pid?: number }).pid;
+      const pid = rec.pid;
       if (pid && (await isJobProcess(pid, rec.id))) {
         try {
           process.kill(-pid, 'SIGKILL');

@@ -38,6 +38,15 @@ export type ProcessResult =
 
 export type JobProcessor = (job: QueuedJob, signal: AbortSignal) => Promise<ProcessResult>;
 
+/**
+ * A BullMQ entry's data: the payload, plus `freeStarts` once a pick-up was given back without
+ * using a try (`later` with `counted: false`: the runner unavailable, no GPU free, a shutdown).
+ * BullMQ counts every start in `attemptsStarted`; the tries are that minus `freeStarts`.
+ */
+interface EntryData extends JobPayload {
+  freeStarts?: number;
+}
+
 export interface QueueOptions {
   attempts: number;
   priority?: number;
@@ -122,8 +131,8 @@ export class JobQueue {
 
   /** Starts a worker for `kind` with `concurrency` slots running `processor`. */
   startWorker(kind: SlotKind, concurrency: number, processor: JobProcessor): void {
-    const wrapped = async (job: Job<JobPayload>, token?: string, signal?: AbortSignal) => {
-      const free = Number((job.data as { freeStarts?: number }).freeStarts ?? 0);
+    const wrapped = async (job: Job<EntryData>, token?: string, signal?: AbortSignal) => {
+      const free = Number(job.data.freeStarts ?? 0);
       const handle: QueuedJob = {
         id: job.id!,
         data: { id: job.data.id, experiment: job.data.experiment },
@@ -140,13 +149,12 @@ export class JobQueue {
         case 'fail':
           throw new UnrecoverableError(result.error);
         case 'later':
-          if (!result.counted)
-            await job.updateData({ ...job.data, freeStarts: free + 1 } as JobPayload);
+          if (!result.counted) await job.updateData({ ...job.data, freeStarts: free + 1 });
           await job.moveToDelayed(Date.now() + result.delayMs, token);
           throw new DelayedError();
       }
     };
-    const worker = new Worker<JobPayload>(QUEUE_NAME[kind], wrapped, {
+    const worker = new Worker<EntryData>(QUEUE_NAME[kind], wrapped, {
       connection: { ...this.backend.options, maxRetriesPerRequest: null },
       prefix: PREFIX,
       concurrency,

@@ -1,4 +1,6 @@
 import { EventEmitter } from 'node:events';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import type { Logger } from '../../../config/src';
 import type { JobRecord, JobState } from '../job-record';
 import { connect, type Redis, type RedisBackend } from './redis-connection';
@@ -24,66 +26,46 @@ const CANCEL = `${PREFIX}:cancel`;
 const COUNTS = `${PREFIX}:counts`;
 const COUNTS_READY = `${PREFIX}:counts:ready`;
 const countField = (experiment: string, state: string) => `${experiment}\t${state}`;
-/** countField in Lua, for the scripts below. */
-const LUA_COUNT_FIELD = `local function countField(rec, state) return rec.experiment .. '\t' .. state end`;
 
-// State changes are compare-and-set in Redis, so a cancel and a start racing on two worker
-// processes cannot both win. Every change is published for SSE watchers on any process.
-const TRANSITION = `${LUA_COUNT_FIELD}
-local raw = redis.call('GET', KEYS[1])
-if not raw then return false end
-local rec = cjson.decode(raw)
-local from = cjson.decode(ARGV[1])
-if #from > 0 then
-  local ok = false
-  for _, s in ipairs(from) do if rec.state == s then ok = true end end
-  if not ok then return {0, raw} end
-end
-local prev = rec.state
-local patch = cjson.decode(ARGV[2])
-for k, v in pairs(patch) do rec[k] = v end
-local out = cjson.encode(rec)
-redis.call('SET', KEYS[1], out)
-if prev ~= rec.state then
-  redis.call('HINCRBY', KEYS[3], countField(rec, prev), -1)
-  redis.call('HINCRBY', KEYS[3], countField(rec, rec.state), 1)
-end
-redis.call('PUBLISH', KEYS[2], out)
-return {1, out, prev}
-`;
+/** The Lua scripts, one file each under lua/ (copied beside the compiled code by `npm run build`). */
+export const LUA_SCRIPTS = {
+  /**
+   * A state change, compare-and-set in Redis, so a cancel and a start racing on two worker
+   * processes cannot both win; published on `gsc:events` for SSE watchers on any process.
+   */
+  transition: 'transition.lua',
+  /** A removal, out of the counts under the state the record has then. */
+  delete: 'delete.lua',
+  /** The counts built from every record, once. */
+  buildCounts: 'build-counts.lua',
+} as const;
+type Scripts = Record<keyof typeof LUA_SCRIPTS, string>;
 
-// Deletes a record with its index entry (and idempotency key, KEYS[4] when given), taking it
-// out of the counts under the state it has now, not the one the caller last read.
-const DELETE = `${LUA_COUNT_FIELD}
-local raw = redis.call('GET', KEYS[1])
-if raw then
-  local rec = cjson.decode(raw)
-  redis.call('HINCRBY', KEYS[2], countField(rec, rec.state), -1)
-  redis.call('DEL', KEYS[1])
-end
-redis.call('ZREM', KEYS[3], ARGV[1])
-if KEYS[4] then redis.call('DEL', KEYS[4]) end
-return raw and 1 or 0
-`;
+/** Where the .lua files are: beside this module, from the sources (jest) and from dist/. */
+export const LUA_DIR = path.join(__dirname, 'lua');
 
-// Builds the counts from every record, once: a no-op when they are built already. One script,
-// so no record changes while it counts. Reads record keys by prefix (ARGV[1]): a single Redis
-// (standalone or behind Sentinel), as everywhere in this repository.
-const BUILD_COUNTS = `${LUA_COUNT_FIELD}
-if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
-redis.call('DEL', KEYS[1])
-local n = 0
-for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
-  local raw = redis.call('GET', ARGV[1] .. id)
-  if raw then
-    local rec = cjson.decode(raw)
-    redis.call('HINCRBY', KEYS[1], countField(rec, rec.state), 1)
-    n = n + 1
-  end
-end
-redis.call('SET', KEYS[2], '1')
-return n
-`;
+/**
+ * Reads the scripts (each repository once, at start), each with `count-field.lua` (the counts'
+ * field, as countField makes it) before it. A missing file stops the worker at start, saying
+ * which, rather than failing its first job.
+ */
+export function loadScripts(dir = LUA_DIR): Scripts {
+  const read = (file: string) => {
+    try {
+      return readFileSync(path.join(dir, file), 'utf8');
+    } catch (err) {
+      throw new Error(
+        `job records: cannot read the Lua script ${path.join(dir, file)} ` +
+          `(${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); ` +
+          '`npm run build` copies libs/jobs/src/queue/lua/ into dist/',
+      );
+    }
+  };
+  const prelude = read('count-field.lua');
+  return Object.fromEntries(
+    Object.entries(LUA_SCRIPTS).map(([name, file]) => [name, `${prelude}\n${read(file)}`]),
+  ) as Scripts;
+}
 
 /**
  * Job records in Redis: the live, shared view of every job (`gsc:job:<id>` JSON, an index sorted
@@ -100,6 +82,7 @@ export class JobRecordsRepository {
    * `state` (StateChange) for each change of state made by this process (for metrics).
    */
   readonly bus = new EventEmitter();
+  private readonly lua = loadScripts();
 
   constructor(backend: RedisBackend, log: Logger) {
     this.cmd = connect(backend.options, { maxRetriesPerRequest: 3 });
@@ -130,7 +113,7 @@ export class JobRecordsRepository {
   /** Builds the per experiment and state counts from the records if they are not built yet. */
   async buildCounts(): Promise<number> {
     return (await this.cmd.eval(
-      BUILD_COUNTS,
+      this.lua.buildCounts,
       3,
       COUNTS,
       COUNTS_READY,
@@ -191,7 +174,7 @@ export class JobRecordsRepository {
     opts: { patient?: boolean } = {},
   ): Promise<{ changed: boolean; record: JobRecord } | undefined> {
     const res = (await (opts.patient ? this.patient : this.cmd).eval(
-      TRANSITION,
+      this.lua.transition,
       3,
       recordKey(id),
       EVENTS,
@@ -242,7 +225,7 @@ export class JobRecordsRepository {
 
   async delete(rec: JobRecord): Promise<void> {
     const keys = [recordKey(rec.id), COUNTS, INDEX, ...(rec.key ? [keyKey(rec.key)] : [])];
-    await this.cmd.eval(DELETE, keys.length, ...keys, rec.id);
+    await this.cmd.eval(this.lua.delete, keys.length, ...keys, rec.id);
   }
 
   /** Asks every worker process to stop job `id` if it runs it. */
