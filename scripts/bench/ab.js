@@ -4,7 +4,7 @@
 // working tree as built), run alternately in one sitting, gpu-sidecar only, one round each time.
 // Why: on the shared 2-core machines the same build's figures drift up to 2x within an hour, so
 // a change is only judged against its base measured between the same minutes (PROTOCOL.md §8).
-// Each revision is checked out into a temporary git worktree, built there with tsc, and its own
+// Each revision is checked out into a temporary git worktree, built there (npm run build), and its own
 // scripts/bench/tunnel.js runs it. Prints every run's figures per measure, then the medians.
 //   AB_RUNS=3 (alternations)  BENCH_ONLY=abcde  and any BENCH_* of tunnel.js pass through.
 const { execFileSync, spawnSync } = require('node:child_process');
@@ -32,14 +32,9 @@ function prepare(rev) {
   worktrees.push(dir);
   symlinkSync(path.join(root, 'node_modules'), path.join(dir, 'node_modules'));
   process.stderr.write(`building ${rev} in ${dir}\n`);
-  execFileSync(
-    process.execPath,
-    [path.join(root, 'node_modules', '.bin', 'tsc'), '-p', 'tsconfig.build.json'],
-    {
-      cwd: dir,
-      stdio: 'inherit',
-    },
-  );
+  // That revision's own `npm run build` (since 2026-12 it also copies the jobs' Lua scripts
+  // into dist; an older one is tsc alone).
+  execFileSync('npm', ['run', '--silent', 'build'], { cwd: dir, stdio: 'inherit' });
   return dir;
 }
 
