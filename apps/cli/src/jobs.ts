@@ -3,23 +3,22 @@ import { basename } from 'node:path';
 import { Readable } from 'node:stream';
 import { SingleBar } from 'cli-progress';
 import { apiUrl, call, colors, errorText, type ApiOptions, type TimeoutOptions } from './http';
+import type { JobRecord, JobState } from '../../../libs/jobs/src';
 import { writeOut } from './stdout';
 
 export type { TimeoutOptions } from './http';
 
-/** The part of a job record the CLI reads (GET /jobs/:id, libs/jobs/README.md). */
-interface JobView {
-  id: string;
-  experiment: string;
-  state: string;
-  progress: number;
-  message?: string;
-  error: string | null;
-  exitCode: number | null;
-  finishedAt?: string | null;
-}
+/**
+ * The part of a job record the CLI reads (GET /jobs/:id), from the one record type. Types only:
+ * the CLI never loads the jobs library (Nest, BullMQ, Redis) to call an API.
+ */
+type JobView = Pick<
+  JobRecord,
+  'id' | 'experiment' | 'state' | 'progress' | 'message' | 'error' | 'exitCode' | 'finishedAt'
+>;
 
-const FINAL = new Set(['succeeded', 'failed', 'cancelled']);
+/** libs/jobs' isFinal, spelled here for the same reason; the type keeps it to real states. */
+const FINAL: ReadonlySet<JobState> = new Set<JobState>(['succeeded', 'failed', 'cancelled']);
 /** Pause before opening the event stream again after it ended early (worker restart). */
 const RECONNECT_MS = 1_000;
 
