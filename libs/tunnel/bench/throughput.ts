@@ -1,7 +1,8 @@
 /**
  * One-stream throughput over loopback beside plain TCP (the anchor), in one process and with
  * the listener in a second process (as relay and worker run). A benchmark, not a test: it prints
- * a table and asserts nothing. Build, then: `node dist/libs/tunnel/bench/throughput.js [MiB]`.
+ * a table and asserts nothing. Runs from the sources (test helpers and benchmarks are not built
+ * into dist): `node -r ./scripts/ts-register.js libs/tunnel/bench/throughput.ts [MiB]`.
  */
 import { fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
