@@ -1,11 +1,6 @@
 import { Duplex } from 'node:stream';
-import {
-  BDP_GROWTH_SHARE,
-  BDP_STREAM_WINDOW,
-  MAX_DATA,
-  MAX_STREAM_WINDOW,
-  STREAM_WINDOW,
-} from './protocol';
+import { BdpGrowth } from './bdp-growth';
+import { MAX_DATA, MAX_STREAM_WINDOW, STREAM_WINDOW } from './protocol';
 
 /** What a stream needs from its session (implemented by TunnelSession). */
 export interface StreamHost {
@@ -58,9 +53,8 @@ export class TunnelStream extends Duplex {
    * larger window in flight, so that much consumption is credited without granting it again.
    */
   private holdback = 0;
-  /** Consumption over the last round trip (bytes), measured from `sample` on (takeCredit). */
-  private perRtt = 0;
-  private sample = { at: 0, credited: 0 };
+  /** Growth past the caps, toward the bandwidth-delay product. */
+  private readonly bdp = new BdpGrowth();
   private finSent = false;
   private finReceived = false;
   private gone = false;
@@ -129,16 +123,17 @@ export class TunnelStream extends Duplex {
    * Window growth: if the reader has consumed everything (its buffer is empty), the window and
    * not the reader is what limits this stream, so the window doubles (up to the host's
    * windowCap: MAX_STREAM_WINDOW, or LONE_STREAM_WINDOW for a stream alone in its session),
-   * within the session's growth budget. Past that cap, up to BDP_STREAM_WINDOW, only while the
-   * reader consumed at least BDP_GROWTH_SHARE of the window in the last round trip: then the
-   * window, not the link's rate, is what holds the stream back over a long link. A reader that
+   * within the session's growth budget. Past that cap, up to BDP_STREAM_WINDOW, as BdpGrowth
+   * decides: a doubling that did not raise what a round trip carries is undone. A reader that
    * falls behind never grows it.
    */
   takeCredit(): number {
     let due = this.creditDue();
     if (due < this.window / 4) return 0;
     this.credited += due;
-    this.measure();
+    const now = performance.now();
+    const undo = this.bdp.observe(now, this.credited, this.host.baseRttMs());
+    if (undo !== undefined) this.shrinkTo(undo);
     if (this.holdback > 0) {
       const withheld = Math.min(this.holdback, due);
       this.holdback -= withheld;
@@ -146,33 +141,18 @@ export class TunnelStream extends Duplex {
       due -= withheld;
       if (this.holdback > 0) return due; // no growth while shrinking
     }
-    if (this.readableLength === 0 && this.mayGrow() && this.host.reserveGrowth(this.window)) {
+    const cap = this.host.windowCap(this);
+    if (
+      this.readableLength === 0 &&
+      (this.window < cap || this.bdp.mayGrow(this.window)) &&
+      this.host.reserveGrowth(this.window)
+    ) {
+      if (this.window >= cap) this.bdp.grew(now, this.window);
       const extra = this.window;
       this.window *= 2;
       return due + extra;
     }
     return due;
-  }
-
-  private mayGrow(): boolean {
-    if (this.window < this.host.windowCap(this)) return true;
-    return this.window < BDP_STREAM_WINDOW && this.perRtt >= this.window * BDP_GROWTH_SHARE;
-  }
-
-  /**
-   * Bytes consumed per round trip, from what was credited since the last sample once a round
-   * trip has passed (credit goes out at least every quarter window, so several times per round
-   * trip while the window is the limit). Without a measured round trip: 0, no growth past the cap.
-   */
-  private measure(): void {
-    const rtt = this.host.baseRttMs();
-    if (!rtt) return;
-    const now = performance.now();
-    const elapsed = now - this.sample.at;
-    if (this.sample.at > 0 && elapsed >= rtt) {
-      this.perRtt = ((this.credited - this.sample.credited) * rtt) / elapsed;
-    }
-    if (this.sample.at === 0 || elapsed >= rtt) this.sample = { at: now, credited: this.credited };
   }
 
   /**
@@ -181,9 +161,13 @@ export class TunnelStream extends Duplex {
    * peer's bytes in flight fit the smaller window; the session's budget gets it back then.
    */
   shallow(): void {
-    if (this.window <= MAX_STREAM_WINDOW) return;
-    this.holdback += this.window - MAX_STREAM_WINDOW;
-    this.window = MAX_STREAM_WINDOW;
+    this.shrinkTo(MAX_STREAM_WINDOW);
+  }
+
+  private shrinkTo(window: number): void {
+    if (this.window <= window) return;
+    this.holdback += this.window - window;
+    this.window = window;
   }
 
   /** DATA from the peer (already checked against our window by the multiplexer). */

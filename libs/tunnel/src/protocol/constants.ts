@@ -89,14 +89,14 @@ export const LONE_STREAM_WINDOW = 4 * 1024 * 1024;
 export const LONE_STREAM_QUIET_MS = 100;
 /**
  * Past those caps, a window grows further only while it is what limits the stream across a
- * long link: while the reader consumed at least BDP_GROWTH_SHARE of the window within the
- * session's shortest measured round trip (PING/PONG). Over a link of rate R and round trip T,
- * that stops it between one and two bandwidth-delay products (R x T), whatever other streams
- * are open; on loopback (T well under a millisecond) it never applies. Up to this bound per
- * stream, within WINDOW_GROWTH_BUDGET per session (docs/PROTOCOL.md, "Window growth").
+ * long link (BdpGrowth, docs/PROTOCOL.md "Window growth"): a round trip (the session's
+ * shortest PING/PONG) carried at least BDP_GROWTH_SHARE of it, and each doubling is kept only
+ * if the round trips after it carry at least BDP_TRIAL_GAIN times as much as before. Up to this
+ * bound per stream, within WINDOW_GROWTH_BUDGET per session.
  */
 export const BDP_STREAM_WINDOW = 16 * 1024 * 1024;
 export const BDP_GROWTH_SHARE = 0.5;
+export const BDP_TRIAL_GAIN = 1.125;
 /** Window growth a receiver grants over all its streams at once (the rest of its budget). */
 export const WINDOW_GROWTH_BUDGET = 64 * 1024 * 1024;
 export const SESSION_WINDOW = 16 * 1024 * 1024;
