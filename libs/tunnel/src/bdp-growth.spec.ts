@@ -16,7 +16,7 @@ function drive(g: BdpGrowth, o: { rtt: number; rate: number; window: number; ms:
   const step = o.rtt / 4;
   for (; t <= o.ms; t += step) {
     credited += Math.min(window / o.rtt, o.rate) * step;
-    const undo = g.observe(t, credited, o.rtt);
+    const undo = g.observe(t, credited, o.rtt, true);
     if (undo !== undefined) {
       events.push(`undo ${window / MiB}->${undo / MiB}`);
       window = undo;
@@ -74,23 +74,79 @@ describe('BdpGrowth: a window past its cap, sized to the bandwidth-delay product
   it('grows nothing without a measured round trip', () => {
     const g = new BdpGrowth();
     for (let t = 0, c = 0; t < 1000; t += 5, c += MiB) {
-      expect(g.observe(t, c, undefined)).toBeUndefined();
+      expect(g.observe(t, c, undefined, true)).toBeUndefined();
       expect(g.mayGrow(MAX_STREAM_WINDOW)).toBe(false);
     }
   });
 
+  /** Grants every 5 ms from `from` to `to` ms, carrying `perRtt` bytes per 20 ms round trip. */
+  function feed(g: BdpGrowth, c: { t: number; credited: number }, to: number, perRtt: number) {
+    const results: (number | undefined)[] = [];
+    for (; c.t < to;) {
+      c.t += 5;
+      c.credited += perRtt / 4;
+      results.push(g.observe(c.t, c.credited, 20, true));
+    }
+    return results.filter((r) => r !== undefined);
+  }
+
   it('judges a doubling only by a measurement that started a round trip after it', () => {
     const g = new BdpGrowth();
-    g.observe(0, 0, 20);
-    g.observe(20, MiB, 20); // 1 MiB per round trip at a 1 MiB window: the window is the limit
+    const c = { t: 0, credited: 0 };
+    g.observe(0, 0, 20, true);
+    feed(g, c, 80, MiB); // 4 round trips of 1 MiB at a 1 MiB window: the window is the limit
     expect(g.mayGrow(MiB)).toBe(true);
-    g.grew(20, MiB);
+    g.grew(80, MiB);
     expect(g.mayGrow(2 * MiB)).toBe(false); // one trial at a time
-    // The round trip right after the doubling still carries 1 MiB (the new credit is on its
-    // way): not counted against it.
-    expect(g.observe(40, 2 * MiB, 20)).toBeUndefined();
-    // The next one, started at 40 ms (>= 20 + 20), carries 2 MiB: it paid.
-    expect(g.observe(60, 4 * MiB, 20)).toBeUndefined();
+    // The measurement that started with the doubling (its credit still on the way) still sees
+    // 1 MiB per round trip: not counted against it.
+    expect(feed(g, c, 160, MiB)).toEqual([]);
+    // The next one, started at 160 ms (>= 80 + 20), carries 2 MiB per round trip: it paid.
+    expect(feed(g, c, 240, 2 * MiB)).toEqual([]);
     expect(g.mayGrow(2 * MiB)).toBe(true);
+  });
+
+  it('undoes a doubling that did not pay and grows that stream no more', () => {
+    const g = new BdpGrowth();
+    const c = { t: 0, credited: 0 };
+    g.observe(0, 0, 20, true);
+    feed(g, c, 80, MiB);
+    g.grew(80, MiB);
+    feed(g, c, 160, MiB);
+    expect(feed(g, c, 240, MiB)).toEqual([MiB]); // still 1 MiB per round trip: back to 1 MiB
+    feed(g, c, 400, 4 * MiB);
+    expect(g.mayGrow(MiB)).toBe(false);
+  });
+
+  it('drops a measurement across a stall (no grant for two round trips): a paused reader is not a full link', () => {
+    const g = new BdpGrowth();
+    const c = { t: 0, credited: 0 };
+    g.observe(0, 0, 20, true);
+    feed(g, c, 80, MiB);
+    g.grew(80, MiB);
+    feed(g, c, 160, MiB); // the measurement that started with the doubling: no verdict
+    feed(g, c, 170, 2 * MiB); // the judging one starts...
+    // ... and the reader pauses for 730 ms, then takes 1 MiB at once: the measurement starts
+    // again instead of judging the doubling by 1.5 MiB in 740 ms.
+    c.t = 900;
+    c.credited += MiB;
+    expect(g.observe(c.t, c.credited, 20, true)).toBeUndefined();
+    expect(feed(g, c, 980, 2 * MiB)).toEqual([]); // 2 MiB per round trip: paid
+    expect(g.mayGrow(2 * MiB)).toBe(true);
+  });
+
+  it('drops a measurement in which the reader fell behind (the reader was the limit)', () => {
+    const g = new BdpGrowth();
+    const c = { t: 0, credited: 0 };
+    g.observe(0, 0, 20, true);
+    feed(g, c, 40, 2 * MiB);
+    c.t += 5;
+    c.credited += MiB;
+    g.observe(c.t, c.credited, 20, false); // bytes left unread: start again from here (45 ms)
+    feed(g, c, 120, 0.75 * MiB); // 75 ms of the 80 a measurement needs
+    expect(g.mayGrow(MiB)).toBe(false);
+    feed(g, c, 125, 0.75 * MiB); // 80 ms at 0.75 MiB per round trip
+    expect(g.mayGrow(MiB)).toBe(true);
+    expect(g.mayGrow(2 * MiB)).toBe(false);
   });
 });

@@ -1,23 +1,33 @@
 import { BDP_GROWTH_SHARE, BDP_STREAM_WINDOW, BDP_TRIAL_GAIN } from './protocol';
 
+/** Round trips one measurement spans: credit comes in quarter windows, so one is too coarse. */
+const MEASURE_RTTS = 4;
+/** Round trips without a grant after which the stream counts as stalled. */
+const STALL_RTTS = 2;
+
 /**
  * Whether a stream's receive window, already at its cap (MAX_STREAM_WINDOW, or
  * LONE_STREAM_WINDOW alone), should double again: across a long link the window, not the CPU,
  * decides a stream's speed (one window per round trip), and the window a stream needs is the
  * link's bandwidth-delay product, which the receiver cannot know in advance.
  *
- * It measures what the reader consumes per round trip (the session's base round trip), from
- * the credit the stream grants. A doubling is tried only while a round trip carries at least
- * BDP_GROWTH_SHARE of the window, and it is a trial: the first measurement that starts a round
- * trip after it (when the new credit has had time to bring bytes) must carry BDP_TRIAL_GAIN
- * times what the one before it did, else the doubling is undone and the stream stops
- * growing past its cap. A window grown past the BDP would only queue the stream's bytes in the
+ * It measures what the reader consumes per base round trip (the session's shortest PING/PONG),
+ * from the credit the stream grants, over MEASURE_RTTS round trips at a time; a measurement in
+ * which the reader fell behind (it had bytes left unread at a grant) or the stream stalled (no
+ * grant for STALL_RTTS round trips) is dropped, since then the reader or the sender, not the
+ * window, was the limit. A doubling is tried only while a round trip carries at
+ * least BDP_GROWTH_SHARE of the window, and it is a trial: the first measurement that starts a
+ * round trip after it (when the new credit has had time to bring bytes) must carry
+ * BDP_TRIAL_GAIN times what the one before it did, else the doubling is undone and the stream
+ * grows no more past its cap. A window past the BDP would only queue the stream's bytes in the
  * link ahead of every other stream's (a small request behind a download), and buys nothing.
  * Without a measured round trip, nothing grows.
  */
 export class BdpGrowth {
   /** Where the current measurement started: time (ms) and bytes credited by then. */
   private sample?: { at: number; credited: number };
+  /** The previous grant (ms). */
+  private last = 0;
   /** Bytes consumed per round trip, by the last finished measurement. */
   private perRtt = 0;
   private trial?: { at: number; before: number; from: number };
@@ -25,17 +35,27 @@ export class BdpGrowth {
   private settled = false;
 
   /**
-   * Called at each credit grant with the time, the bytes credited in all, the base round trip.
-   * Returns the window to go back to when the last doubling did not pay, else undefined.
+   * Called at each credit grant with the time, the bytes credited in all, the base round trip,
+   * and whether the reader had consumed everything. Returns the window to go back to when the
+   * last doubling did not pay, else undefined.
    */
-  observe(now: number, credited: number, rttMs: number | undefined): number | undefined {
+  observe(
+    now: number,
+    credited: number,
+    rttMs: number | undefined,
+    keptUp: boolean,
+  ): number | undefined {
     if (!rttMs) return undefined;
-    if (!this.sample) {
+    const gap = now - this.last;
+    this.last = now;
+    // Two round trips without a grant: the stream stalled (a paused reader, a sender with
+    // nothing to send), and what it carried meanwhile says nothing about the window.
+    if (!this.sample || !keptUp || gap > STALL_RTTS * rttMs) {
       this.sample = { at: now, credited };
       return undefined;
     }
     const elapsed = now - this.sample.at;
-    if (elapsed < rttMs) return undefined;
+    if (elapsed < MEASURE_RTTS * rttMs) return undefined;
     const started = this.sample.at;
     this.perRtt = ((credited - this.sample.credited) * rttMs) / elapsed;
     this.sample = { at: now, credited };

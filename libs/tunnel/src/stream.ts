@@ -132,7 +132,8 @@ export class TunnelStream extends Duplex {
     if (due < this.window / 4) return 0;
     this.credited += due;
     const now = performance.now();
-    const undo = this.bdp.observe(now, this.credited, this.host.baseRttMs());
+    const keptUp = this.readableLength === 0;
+    const undo = this.bdp.observe(now, this.credited, this.host.baseRttMs(), keptUp);
     if (undo !== undefined) this.shrinkTo(undo);
     if (this.holdback > 0) {
       const withheld = Math.min(this.holdback, due);
@@ -143,7 +144,7 @@ export class TunnelStream extends Duplex {
     }
     const cap = this.host.windowCap(this);
     if (
-      this.readableLength === 0 &&
+      keptUp &&
       (this.window < cap || this.bdp.mayGrow(this.window)) &&
       this.host.reserveGrowth(this.window)
     ) {
