@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { pipeline } from 'node:stream';
-import { Controller, Get, Inject, Param, Query, Req, Res } from '@nestjs/common';
+import { Controller, Get, Inject, Param, Query, Req, Res, UseFilters } from '@nestjs/common';
 import { ApiTags } from '@nestjs/swagger';
 import type { Request, Response } from 'express';
 import { isFinal, type JobRecord } from '../job-record';
@@ -9,7 +9,7 @@ import { JobsRuntime } from '../jobs.runtime';
 import type { OpenedFile } from '../store/results.store';
 import { planRange } from './byte-range';
 import { ClientWatch } from './client-watch';
-import { checkJobId, toHttp } from './http-errors';
+import { checkJobId, JobErrorsFilter } from './http-errors';
 import { ApiDownload, ApiEvents, ApiFiles, ApiLogs } from './job-output.openapi';
 import { ApiHostGuard } from './responses';
 import { RETRY_AFTER_S, StreamLimitError, StreamLimits, type StreamKind } from './stream-limits';
@@ -40,6 +40,7 @@ export function eventId(rec: JobRecord): string {
  */
 @ApiTags('jobs')
 @ApiHostGuard()
+@UseFilters(JobErrorsFilter)
 @Controller('jobs')
 export class JobOutputController {
   private readonly limits = new StreamLimits();
@@ -47,11 +48,7 @@ export class JobOutputController {
   constructor(@Inject(JobsRuntime) private readonly rt: JobsRuntime) {}
 
   private async record(id: string): Promise<JobRecord> {
-    try {
-      return await this.rt.service.get(checkJobId(id));
-    } catch (err) {
-      throw toHttp(err);
-    }
+    return this.rt.service.get(checkJobId(id));
   }
 
   /** A slot for a long-lived answer, or 503 with Retry-After (StreamLimits). */
@@ -74,12 +71,7 @@ export class JobOutputController {
   ) {
     const rec = await this.record(id);
     if (follow === '1' || follow === 'true') return this.follow(rec, req, res);
-    let log: OpenedFile | undefined;
-    try {
-      log = await this.rt.store.openLog(this.rt.store.paths(rec.experiment, rec.id));
-    } catch (err) {
-      throw toHttp(err);
-    }
+    const log = await this.rt.store.openLog(this.rt.store.paths(rec.experiment, rec.id));
     const size = log?.stat.size ?? 0;
     res.status(200).type('text/plain; charset=utf-8').set('Content-Length', String(size));
     if (!log || size === 0 || req.method === 'HEAD') {
@@ -141,8 +133,6 @@ export class JobOutputController {
     let now: JobRecord;
     try {
       now = await this.rt.service.get(id);
-    } catch (err) {
-      throw toHttp(err);
     } finally {
       this.rt.records.bus.off(channel, early);
     }
@@ -215,15 +205,10 @@ export class JobOutputController {
   ) {
     const rec = await this.record(id);
     const requested = Array.isArray(rel) ? rel.join('/') : rel;
-    let file: OpenedFile;
-    try {
-      file = await this.rt.store.openOutputFile(
-        this.rt.store.paths(rec.experiment, rec.id),
-        requested,
-      );
-    } catch (err) {
-      throw toHttp(err);
-    }
+    const file = await this.rt.store.openOutputFile(
+      this.rt.store.paths(rec.experiment, rec.id),
+      requested,
+    );
     let sending = false;
     try {
       const { size, mtime, ino } = file.stat;
@@ -284,11 +269,7 @@ function sendBytes(file: OpenedFile, start: number, end: number, res: Response):
  * a buffer of its own (the response may keep it until sent). Waits for the client to take what
  * it was given, or to go.
  */
-async function copyFrom(
-  log: OpenedFile,
-  offset: number,
-  watch: ClientWatch,
-): Promise<number> {
+async function copyFrom(log: OpenedFile, offset: number, watch: ClientWatch): Promise<number> {
   for (;;) {
     if (watch.closed) return offset;
     const buf = Buffer.allocUnsafe(READ_CHUNK);

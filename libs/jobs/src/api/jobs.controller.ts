@@ -12,6 +12,7 @@ import {
   Req,
   Res,
   UnsupportedMediaTypeException,
+  UseFilters,
 } from '@nestjs/common';
 import {
   ApiOkResponse,
@@ -25,7 +26,7 @@ import type { Request, Response } from 'express';
 import { JOB_STATES, type JobState } from '../job-record';
 import { publicRecord, type SubmitRequest, type UploadedInput } from '../jobs.service';
 import { JobsRuntime } from '../jobs.runtime';
-import { checkJobId, toHttp } from './http-errors';
+import { checkJobId, JobErrorsFilter } from './http-errors';
 import {
   ApiError,
   ApiHostGuard,
@@ -41,6 +42,7 @@ import { FORM_LIMITS, receiveForm } from './upload';
 /** Submit, list, read and cancel jobs (README.md, "Job API"; libs/jobs/README.md, "Submitting"). */
 @ApiTags('jobs')
 @ApiHostGuard()
+@UseFilters(JobErrorsFilter)
 @Controller('jobs')
 export class JobsController {
   constructor(@Inject(JobsRuntime) private readonly rt: JobsRuntime) {}
@@ -129,8 +131,6 @@ export class JobsController {
       const { record, created } = await this.rt.service.submit(submit);
       res.status(created ? 201 : 200);
       return { id: record.id, state: record.state };
-    } catch (err) {
-      throw toHttp(err);
     } finally {
       // Accepted files were moved into input/; whatever is left here was refused.
       await Promise.all(uploads.map((f) => unlink(f.path).catch(() => undefined)));
@@ -166,16 +166,12 @@ export class JobsController {
     const n = limit === undefined ? 100 : Number(limit);
     if (!Number.isInteger(n) || n < 1 || n > 1000)
       throw new BadRequestException('limit must be a whole number from 1 to 1000');
-    try {
-      const jobs = await this.rt.service.list({
-        experiment,
-        state: state as JobState | undefined,
-        limit: n,
-      });
-      return jobs.map(publicRecord);
-    } catch (err) {
-      throw toHttp(err);
-    }
+    const jobs = await this.rt.service.list({
+      experiment,
+      state: state as JobState | undefined,
+      limit: n,
+    });
+    return jobs.map(publicRecord);
   }
 
   @Get(':id')
@@ -184,11 +180,7 @@ export class JobsController {
   @ApiOkResponse({ description: 'the record', type: Job })
   @ApiJobRoute()
   async get(@Param('id') id: string) {
-    try {
-      return publicRecord(await this.rt.service.get(checkJobId(id)));
-    } catch (err) {
-      throw toHttp(err);
-    }
+    return publicRecord(await this.rt.service.get(checkJobId(id)));
   }
 
   @Delete(':id')
@@ -204,11 +196,7 @@ export class JobsController {
   @ApiOriginGuard()
   @ApiJobRoute()
   async cancel(@Param('id') id: string) {
-    try {
-      return publicRecord(await this.rt.service.cancel(checkJobId(id)));
-    } catch (err) {
-      throw toHttp(err);
-    }
+    return publicRecord(await this.rt.service.cancel(checkJobId(id)));
   }
 }
 
