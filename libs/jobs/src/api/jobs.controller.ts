@@ -24,8 +24,9 @@ import {
 } from '@nestjs/swagger';
 import type { Request, Response } from 'express';
 import { JOB_STATES, type JobState } from '../job-record';
-import { publicRecord, type SubmitRequest, type UploadedInput } from '../jobs.service';
-import { JobsRuntime } from '../jobs.runtime';
+import { WORKER_CONFIG, type WorkerConfig } from '../../../config/src';
+import { JobsService, publicRecord, type SubmitRequest, type UploadedInput } from '../jobs.service';
+import { ResultsStore } from '../store/results.store';
 import { checkJobId, JobErrorsFilter } from './http-errors';
 import {
   ApiError,
@@ -45,7 +46,12 @@ import { FORM_LIMITS, receiveForm } from './upload';
 @UseFilters(JobErrorsFilter)
 @Controller('jobs')
 export class JobsController {
-  constructor(@Inject(JobsRuntime) private readonly rt: JobsRuntime) {}
+  constructor(
+    @Inject(JobsService) private readonly service: JobsService,
+    @Inject(ResultsStore) private readonly store: ResultsStore,
+    /** MAX_UPLOAD: the files of one submission together; past it POST /jobs answers 413. */
+    @Inject(WORKER_CONFIG) private readonly config: Pick<WorkerConfig, 'maxUploadBytes'>,
+  ) {}
 
   @Post()
   @ApiOperation({
@@ -108,11 +114,11 @@ export class JobsController {
         throw new BadRequestException('the body is empty: send {"experiment": ...} as JSON');
       } else if (req.is('multipart/form-data')) {
         const form = await receiveForm(req, res, {
-          limits: { ...FORM_LIMITS, totalBytes: this.rt.maxUploadBytes },
-          dir: this.rt.uploadDir,
+          limits: { ...FORM_LIMITS, totalBytes: this.config.maxUploadBytes },
+          dir: this.store.uploadDir,
           // fromForm throws at once when the experiment field is missing (not after the check).
           beforeFirstFile: (fields) =>
-            this.rt.service.check(fromForm(fields, true)).then(() => undefined),
+            this.service.check(fromForm(fields, true)).then(() => undefined),
         });
         uploads = form.files;
         submit = { ...fromForm(form.fields, false), files: uploads };
@@ -128,7 +134,7 @@ export class JobsController {
             `got ${req.headers['content-type'] ? `'${req.headers['content-type'].slice(0, 100)}'` : 'no Content-Type'}`,
         );
       }
-      const { record, created } = await this.rt.service.submit(submit);
+      const { record, created } = await this.service.submit(submit);
       res.status(created ? 201 : 200);
       return { id: record.id, state: record.state };
     } finally {
@@ -166,7 +172,7 @@ export class JobsController {
     const n = limit === undefined ? 100 : Number(limit);
     if (!Number.isInteger(n) || n < 1 || n > 1000)
       throw new BadRequestException('limit must be a whole number from 1 to 1000');
-    const jobs = await this.rt.service.list({
+    const jobs = await this.service.list({
       experiment,
       state: state as JobState | undefined,
       limit: n,
@@ -180,7 +186,7 @@ export class JobsController {
   @ApiOkResponse({ description: 'the record', type: Job })
   @ApiJobRoute()
   async get(@Param('id') id: string) {
-    return publicRecord(await this.rt.service.get(checkJobId(id)));
+    return publicRecord(await this.service.get(checkJobId(id)));
   }
 
   @Delete(':id')
@@ -196,7 +202,7 @@ export class JobsController {
   @ApiOriginGuard()
   @ApiJobRoute()
   async cancel(@Param('id') id: string) {
-    return publicRecord(await this.rt.service.cancel(checkJobId(id)));
+    return publicRecord(await this.service.cancel(checkJobId(id)));
   }
 }
 
