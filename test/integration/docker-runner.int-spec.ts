@@ -8,7 +8,6 @@ import { JOB_LABELS } from '../../libs/docker/src';
 import {
   DockerEngine,
   DockerRunner,
-  JobsRuntime,
   ResultsStore,
   loadExperiments,
   parseExperiment,
@@ -20,6 +19,7 @@ import {
 import { exitMark } from '../../libs/jobs/src/runner/runner';
 import { startRedis, type TestRedis } from '../support/redis';
 import { TEST_IMAGE, testDockerHost } from '../support/docker';
+import { startJobs } from '../../libs/jobs/src/testing/start-jobs';
 
 jest.setTimeout(90_000);
 
@@ -417,10 +417,7 @@ describe('JobsRuntime with Docker jobs', () => {
   afterAll(() => redis?.stop());
 
   /** A runtime with a docker GPU experiment, a docker CPU one and a process one. */
-  async function runtime(
-    env: Record<string, string>,
-    opts: Parameters<typeof JobsRuntime.start>[2],
-  ) {
+  async function runtime(env: Record<string, string>, opts: Parameters<typeof startJobs>[2]) {
     const data = mkdtempSync(path.join(tmpdir(), 'gsc-docker-rt-'));
     const exp = mkdtempSync(path.join(tmpdir(), 'gsc-docker-rt-exp-'));
     writeFileSync(
@@ -444,7 +441,7 @@ describe('JobsRuntime with Docker jobs', () => {
       DOCKER_HOST: host,
       ...env,
     });
-    return JobsRuntime.start(config, silentLogger(), { killGraceMs: 500, ...opts });
+    return startJobs(config, silentLogger(), { killGraceMs: 500, ...opts });
   }
 
   it('gives a GPU job its detected GPU through DeviceRequests and fails clearly without NVIDIA runtime', async () => {

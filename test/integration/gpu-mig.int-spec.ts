@@ -11,9 +11,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { loadWorkerConfig, silentLogger } from '../../libs/config/src';
 import { GpuSampler, nvidiaSmiQuery } from '../../libs/health/src';
-import { JobRequestError, JobsRuntime } from '../../libs/jobs/src';
+import { JobRequestError } from '../../libs/jobs/src';
 import { startRedis, type TestRedis } from '../support/redis';
 import { waitUntil } from '../support/system';
+import { startJobs } from '../../libs/jobs/src/testing/start-jobs';
 
 jest.setTimeout(60_000);
 
@@ -72,7 +73,7 @@ async function runtime(layout: string, experiments: Record<string, string>, slot
     intervalMs: 100,
   });
   await sampler.start();
-  const rt = await JobsRuntime.start(config, silentLogger(), {
+  const rt = await startJobs(config, silentLogger(), {
     killGraceMs: 500,
     gpuInventory: sampler.inventory(),
   });

@@ -20,6 +20,7 @@ import { optionsFromUrl } from '../../libs/jobs/src/queue/redis-connection';
 import { JobsClient, writeTestExperiments } from '../../libs/jobs/src/testing/client';
 import { startRedis, type TestRedis } from '../support/redis';
 import { waitUntil } from '../support/system';
+import { startJobs } from '../../libs/jobs/src/testing/start-jobs';
 
 jest.setTimeout(60_000);
 
@@ -459,7 +460,7 @@ describe('job admission limits', () => {
       EXPERIMENTS_DIR: exp,
       GPU_DEVICES: 'none',
     });
-    await expect(JobsRuntime.start(config, silentLogger())).rejects.toThrow(
+    await expect(startJobs(config, silentLogger())).rejects.toThrow(
       /bad\.yaml: command must be a list of strings, like \[python, train\.py\]/,
     );
   });

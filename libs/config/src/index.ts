@@ -6,3 +6,4 @@ export * from './nest-logger';
 export * from './daemon';
 export * from './deadline';
 export * from './redact';
+export * from './tokens';

@@ -8,6 +8,7 @@ export * from './gpu-allocator';
 export * from './job-record';
 export * from './jobs.metrics';
 export * from './jobs.module';
+export * from './jobs.providers';
 export * from './jobs.runtime';
 export * from './jobs.service';
 export * from './runner/docker.engine';

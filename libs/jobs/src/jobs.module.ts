@@ -1,23 +1,37 @@
-import { Inject, Module, type DynamicModule, type OnApplicationShutdown } from '@nestjs/common';
-import type { Logger, WorkerConfig } from '../../config/src';
+import { Module, type DynamicModule } from '@nestjs/common';
+import { LOGGER, WORKER_CONFIG, type Logger, type WorkerConfig } from '../../config/src';
 import { ExperimentsController } from './api/experiments.controller';
 import { JobOutputController } from './api/job-output.controller';
 import { JobsController } from './api/jobs.controller';
-import { JobsRuntime, DEFAULT_JOBS_OPTIONS, type JobsOptions } from './jobs.runtime';
-
-/** Stops the job system when the app closes (app.close() on SIGTERM). */
-class JobsLifecycle implements OnApplicationShutdown {
-  constructor(@Inject(JobsRuntime) private readonly rt: JobsRuntime) {}
-
-  async onApplicationShutdown(): Promise<void> {
-    await this.rt.close();
-  }
-}
+import { ExperimentCatalog } from './experiments/catalog';
+import { JobExecutor } from './job-executor';
+import {
+  DEFAULT_JOBS_OPTIONS,
+  JOBS_OPTIONS,
+  JOBS_PROVIDERS,
+  REDIS_BACKEND,
+  RUNNERS,
+  type JobsOptions,
+} from './jobs.providers';
+import { JobsRuntime } from './jobs.runtime';
+import { JobsService } from './jobs.service';
+import { GpuAllocator } from './gpu-allocator';
+import { JobQueue } from './queue/bullmq.adapter';
+import { JobRecordsRepository } from './queue/job-records.repository';
+import type { RedisBackend } from './queue/redis-connection';
+import { DockerRunner } from './runner/docker.runner';
+import { JobIsolation } from './runner/isolation';
+import { ProcessRunner } from './runner/process.runner';
+import type { Runner } from './runner/runner';
+import { ResultsStore } from './store/results.store';
 
 /**
- * The job API and everything behind it. The runtime is an async provider: Nest awaits it while
- * building the app, so the API listens only once Redis and the queue are usable, and a bad
- * experiment file or an evicting Redis stops the worker at start.
+ * The job API and everything behind it, as Nest providers (jobs.providers.ts): the catalog, the
+ * results store, Redis, the records, the queue, the GPU allocator, the runners, the ledger, the
+ * executor and the service, each injected where it is used. The providers are async where they
+ * start something: Nest awaits them while building the app, so the API listens only once Redis
+ * and the queue are usable, and a bad experiment file or an evicting Redis stops the worker at
+ * start. JobsRuntime starts the queue workers last and stops everything in order on app.close().
  */
 @Module({})
 export class JobsModule {
@@ -26,15 +40,74 @@ export class JobsModule {
     log: Logger,
     options: Partial<JobsOptions> = {},
   ): DynamicModule {
-    const opts = { ...DEFAULT_JOBS_OPTIONS, ...options };
+    const opts: JobsOptions = { ...DEFAULT_JOBS_OPTIONS, ...options };
     return {
       module: JobsModule,
       controllers: [ExperimentsController, JobsController, JobOutputController],
       providers: [
-        { provide: JobsRuntime, useFactory: () => JobsRuntime.start(config, log, opts) },
-        JobsLifecycle,
+        { provide: WORKER_CONFIG, useValue: config },
+        { provide: LOGGER, useValue: log },
+        { provide: JOBS_OPTIONS, useValue: opts },
+        ...JOBS_PROVIDERS,
+        {
+          provide: JobsRuntime,
+          inject: [
+            WORKER_CONFIG,
+            JOBS_OPTIONS,
+            LOGGER,
+            ExperimentCatalog,
+            ResultsStore,
+            REDIS_BACKEND,
+            JobRecordsRepository,
+            JobQueue,
+            GpuAllocator,
+            DockerRunner,
+            JobIsolation,
+            ProcessRunner,
+            RUNNERS,
+            JobExecutor,
+            JobsService,
+          ],
+          useFactory: async (
+            config: WorkerConfig,
+            options: JobsOptions,
+            log: Logger,
+            catalog: ExperimentCatalog,
+            store: ResultsStore,
+            backend: RedisBackend,
+            records: JobRecordsRepository,
+            queue: JobQueue,
+            gpus: GpuAllocator,
+            docker: DockerRunner,
+            isolation: JobIsolation,
+            processRunner: ProcessRunner,
+            runners: Map<string, Runner>,
+            executor: JobExecutor,
+            service: JobsService,
+          ) => {
+            const rt = new JobsRuntime({
+              config,
+              options,
+              log,
+              catalog,
+              store,
+              backend,
+              records,
+              queue,
+              gpus,
+              docker,
+              isolation,
+              processRunner,
+              runners,
+              executor,
+              service,
+            });
+            await rt.start();
+            return rt;
+          },
+        },
       ],
-      exports: [JobsRuntime],
+      exports: [JobsRuntime, JobsService, ResultsStore, ExperimentCatalog, JobRecordsRepository],
     };
   }
 }

@@ -1,6 +1,6 @@
 import { Controller, Get, Inject } from '@nestjs/common';
 import { ApiOkResponse, ApiOperation, ApiTags } from '@nestjs/swagger';
-import { JobsRuntime } from '../jobs.runtime';
+import { ExperimentCatalog } from '../experiments/catalog';
 import { ApiHostGuard } from './responses';
 import { Experiment } from './schemas';
 
@@ -9,13 +9,13 @@ import { Experiment } from './schemas';
 @ApiHostGuard()
 @Controller('experiments')
 export class ExperimentsController {
-  constructor(@Inject(JobsRuntime) private readonly rt: JobsRuntime) {}
+  constructor(@Inject(ExperimentCatalog) private readonly catalog: ExperimentCatalog) {}
 
   @Get()
   @ApiOperation({ summary: 'the installed experiments, with the JSON Schema of their params' })
   @ApiOkResponse({ description: 'every installed experiment', type: [Experiment] })
   list(): Experiment[] {
-    return this.rt.catalog.list().map((e) => ({
+    return this.catalog.list().map((e) => ({
       name: e.name,
       runner: e.runner,
       gpus: e.gpus,

@@ -2,11 +2,15 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import {
   BadRequestException,
+  Catch,
   HttpException,
   NotFoundException,
   ServiceUnavailableException,
+  type ArgumentsHost,
 } from '@nestjs/common';
+import { BaseExceptionFilter } from '@nestjs/core';
 import { JobRequestError } from '../jobs.service';
+import { isRedisOutage } from '../queue/redis-connection';
 import { FileNotFoundError, JOB_ID, UnsafePathError } from '../store/results.store';
 
 const NAMES: Record<number, string> = {
@@ -16,8 +20,13 @@ const NAMES: Record<number, string> = {
   507: 'Insufficient Storage',
 };
 
-/** Maps the job system's errors to `{statusCode, error, message}`; anything else stays a 500. */
-export function toHttp(err: unknown): unknown {
+/**
+ * The job system's errors as HTTP answers, `{statusCode, error, message}`: a JobRequestError
+ * with its status, an unsafe path 400, a file that is not there 404, Redis away 503 (the client
+ * should retry, not report a bug). Anything else is returned as it is (an HttpException keeps
+ * its answer, the rest is a 500).
+ */
+export function httpErrorOf(err: unknown): unknown {
   if (err instanceof JobRequestError) {
     return new HttpException(
       { statusCode: err.status, error: NAMES[err.status], message: err.message },
@@ -26,15 +35,22 @@ export function toHttp(err: unknown): unknown {
   }
   if (err instanceof UnsafePathError) return new BadRequestException(err.message);
   if (err instanceof FileNotFoundError) return new NotFoundException(err.message);
-  // Redis away (restarting, unreachable): the client should retry, not report a bug.
-  const e = err as { name?: string; message?: string };
-  if (
-    e?.name === 'MaxRetriesPerRequestError' ||
-    /Connection is closed|ECONNREFUSED|ENOENT.*redis/.test(e?.message ?? '')
-  ) {
+  if (isRedisOutage(err)) {
     return new ServiceUnavailableException('the job queue (Redis) is unavailable; retry shortly');
   }
   return err;
+}
+
+/**
+ * The job API's one exception filter (`@UseFilters(JobErrorsFilter)` on its controllers): what a
+ * route throws is mapped by httpErrorOf, then answered by Nest's own filter (logging a 500,
+ * leaving an answer already under way alone).
+ */
+@Catch()
+export class JobErrorsFilter extends BaseExceptionFilter {
+  override catch(err: unknown, host: ArgumentsHost): void {
+    super.catch(httpErrorOf(err), host);
+  }
 }
 
 /** Job ids are UUIDs: anything else is refused before it reaches Redis or a path. */

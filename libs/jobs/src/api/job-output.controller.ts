@@ -1,15 +1,15 @@
 import path from 'node:path';
 import { pipeline } from 'node:stream';
-import { Controller, Get, Inject, Param, Query, Req, Res } from '@nestjs/common';
+import { Controller, Get, Inject, Param, Query, Req, Res, UseFilters } from '@nestjs/common';
 import { ApiTags } from '@nestjs/swagger';
 import type { Request, Response } from 'express';
 import { isFinal, type JobRecord } from '../job-record';
-import { publicRecord } from '../jobs.service';
-import { JobsRuntime } from '../jobs.runtime';
-import type { OpenedFile } from '../store/results.store';
+import { JobsService, publicRecord } from '../jobs.service';
+import { JobRecordsRepository } from '../queue/job-records.repository';
+import { ResultsStore, type OpenedFile } from '../store/results.store';
 import { planRange } from './byte-range';
 import { ClientWatch } from './client-watch';
-import { checkJobId, toHttp } from './http-errors';
+import { checkJobId, JobErrorsFilter } from './http-errors';
 import { ApiDownload, ApiEvents, ApiFiles, ApiLogs } from './job-output.openapi';
 import { ApiHostGuard } from './responses';
 import { RETRY_AFTER_S, StreamLimitError, StreamLimits, type StreamKind } from './stream-limits';
@@ -40,18 +40,20 @@ export function eventId(rec: JobRecord): string {
  */
 @ApiTags('jobs')
 @ApiHostGuard()
+@UseFilters(JobErrorsFilter)
 @Controller('jobs')
 export class JobOutputController {
   private readonly limits = new StreamLimits();
 
-  constructor(@Inject(JobsRuntime) private readonly rt: JobsRuntime) {}
+  constructor(
+    @Inject(JobsService) private readonly service: JobsService,
+    @Inject(ResultsStore) private readonly store: ResultsStore,
+    /** Its event bus: every change of a job's state, from any worker process. */
+    @Inject(JobRecordsRepository) private readonly records: Pick<JobRecordsRepository, 'bus'>,
+  ) {}
 
   private async record(id: string): Promise<JobRecord> {
-    try {
-      return await this.rt.service.get(checkJobId(id));
-    } catch (err) {
-      throw toHttp(err);
-    }
+    return this.service.get(checkJobId(id));
   }
 
   /** A slot for a long-lived answer, or 503 with Retry-After (StreamLimits). */
@@ -74,12 +76,7 @@ export class JobOutputController {
   ) {
     const rec = await this.record(id);
     if (follow === '1' || follow === 'true') return this.follow(rec, req, res);
-    let log: OpenedFile | undefined;
-    try {
-      log = await this.rt.store.openLog(this.rt.store.paths(rec.experiment, rec.id));
-    } catch (err) {
-      throw toHttp(err);
-    }
+    const log = await this.store.openLog(this.store.paths(rec.experiment, rec.id));
     const size = log?.stat.size ?? 0;
     res.status(200).type('text/plain; charset=utf-8').set('Content-Length', String(size));
     if (!log || size === 0 || req.method === 'HEAD') {
@@ -104,15 +101,15 @@ export class JobOutputController {
     const watch = new ClientWatch(req, res);
     // Headers at once, even while the job is queued and its log empty.
     ok().flushHeaders();
-    const p = this.rt.store.paths(rec.experiment, rec.id);
+    const p = this.store.paths(rec.experiment, rec.id);
     let log: OpenedFile | undefined;
     let offset = 0;
     try {
       for (;;) {
-        const now = await this.rt.service.get(rec.id).catch(() => undefined);
+        const now = await this.service.get(rec.id).catch(() => undefined);
         // Opened once (it appears when the job starts), then read by offset: what the job
         // swaps in at that name later is never looked at.
-        log ??= await this.rt.store.openLog(p);
+        log ??= await this.store.openLog(p);
         if (log) offset = await copyFrom(log, offset, watch);
         // Read after seeing the end: nothing the job printed is missed.
         if (!now || isFinal(now.state) || watch.left || res.destroyed) break;
@@ -137,14 +134,12 @@ export class JobOutputController {
     // than it; only an ending among them is sure to be newer, so only that one is replayed.
     const pending: JobRecord[] = [];
     const early = (rec: JobRecord) => pending.push(rec);
-    this.rt.records.bus.on(channel, early);
+    this.records.bus.on(channel, early);
     let now: JobRecord;
     try {
-      now = await this.rt.service.get(id);
-    } catch (err) {
-      throw toHttp(err);
+      now = await this.service.get(id);
     } finally {
-      this.rt.records.bus.off(channel, early);
+      this.records.bus.off(channel, early);
     }
     now = pending.find((r) => isFinal(r.state)) ?? now;
     if (isFinal(now.state)) {
@@ -181,12 +176,12 @@ export class JobOutputController {
       if (ended) return;
       ended = true;
       clearInterval(heartbeat);
-      this.rt.records.bus.off(channel, send);
+      this.records.bus.off(channel, send);
       watch.dispose();
       release();
       if (!res.destroyed) res.end();
     };
-    this.rt.records.bus.on(channel, send);
+    this.records.bus.on(channel, send);
     send(now);
     // Sent what there is; a client that went (or half-closed) gets nothing more.
     watch.whenGone(end);
@@ -196,7 +191,7 @@ export class JobOutputController {
   @ApiFiles()
   async files(@Param('id') id: string) {
     const rec = await this.record(id);
-    return { files: await this.rt.store.listOutput(this.rt.store.paths(rec.experiment, rec.id)) };
+    return { files: await this.store.listOutput(this.store.paths(rec.experiment, rec.id)) };
   }
 
   /**
@@ -215,15 +210,10 @@ export class JobOutputController {
   ) {
     const rec = await this.record(id);
     const requested = Array.isArray(rel) ? rel.join('/') : rel;
-    let file: OpenedFile;
-    try {
-      file = await this.rt.store.openOutputFile(
-        this.rt.store.paths(rec.experiment, rec.id),
-        requested,
-      );
-    } catch (err) {
-      throw toHttp(err);
-    }
+    const file = await this.store.openOutputFile(
+      this.store.paths(rec.experiment, rec.id),
+      requested,
+    );
     let sending = false;
     try {
       const { size, mtime, ino } = file.stat;
@@ -284,11 +274,7 @@ function sendBytes(file: OpenedFile, start: number, end: number, res: Response):
  * a buffer of its own (the response may keep it until sent). Waits for the client to take what
  * it was given, or to go.
  */
-async function copyFrom(
-  log: OpenedFile,
-  offset: number,
-  watch: ClientWatch,
-): Promise<number> {
+async function copyFrom(log: OpenedFile, offset: number, watch: ClientWatch): Promise<number> {
   for (;;) {
     if (watch.closed) return offset;
     const buf = Buffer.allocUnsafe(READ_CHUNK);

@@ -12,6 +12,7 @@ import {
   Req,
   Res,
   UnsupportedMediaTypeException,
+  UseFilters,
 } from '@nestjs/common';
 import {
   ApiOkResponse,
@@ -23,9 +24,10 @@ import {
 } from '@nestjs/swagger';
 import type { Request, Response } from 'express';
 import { JOB_STATES, type JobState } from '../job-record';
-import { publicRecord, type SubmitRequest, type UploadedInput } from '../jobs.service';
-import { JobsRuntime } from '../jobs.runtime';
-import { checkJobId, toHttp } from './http-errors';
+import { WORKER_CONFIG, type WorkerConfig } from '../../../config/src';
+import { JobsService, publicRecord, type SubmitRequest, type UploadedInput } from '../jobs.service';
+import { ResultsStore } from '../store/results.store';
+import { checkJobId, JobErrorsFilter } from './http-errors';
 import {
   ApiError,
   ApiHostGuard,
@@ -41,9 +43,15 @@ import { FORM_LIMITS, receiveForm } from './upload';
 /** Submit, list, read and cancel jobs (README.md, "Job API"; libs/jobs/README.md, "Submitting"). */
 @ApiTags('jobs')
 @ApiHostGuard()
+@UseFilters(JobErrorsFilter)
 @Controller('jobs')
 export class JobsController {
-  constructor(@Inject(JobsRuntime) private readonly rt: JobsRuntime) {}
+  constructor(
+    @Inject(JobsService) private readonly service: JobsService,
+    @Inject(ResultsStore) private readonly store: ResultsStore,
+    /** MAX_UPLOAD: the files of one submission together; past it POST /jobs answers 413. */
+    @Inject(WORKER_CONFIG) private readonly config: Pick<WorkerConfig, 'maxUploadBytes'>,
+  ) {}
 
   @Post()
   @ApiOperation({
@@ -106,11 +114,11 @@ export class JobsController {
         throw new BadRequestException('the body is empty: send {"experiment": ...} as JSON');
       } else if (req.is('multipart/form-data')) {
         const form = await receiveForm(req, res, {
-          limits: { ...FORM_LIMITS, totalBytes: this.rt.maxUploadBytes },
-          dir: this.rt.uploadDir,
+          limits: { ...FORM_LIMITS, totalBytes: this.config.maxUploadBytes },
+          dir: this.store.uploadDir,
           // fromForm throws at once when the experiment field is missing (not after the check).
           beforeFirstFile: (fields) =>
-            this.rt.service.check(fromForm(fields, true)).then(() => undefined),
+            this.service.check(fromForm(fields, true)).then(() => undefined),
         });
         uploads = form.files;
         submit = { ...fromForm(form.fields, false), files: uploads };
@@ -126,11 +134,9 @@ export class JobsController {
             `got ${req.headers['content-type'] ? `'${req.headers['content-type'].slice(0, 100)}'` : 'no Content-Type'}`,
         );
       }
-      const { record, created } = await this.rt.service.submit(submit);
+      const { record, created } = await this.service.submit(submit);
       res.status(created ? 201 : 200);
       return { id: record.id, state: record.state };
-    } catch (err) {
-      throw toHttp(err);
     } finally {
       // Accepted files were moved into input/; whatever is left here was refused.
       await Promise.all(uploads.map((f) => unlink(f.path).catch(() => undefined)));
@@ -166,16 +172,12 @@ export class JobsController {
     const n = limit === undefined ? 100 : Number(limit);
     if (!Number.isInteger(n) || n < 1 || n > 1000)
       throw new BadRequestException('limit must be a whole number from 1 to 1000');
-    try {
-      const jobs = await this.rt.service.list({
-        experiment,
-        state: state as JobState | undefined,
-        limit: n,
-      });
-      return jobs.map(publicRecord);
-    } catch (err) {
-      throw toHttp(err);
-    }
+    const jobs = await this.service.list({
+      experiment,
+      state: state as JobState | undefined,
+      limit: n,
+    });
+    return jobs.map(publicRecord);
   }
 
   @Get(':id')
@@ -184,11 +186,7 @@ export class JobsController {
   @ApiOkResponse({ description: 'the record', type: Job })
   @ApiJobRoute()
   async get(@Param('id') id: string) {
-    try {
-      return publicRecord(await this.rt.service.get(checkJobId(id)));
-    } catch (err) {
-      throw toHttp(err);
-    }
+    return publicRecord(await this.service.get(checkJobId(id)));
   }
 
   @Delete(':id')
@@ -204,11 +202,7 @@ export class JobsController {
   @ApiOriginGuard()
   @ApiJobRoute()
   async cancel(@Param('id') id: string) {
-    try {
-      return publicRecord(await this.rt.service.cancel(checkJobId(id)));
-    } catch (err) {
-      throw toHttp(err);
-    }
+    return publicRecord(await this.service.cancel(checkJobId(id)));
   }
 }
 

@@ -4,11 +4,11 @@ import type { JobPayload } from '../job-record';
 import type { RedisBackend } from './redis-connection';
 
 /**
- * The one file that imports BullMQ. Used directly rather than through @nestjs/bullmq because:
- * the connection must wait for the embedded redis-server and the eviction-policy check; the two
- * workers' concurrency comes from the validated config at run time; the processor needs BullMQ's
- * AbortSignal (its third parameter, which WorkerHost.process does not receive); and shutdown must
- * run in order (workers, queues, then Redis), which a Nest-owned connection does not allow.
+ * The one file that imports BullMQ. Used directly rather than through @nestjs/bullmq because the
+ * set of workers changes at run time (the GPU queue's worker exists only with GPU slots, and
+ * starts when a MIG re-partition brings some), while @nestjs/bullmq makes one worker per
+ * @Processor provider at module init, before the GPUs are known and before orphans are
+ * recovered; libs/jobs/README.md, "Why BullMQ directly", says what else was weighed.
  */
 
 /** Which slots a job uses: CPU-only jobs and GPU jobs wait in separate queues. */

@@ -245,3 +245,26 @@ async function stopLeftover(pidFile: string, log: Logger): Promise<void> {
   if (isRedis()) process.kill(pid, 'SIGKILL');
   for (let i = 0; i < 100 && isRedis(); i++) await new Promise((r) => setTimeout(r, 50));
 }
+
+/** ioredis's CONNECTION_CLOSED_ERROR_MSG: it rejects with a plain Error, no class or code. */
+const IOREDIS_CONNECTION_CLOSED = 'Connection is closed.';
+/** What a connection to a Redis that is away fails with: refused, or its socket file gone. */
+const CONNECT_CODES = new Set(['ECONNREFUSED', 'ENOENT']);
+
+/**
+ * Whether `err` says Redis is away (restarting, unreachable) rather than that the request or the
+ * code is wrong: a command that used up its retries (ioredis `MaxRetriesPerRequestError`,
+ * maxRetriesPerRequest: 3 on the API's connections), a connection closed under it (BullMQ's
+ * `ConnectionClosedError`, or ioredis's message, which is all ioredis gives), or a connect
+ * refused or to a socket file that is gone (ECONNREFUSED, ENOENT from `connect`).
+ */
+export function isRedisOutage(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  if (err.name === 'MaxRetriesPerRequestError' || err.name === 'ConnectionClosedError') {
+    return true;
+  }
+  if (err.message === IOREDIS_CONNECTION_CLOSED) return true;
+  const sys = err as NodeJS.ErrnoException;
+  if (sys.code === 'ECONNREFUSED') return true;
+  return sys.code !== undefined && CONNECT_CODES.has(sys.code) && sys.syscall === 'connect';
+}

@@ -46,6 +46,11 @@ export class ResultsStore {
     this.root = path.resolve(dataFolder, 'jobs');
   }
 
+  /** Where a multipart submission's files are received before the job's folder exists. */
+  get uploadDir(): string {
+    return path.join(this.root, '.uploads');
+  }
+
   paths(experiment: string, id: string): JobPaths {
     if (!EXPERIMENT.test(experiment) || !JOB_ID.test(id)) throw new UnsafePathError('bad job id');
     return jobPathsIn(path.join(this.root, experiment, id));
