@@ -8,8 +8,9 @@ import { JobLedger } from './job-ledger';
 import type { JobRecord, JobState } from './job-record';
 import type { QueuedJob } from './queue/bullmq.adapter';
 import type { RunOutcome, Runner, RunSpec } from './runner/runner';
+import { jobRecord, TEST_JOB_ID } from './testing/records';
 
-const ID = '0b8e6c1e-7f7e-4c55-9d64-2f1f1a0c0a01';
+const ID = TEST_JOB_ID;
 const exp: Experiment = {
   name: 'hello',
   runner: 'process',
@@ -19,20 +20,7 @@ const exp: Experiment = {
   env: {},
 } as Experiment;
 
-const queuedRecord = (): JobRecord => ({
-  id: ID,
-  experiment: 'hello',
-  state: 'queued',
-  progress: 0,
-  worker: null,
-  gpu: null,
-  attempts: 0,
-  createdAt: '2026-01-01T00:00:00.000Z',
-  startedAt: null,
-  finishedAt: null,
-  exitCode: null,
-  error: null,
-});
+const queuedRecord = (): JobRecord => jobRecord();
 
 /**
  * The executor with the real ledger over fakes of Redis (one record, compare-and-set) and the

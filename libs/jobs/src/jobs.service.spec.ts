@@ -7,6 +7,7 @@ import { JobLedger } from './job-ledger';
 import type { JobRecord, JobState } from './job-record';
 import { JobsService, MAX_PARAMS_DEPTH, nestingDepth, type JobsServiceDeps } from './jobs.service';
 import type { JobQueue } from './queue/bullmq.adapter';
+import { jobRecord, TEST_JOB_ID } from './testing/records';
 
 /** `levels` arrays, one inside the other, as JSON.parse would give them. */
 const nested = (levels: number): unknown =>
@@ -33,22 +34,8 @@ describe('nestingDepth', () => {
   });
 });
 
-const ID = '0b8e6c1e-7f7e-4c55-9d64-2f1f1a0c0a01';
-const record = (over: Partial<JobRecord> = {}): JobRecord => ({
-  id: ID,
-  experiment: 'hello',
-  state: 'queued',
-  progress: 0,
-  worker: null,
-  gpu: null,
-  attempts: 0,
-  createdAt: '2026-01-01T00:00:00.000Z',
-  startedAt: null,
-  finishedAt: null,
-  exitCode: null,
-  error: null,
-  ...over,
-});
+const ID = TEST_JOB_ID;
+const record = jobRecord;
 
 /**
  * The service with the real ledger over fakes of Redis (records by id, compare-and-set), the

@@ -6,6 +6,7 @@ import { silentLogger } from '../../../config/src';
 import type { JobRecord } from '../job-record';
 import { JobRecordsRepository, loadScripts, LUA_DIR, LUA_SCRIPTS } from './job-records.repository';
 import { connect } from './redis-connection';
+import { jobRecord } from '../testing/records';
 
 // The scripts themselves run against a real Redis in test/integration/jobs.int-spec.ts ("job
 // records (Lua) against a real Redis"); here, what the TypeScript side makes of Redis's answers.
@@ -22,21 +23,7 @@ class FakeRedis extends EventEmitter {
   quit = jest.fn(async () => 'OK');
 }
 
-const record = (over: Partial<JobRecord> = {}): JobRecord => ({
-  id: '0b8e6c1e-7f7e-4c55-9d64-2f1f1a0c0a01',
-  experiment: 'hello',
-  state: 'queued',
-  progress: 0,
-  worker: null,
-  gpu: null,
-  attempts: 0,
-  createdAt: '2026-01-01T00:00:00.000Z',
-  startedAt: null,
-  finishedAt: null,
-  exitCode: null,
-  error: null,
-  ...over,
-});
+const record = jobRecord;
 
 describe('JobRecordsRepository', () => {
   let cmd: FakeRedis;
