@@ -13,12 +13,13 @@ const STALL_RTTS = 2;
  *
  * It measures what the reader consumes per base round trip (the session's shortest PING/PONG),
  * from the credit the stream grants, over MEASURE_RTTS round trips at a time; a measurement in
- * which the reader fell behind (it had bytes left unread at a grant) or the stream stalled (no
- * grant for STALL_RTTS round trips) is dropped, since then the reader or the sender, not the
- * window, was the limit. A doubling is tried only while a round trip carries at
- * least BDP_GROWTH_SHARE of the window, and it is a trial: the first measurement that starts a
- * round trip after it (when the new credit has had time to bring bytes) must carry
- * BDP_TRIAL_GAIN times what the one before it did, else the doubling is undone and the stream
+ * which the stream stalled (no grant for STALL_RTTS round trips: a paused reader, a sender with
+ * nothing to send) is dropped. A reader slower than the link makes a doubling that does not
+ * pay, which is undone. (Not dropped: a measurement with bytes left unread at some grant. A
+ * reader that pipes to a socket has some at most grants, and no measurement would ever end.) A doubling is tried only while a round trip carries at
+ * least BDP_GROWTH_SHARE of the window, and it is a trial: a measurement started a round trip
+ * after it (when the new credit has had time to bring bytes) must carry BDP_TRIAL_GAIN times
+ * what the one before it did, else the doubling is undone and the stream
  * grows no more past its cap. A window past the BDP would only queue the stream's bytes in the
  * link ahead of every other stream's (a small request behind a download), and buys nothing.
  * Without a measured round trip, nothing grows.
@@ -35,31 +36,27 @@ export class BdpGrowth {
   private settled = false;
 
   /**
-   * Called at each credit grant with the time, the bytes credited in all, the base round trip,
-   * and whether the reader had consumed everything. Returns the window to go back to when the
-   * last doubling did not pay, else undefined.
+   * Called at each credit grant with the time, the bytes credited in all, the base round trip.
+   * Returns the window to go back to when the last doubling did not pay, else undefined.
    */
-  observe(
-    now: number,
-    credited: number,
-    rttMs: number | undefined,
-    keptUp: boolean,
-  ): number | undefined {
+  observe(now: number, credited: number, rttMs: number | undefined): number | undefined {
     if (!rttMs) return undefined;
     const gap = now - this.last;
     this.last = now;
     // Two round trips without a grant: the stream stalled (a paused reader, a sender with
     // nothing to send), and what it carried meanwhile says nothing about the window.
-    if (!this.sample || !keptUp || gap > STALL_RTTS * rttMs) {
+    // A trial is judged from a round trip after its doubling on (the new credit has reached the
+    // sender and its bytes have come back): what came before that is not measured.
+    const settling = this.trial !== undefined && now < this.trial.at + rttMs;
+    if (!this.sample || settling || gap > STALL_RTTS * rttMs) {
       this.sample = { at: now, credited };
       return undefined;
     }
     const elapsed = now - this.sample.at;
     if (elapsed < MEASURE_RTTS * rttMs) return undefined;
-    const started = this.sample.at;
     this.perRtt = ((credited - this.sample.credited) * rttMs) / elapsed;
     this.sample = { at: now, credited };
-    if (!this.trial || started < this.trial.at + rttMs) return undefined;
+    if (!this.trial) return undefined;
     const { before, from } = this.trial;
     this.trial = undefined;
     if (this.perRtt >= before * BDP_TRIAL_GAIN) return undefined;
@@ -77,7 +74,7 @@ export class BdpGrowth {
     );
   }
 
-  /** A window at its cap (`from`) just doubled: judged by the first measurement a round trip later. */
+  /** A window at its cap (`from`) just doubled: judged by a measurement from a round trip later. */
   grew(now: number, from: number): void {
     this.trial = { at: now, before: this.perRtt, from };
   }

@@ -132,8 +132,7 @@ export class TunnelStream extends Duplex {
     if (due < this.window / 4) return 0;
     this.credited += due;
     const now = performance.now();
-    const keptUp = this.readableLength === 0;
-    const undo = this.bdp.observe(now, this.credited, this.host.baseRttMs(), keptUp);
+    const undo = this.bdp.observe(now, this.credited, this.host.baseRttMs());
     if (undo !== undefined) this.shrinkTo(undo);
     if (this.holdback > 0) {
       const withheld = Math.min(this.holdback, due);
@@ -144,7 +143,7 @@ export class TunnelStream extends Duplex {
     }
     const cap = this.host.windowCap(this);
     if (
-      keptUp &&
+      this.readableLength === 0 &&
       (this.window < cap || this.bdp.mayGrow(this.window)) &&
       this.host.reserveGrowth(this.window)
     ) {
