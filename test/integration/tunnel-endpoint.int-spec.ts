@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { connect } from 'node:net';
+import { createServer, type IncomingMessage } from 'node:http';
+import { connect, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -191,6 +192,40 @@ describe('TunnelEndpoint', () => {
     const { endpoint: plain } = await start({ keyFiles: [key], tunnelConnect: [urlOf(worker)] });
     await waitFor(() => plain.views()[0].state === 'down');
     expect(plain.sessions()).toEqual([]);
+  });
+
+  it('dials through HTTPS_PROXY, an HTTP CONNECT proxy', async () => {
+    const key = await keyFile('k');
+    const { endpoint: worker } = await start({ keyFiles: [key], tunnelListen: LOOPBACK }, echoing);
+    const connects: string[] = [];
+    const proxy = createServer();
+    proxy.on('connect', (req: IncomingMessage, client: Socket, head: Buffer) => {
+      connects.push(req.url ?? '');
+      const [host, port] = (req.url ?? '').split(':');
+      const upstream = connect(Number(port), host, () => {
+        client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+        upstream.write(head);
+        upstream.pipe(client).pipe(upstream);
+      });
+      for (const sk of [client, upstream]) sk.on('error', () => undefined);
+      client.once('close', () => upstream.destroy());
+      upstream.once('close', () => client.destroy());
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    try {
+      const { endpoint: relay } = await start({
+        keyFiles: [key],
+        tunnelConnect: [urlOf(worker)],
+        httpsProxy: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
+      });
+      await waitFor(() => relay.sessions().length === 1);
+      expect(await echo(relay.sessions()[0], 'proxied')).toBe('proxied');
+      expect(connects).toEqual([`127.0.0.1:${worker.address()!.port}`]);
+      await relay.close();
+    } finally {
+      proxy.closeAllConnections();
+      await new Promise((r) => proxy.close(r));
+    }
   });
 
   it('reload swaps the key ring for the next handshakes while the session up keeps going', async () => {
