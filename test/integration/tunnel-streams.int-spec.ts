@@ -4,7 +4,7 @@ import type { Duplex } from 'node:stream';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { silentLogger } from '../../libs/config/src/logger';
-import { serveTargets, STREAM_WINDOW, type TunnelStream } from '../../libs/tunnel/src';
+import { serveTargets, STREAM_WINDOW } from '../../libs/tunnel/src';
 import { tcpServer, tunnelPair, waitFor, type Pair } from '../../libs/tunnel/src/testing/harness';
 
 jest.setTimeout(30_000);
@@ -171,7 +171,7 @@ describe('tunnel streams over real loopback sockets', () => {
   });
 
   it('stalls only the stream whose reader stopped while 1 GiB is offered, its buffer never above one window', async () => {
-    const stalled = pair.client.openStream('echo') as TunnelStream;
+    const stalled = pair.client.openStream('echo');
     stalled.pause();
     let maxBuffered = 0;
     const watch = setInterval(

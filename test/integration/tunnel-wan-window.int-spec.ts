@@ -108,7 +108,7 @@ describe('stream windows across an emulated long link (RTT 100 ms, 200 Mbit/s)',
 
   /** Downloads 'bulk' through the tunnel; `midway` runs once, at half of it. */
   async function download(midway?: (s: TunnelStream) => Promise<void>): Promise<TunnelStream> {
-    const stream = client.openStream('bulk') as TunnelStream;
+    const stream = client.openStream('bulk');
     stream.end();
     let got = 0;
     let paused = false;
@@ -134,7 +134,7 @@ describe('stream windows across an emulated long link (RTT 100 ms, 200 Mbit/s)',
   });
 
   it('grows a stream that shares its session past MAX_STREAM_WINDOW to the BDP, and one whose reader stops holds at most its window', async () => {
-    const other = client.openStream('hold') as TunnelStream;
+    const other = client.openStream('hold');
     other.on('error', () => undefined);
     other.write('x'); // open at the worker, as an event stream is
     expect(client.openStreams).toBe(1);

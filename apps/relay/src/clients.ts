@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import type { Logger } from '../../../libs/config/src';
-import { Admission, withinFileLimit, type TunnelStream } from '../../../libs/tunnel/src';
+import { Admission, withinFileLimit } from '../../../libs/tunnel/src';
 import type { TunnelPool } from './tunnel-pool';
 
 /**
@@ -147,7 +147,7 @@ export class RelayClients {
         );
       return void socket.destroy();
     }
-    const stream = session.openStream(target) as TunnelStream;
+    const stream = session.openStream(target);
     let answering = false;
     stream.on('error', (err: Error & { reason?: string }) => {
       // Nothing came back from the worker yet: an HTTP client gets a status and the reason.

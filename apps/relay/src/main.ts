@@ -9,7 +9,7 @@ import {
   type RelayConfig,
 } from '../../../libs/config/src';
 import { Counter, createRegistry, createTunnelMetrics } from '../../../libs/metrics/src';
-import { loadKeyRing, metricReason, withinFileLimit } from '../../../libs/tunnel/src';
+import { metricReason, TunnelEndpoint, withinFileLimit } from '../../../libs/tunnel/src';
 import { MAX_RELAY_CONNECTIONS, RelayClients } from './clients';
 import { exposureWarning } from './exposure';
 import { RelayAdminModule } from './relay.module';
@@ -38,14 +38,13 @@ export async function startRelay(config: RelayConfig, log: Logger): Promise<Daem
     registers: [registry],
   });
   // Keys are checked (length, mode) before anything listens: a bad key file stops the start.
-  const pool = new TunnelPool(
+  const tunnels = await TunnelEndpoint.start({
     config,
-    await loadKeyRing(config.keyFiles),
-    log,
-    createTunnelMetrics(registry, metricReason),
-  );
-  await pool.start();
-  const state: RelayState = { tunnels: () => pool.views() };
+    logger: log,
+    metrics: createTunnelMetrics(registry, metricReason),
+  });
+  const pool = new TunnelPool(tunnels);
+  const state: RelayState = { tunnels: () => tunnels.views() };
 
   const sockets = new Set<Socket>();
   /**
@@ -107,7 +106,7 @@ export async function startRelay(config: RelayConfig, log: Logger): Promise<Daem
 
   return {
     reload: async (next) => {
-      await pool.reload((next ?? config).keyFiles);
+      await tunnels.reload((next ?? config).keyFiles);
     },
     close: async () => {
       const stopped = Promise.all(
@@ -115,7 +114,7 @@ export async function startRelay(config: RelayConfig, log: Logger): Promise<Daem
       );
       for (const s of sockets) s.destroy();
       await stopped;
-      await pool.close();
+      await tunnels.close('relay stopping');
       await admin.close();
       log.info('relay stopped');
     },

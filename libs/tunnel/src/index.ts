@@ -18,6 +18,8 @@ export { listenTunnel } from './listen';
 export type { ListenTunnelOptions, TunnelListener } from './listen';
 export { TunnelDialer } from './dial';
 export type { TunnelDialerOptions } from './dial';
+export { TunnelEndpoint } from './endpoint';
+export type { TunnelEndpointConfig, TunnelEndpointOptions, TunnelView } from './endpoint';
 export type { BackoffOptions } from './backoff';
 export { TunnelSession } from './session';
 export type { SessionOptions } from './session';

@@ -40,12 +40,12 @@ export function serveTargets(
   // time (the target name it chose is only ever a log field, never a metric label).
   const refusals = new FailureLog(logger, 'tunnel stream refused');
   session.once('close', () => refusals.flush());
-  session.on('stream', (target: string, stream: Duplex) => {
+  session.on('stream', (target: string, stream: TunnelStream) => {
     const address = targets.get(target);
     const refuse = (reason: string): void => {
       refusals.note(reason, { peer: session.peer, target });
       metrics.streamRefused(reason);
-      (stream as TunnelStream).reset(reason);
+      stream.reset(reason);
     };
     stream.on('error', () => undefined);
     if (!address) return refuse('unknown target');
@@ -55,7 +55,7 @@ export function serveTargets(
     let connected = false;
     socket.once('connect', () => {
       connected = true;
-      splice(stream as TunnelStream, socket);
+      splice(stream, socket);
     });
     // The stream can end before the target answers (the session was cut, or the peer reset it):
     // the connection then has no one to serve, so it is not left open to the target.
@@ -65,7 +65,7 @@ export function serveTargets(
     socket.on('error', (err: NodeJS.ErrnoException) => {
       if (!connected) return refuse('target refused');
       logger.debug({ target, code: err.code }, 'tunnel target connection error');
-      (stream as TunnelStream).reset('target error');
+      stream.reset('target error');
     });
   });
 }

@@ -133,7 +133,7 @@ describe('tunnel session', () => {
     try {
       const { client, server } = sessions();
       server.on('stream', (_t: string, s: Duplex) => s.on('error', () => undefined).resume());
-      const stream = client.openStream('idle') as TunnelStream;
+      const stream = client.openStream('idle');
       stream.on('error', () => undefined); // the session's close below resets it
       let timeouts = 0;
       let callbacks = 0;
@@ -266,7 +266,7 @@ describe('tunnel session', () => {
       if (writing) bulk.once('drain', pump);
     };
     try {
-      (other as TunnelStream).reset('cancelled'); // opened and gone: 'bulk' is alone from here on
+      other.reset('cancelled'); // opened and gone: 'bulk' is alone from here on
       pump();
       await until(() => served.get('bulk')?.grown === LONE_STREAM_WINDOW - STREAM_WINDOW);
       const st = served.get('bulk')!;

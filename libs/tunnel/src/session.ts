@@ -1,5 +1,4 @@
 import { EventEmitter } from 'node:events';
-import type { Duplex } from 'node:stream';
 import type { Logger } from '../../config/src';
 import {
   decodeFrame,
@@ -51,7 +50,7 @@ const FRAME_FAILURES = new Set([
 
 /**
  * An authenticated, encrypted, multiplexed tunnel session (docs/PROTOCOL.md, "Frames").
- * Both ends use it; either may open streams. Events: `stream` (target, Duplex) for each stream
+ * Both ends use it; either may open streams. Events: `stream` (target, TunnelStream) for each stream
  * the peer opens (with no listener, streams are refused), `close` (reason) once, at the end.
  */
 export class TunnelSession extends EventEmitter implements StreamHost {
@@ -130,7 +129,7 @@ export class TunnelSession extends EventEmitter implements StreamHost {
    * Opens a stream to a target the peer exposes. Data may be written at once (optimistic open);
    * if the peer refuses the target the stream errors with StreamResetError(reason).
    */
-  openStream(target: string): Duplex {
+  openStream(target: string): TunnelStream {
     const sid =
       this.closedReason === undefined && TARGET_NAME.test(target)
         ? this.mux.openLocal()

@@ -27,6 +27,7 @@ import {
 import { JobMetrics } from '../../../../libs/jobs/src';
 import type { Registry } from '../../../../libs/metrics/src';
 import type { TunnelSession } from '../../../../libs/tunnel/src';
+import type { TunnelSessionView } from './schemas';
 
 /**
  * How long each part of a readiness round (Redis, queue, disk, Docker, job counts) may take: past
@@ -47,13 +48,6 @@ export interface HealthMonitorOptions {
   containerSource?: ContainerSource;
   /** Each probe's time budget; PROBE_TIMEOUT_MS by default (tests shorten it). */
   probeTimeoutMs?: number;
-}
-
-/** One tunnel as /health shows it. */
-export interface TunnelView {
-  peer: string;
-  streams: number;
-  rttMs?: number;
 }
 
 /** What the readiness check reads: each part live (Redis, disk, queue) or cached 3 s (Docker). */
@@ -262,7 +256,7 @@ export class HealthMonitor {
       queue: ready.queue,
       experiments: this.rt?.catalog.problems().map(describeProblem),
     });
-    const tunnels: TunnelView[] = this.tunnels().map((s) => ({
+    const tunnels: TunnelSessionView[] = this.tunnels().map((s) => ({
       peer: s.peer,
       streams: s.openStreams,
       ...(s.rttMs !== undefined ? { rttMs: Math.round(s.rttMs * 100) / 100 } : {}),

@@ -1,4 +1,4 @@
-import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import { ApiProperty, ApiPropertyOptional, ApiSchema } from '@nestjs/swagger';
 
 /*
  * GET /health's answer as an OpenAPI schema. The parts the probes fill (GPUs, containers,
@@ -8,8 +8,12 @@ import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 
 const PART = { type: 'object', additionalProperties: true } as const;
 
-/** One tunnel session to a relay. */
-export class TunnelView {
+/**
+ * One tunnel session to a relay, as /health shows it. Its schema keeps the name it always had,
+ * `TunnelView`; the relay's view of its tunnels is libs/tunnel's TunnelView.
+ */
+@ApiSchema({ name: 'TunnelView' })
+export class TunnelSessionView {
   @ApiProperty({ example: '127.0.0.1:51234', description: "the relay's address" })
   peer!: string;
 
@@ -67,8 +71,8 @@ export class HealthReport {
   @ApiPropertyOptional({ ...PART, description: 'CPU load and memory of the host' })
   host?: Record<string, unknown>;
 
-  @ApiProperty({ type: [TunnelView], description: 'tunnel sessions from relays' })
-  tunnels!: TunnelView[];
+  @ApiProperty({ type: [TunnelSessionView], description: 'tunnel sessions from relays' })
+  tunnels!: TunnelSessionView[];
 
   @ApiPropertyOptional({
     ...PART,
