@@ -13,21 +13,24 @@ function drive(g: BdpGrowth, o: { rtt: number; rate: number; window: number; ms:
   let credited = 0;
   let window = o.window;
   const events: string[] = [];
+  const times: number[] = [];
   const step = o.rtt / 4;
   for (; t <= o.ms; t += step) {
     credited += Math.min(window / o.rtt, o.rate) * step;
     const undo = g.observe(t, credited, o.rtt);
     if (undo !== undefined) {
       events.push(`undo ${window / MiB}->${undo / MiB}`);
+      times.push(t);
       window = undo;
     }
-    if (g.mayGrow(window)) {
+    if (g.mayGrow(window, t)) {
       g.grew(t, window);
       events.push(`grow ${window / MiB}->${(2 * window) / MiB}`);
+      times.push(t);
       window *= 2;
     }
   }
-  return { window, events };
+  return { window, events, times };
 }
 
 describe('BdpGrowth: a window past its cap, sized to the bandwidth-delay product', () => {
@@ -40,8 +43,18 @@ describe('BdpGrowth: a window past its cap, sized to the bandwidth-delay product
       window: MAX_STREAM_WINDOW,
       ms: 2000,
     });
-    expect(r.events).toEqual(['grow 1->2', 'grow 2->4', 'grow 4->8', 'undo 8->4']);
+    expect(r.events.slice(0, 4)).toEqual(['grow 1->2', 'grow 2->4', 'grow 4->8', 'undo 8->4']);
     expect(r.window).toBe(4 * MiB);
+    // Later trials of 8 MiB fail as well, each after a wait twice the one before: 16, 32 and
+    // 64 round trips (320, 640, 1280 ms) after the failure.
+    const retries = r.events.slice(4);
+    expect(retries.filter((e) => e === 'grow 4->8').length).toBe(retries.length / 2);
+    const waits = r.times
+      .slice(4)
+      .filter((_, i) => i % 2 === 0)
+      .map((t, i) => t - r.times[3 + 2 * i]);
+    expect(waits).toEqual([320, 640].slice(0, waits.length));
+    expect(waits.length).toBeGreaterThanOrEqual(2);
   });
 
   it('does not grow a window that is already past the BDP by more than twice, and undoes one that is past it', () => {
@@ -53,7 +66,8 @@ describe('BdpGrowth: a window past its cap, sized to the bandwidth-delay product
       window: MAX_STREAM_WINDOW,
       ms: 3000,
     });
-    expect(r.events).toEqual(['grow 1->2', 'undo 2->1']);
+    expect(r.events.slice(0, 2)).toEqual(['grow 1->2', 'undo 2->1']);
+    expect(r.events.length).toBeLessThanOrEqual(4); // one retry at most in 3 s (after 0.8 s)
     expect(r.window).toBe(MAX_STREAM_WINDOW);
     // 4 MiB over that link: a round trip carries 15 % of it, no trial at all.
     const deep = drive(new BdpGrowth(), { rtt: 50, rate: 12_500, window: 4 * MiB, ms: 3000 });
@@ -75,7 +89,7 @@ describe('BdpGrowth: a window past its cap, sized to the bandwidth-delay product
     const g = new BdpGrowth();
     for (let t = 0, c = 0; t < 1000; t += 5, c += MiB) {
       expect(g.observe(t, c, undefined)).toBeUndefined();
-      expect(g.mayGrow(MAX_STREAM_WINDOW)).toBe(false);
+      expect(g.mayGrow(MAX_STREAM_WINDOW, t)).toBe(false);
     }
   });
 
@@ -95,18 +109,18 @@ describe('BdpGrowth: a window past its cap, sized to the bandwidth-delay product
     const c = { t: 0, credited: 0 };
     g.observe(0, 0, 20);
     feed(g, c, 80, MiB); // 4 round trips of 1 MiB at a 1 MiB window: the window is the limit
-    expect(g.mayGrow(MiB)).toBe(true);
+    expect(g.mayGrow(MiB, c.t)).toBe(true);
     g.grew(80, MiB);
-    expect(g.mayGrow(2 * MiB)).toBe(false); // one trial at a time
+    expect(g.mayGrow(2 * MiB, c.t)).toBe(false); // one trial at a time
     // The measurement that started with the doubling (its credit still on the way) still sees
     // 1 MiB per round trip: not counted against it.
     expect(feed(g, c, 160, MiB)).toEqual([]);
     // The next one, started at 160 ms (>= 80 + 20), carries 2 MiB per round trip: it paid.
     expect(feed(g, c, 240, 2 * MiB)).toEqual([]);
-    expect(g.mayGrow(2 * MiB)).toBe(true);
+    expect(g.mayGrow(2 * MiB, c.t)).toBe(true);
   });
 
-  it('undoes a doubling that did not pay and grows that stream no more', () => {
+  it('undoes a doubling that did not pay, and tries again only after 16 round trips', () => {
     const g = new BdpGrowth();
     const c = { t: 0, credited: 0 };
     g.observe(0, 0, 20);
@@ -115,7 +129,9 @@ describe('BdpGrowth: a window past its cap, sized to the bandwidth-delay product
     feed(g, c, 160, MiB);
     expect(feed(g, c, 240, MiB)).toEqual([MiB]); // still 1 MiB per round trip: back to 1 MiB
     feed(g, c, 400, 4 * MiB);
-    expect(g.mayGrow(MiB)).toBe(false);
+    expect(g.mayGrow(MiB, c.t)).toBe(false);
+    feed(g, c, 560, 4 * MiB); // 16 round trips after the failure, at 180 ms
+    expect(g.mayGrow(MiB, c.t)).toBe(true);
   });
 
   it('drops a measurement across a stall (no grant for two round trips): a paused reader is not a full link', () => {
@@ -132,6 +148,6 @@ describe('BdpGrowth: a window past its cap, sized to the bandwidth-delay product
     c.credited += MiB;
     expect(g.observe(c.t, c.credited, 20)).toBeUndefined();
     expect(feed(g, c, 980, 2 * MiB)).toEqual([]); // 2 MiB per round trip: paid
-    expect(g.mayGrow(2 * MiB)).toBe(true);
+    expect(g.mayGrow(2 * MiB, c.t)).toBe(true);
   });
 });

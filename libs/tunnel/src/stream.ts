@@ -144,7 +144,7 @@ export class TunnelStream extends Duplex {
     const cap = this.host.windowCap(this);
     if (
       this.readableLength === 0 &&
-      (this.window < cap || this.bdp.mayGrow(this.window)) &&
+      (this.window < cap || this.bdp.mayGrow(this.window, now)) &&
       this.host.reserveGrowth(this.window)
     ) {
       if (this.window >= cap) this.bdp.grew(now, this.window);
