@@ -13,6 +13,14 @@ import {
 } from './protocol';
 import { TunnelSession, type TunnelStream } from './session';
 
+/**
+ * No liveness tick within a test run: most tests leave their sessions open, and Jest runs other
+ * spec files in the same process after them; a session found silent there (an event loop held up
+ * on a loaded machine) would reset its open streams, whose errors nobody listens to any more.
+ * The PING each session sends as it starts still goes out (settled() waits for it).
+ */
+const NO_TICK = { pingIntervalMs: 3_600_000 };
+
 /** Two sessions over in-memory channels with matching keys. */
 function sessions() {
   const [a, b] = memoryChannels();
@@ -22,12 +30,12 @@ function sessions() {
   const client = new TunnelSession(
     a,
     { send: Buffer.from(i2r), receive: Buffer.from(r2i), keyIndex: 0 },
-    { initiator: true, logger: silentLogger() },
+    { initiator: true, logger: silentLogger(), ...NO_TICK },
   );
   const server = new TunnelSession(
     b,
     { send: r2i, receive: i2r, keyIndex: 0 },
-    { initiator: false, logger: silentLogger(), metrics },
+    { initiator: false, logger: silentLogger(), metrics, ...NO_TICK },
   );
   return { a, b, client, server, metrics };
 }
