@@ -4,7 +4,8 @@ import path from 'node:path';
 import Ajv from 'ajv';
 import { parse } from 'yaml';
 import { defineContainerMetrics, defineGpuMetrics, defineHostMetrics } from '../../libs/health/src';
-import { createRegistry, createTunnelMetrics, defineJobMetrics } from '../../libs/metrics/src';
+import { defineJobMetrics } from '../../libs/jobs/src';
+import { createRegistry, createTunnelMetrics } from '../../libs/metrics/src';
 import { metricReason } from '../../libs/tunnel/src';
 
 /**
