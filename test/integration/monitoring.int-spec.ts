@@ -3,14 +3,9 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import Ajv from 'ajv';
 import { parse } from 'yaml';
-import {
-  createRegistry,
-  createTunnelMetrics,
-  defineContainerMetrics,
-  defineGpuMetrics,
-  defineHostMetrics,
-  defineJobMetrics,
-} from '../../libs/metrics/src';
+import { defineContainerMetrics, defineGpuMetrics, defineHostMetrics } from '../../libs/health/src';
+import { defineJobMetrics } from '../../libs/jobs/src';
+import { createRegistry, createTunnelMetrics } from '../../libs/metrics/src';
 import { metricReason } from '../../libs/tunnel/src';
 
 /**

@@ -1,3 +1,2 @@
 export * from './registry';
 export * from './tunnel';
-export * from './names';
