@@ -29,12 +29,29 @@ describe('worker configuration', () => {
     expect(c.workerConcurrency).toBe(1);
     expect(c.gpuSlotsPerDevice).toBe(1);
     expect(c.gpuSampleIntervalMs).toBe(5000);
+    expect(c.healthSampleIntervalMs).toBe(5000);
     expect(c.gpuMaxTemp).toBe(90);
     expect(c.resultsTtlMs).toBe(30 * 86_400_000);
     expect(c.minFreeDisk).toEqual({ percent: 5 });
     expect(c.dockerHost).toBe('unix:///var/run/docker.sock');
     expect(c.redisUrl).toBeUndefined();
     expect(c.logLevel).toBe('info');
+  });
+
+  it('samples the other probes at GPU_SAMPLE_INTERVAL unless HEALTH_SAMPLE_INTERVAL says otherwise', () => {
+    const gpuOnly = loadWorkerConfig({ ...key, GPU_SAMPLE_INTERVAL: '2s' });
+    expect(gpuOnly.gpuSampleIntervalMs).toBe(2000);
+    expect(gpuOnly.healthSampleIntervalMs).toBe(2000);
+    const both = loadWorkerConfig({
+      ...key,
+      GPU_SAMPLE_INTERVAL: '2s',
+      HEALTH_SAMPLE_INTERVAL: '30s',
+    });
+    expect(both.gpuSampleIntervalMs).toBe(2000);
+    expect(both.healthSampleIntervalMs).toBe(30_000);
+    expect(() => loadWorkerConfig({ ...key, HEALTH_SAMPLE_INTERVAL: 'often' })).toThrow(
+      /HEALTH_SAMPLE_INTERVAL/,
+    );
   });
 
   it('names the variable and the fix when API_LISTEN is not host:port', () => {

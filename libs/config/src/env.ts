@@ -113,6 +113,10 @@ const workerSchema = z.object({
   WORKER_CONCURRENCY: intIn(1, 1024, '1'),
   GPU_SLOTS_PER_DEVICE: intIn(1, 64, '1'),
   GPU_SAMPLE_INTERVAL: def('5s').transform(via(parseDuration)),
+  // Containers, host, disk and Redis; unset: GPU_SAMPLE_INTERVAL, which drove them all before.
+  HEALTH_SAMPLE_INTERVAL: opt().transform(
+    via((s?: string) => (s === undefined ? undefined : parseDuration(s))),
+  ),
   GPU_MAX_TEMP: intIn(30, 130, '90'),
   HEALTH_CONTAINERS: def('').transform((s) => parseList(s)),
   RESULTS_TTL: def('30d').transform(via(parseDuration)),
@@ -208,6 +212,7 @@ export function loadWorkerConfig(env: Env) {
     workerConcurrency: v.WORKER_CONCURRENCY,
     gpuSlotsPerDevice: v.GPU_SLOTS_PER_DEVICE,
     gpuSampleIntervalMs: v.GPU_SAMPLE_INTERVAL,
+    healthSampleIntervalMs: v.HEALTH_SAMPLE_INTERVAL ?? v.GPU_SAMPLE_INTERVAL,
     gpuMaxTemp: v.GPU_MAX_TEMP,
     healthContainers: v.HEALTH_CONTAINERS,
     resultsTtlMs: v.RESULTS_TTL,

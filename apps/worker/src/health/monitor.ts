@@ -60,8 +60,8 @@ export interface Readiness {
 }
 
 /**
- * The worker's health: the GPU sampler, the container probe, and Redis, DATA_FOLDER and host
- * probes every GPU_SAMPLE_INTERVAL; all of them asynchronous, so none blocks the event loop
+ * The worker's health: the GPU sampler every GPU_SAMPLE_INTERVAL; the container probe, and
+ * Redis, DATA_FOLDER and host probes every HEALTH_SAMPLE_INTERVAL; all of them asynchronous, so none blocks the event loop
  * (systeminformation's graphics() would, for as long as nvidia-smi takes). It owns the worker's
  * metric recorders and answers /health, /health/ready and /metrics, each part within
  * PROBE_TIMEOUT_MS.
@@ -104,7 +104,7 @@ export class HealthMonitor {
       source: o.containerSource ?? dockerContainerSource(config.dockerHost),
       workerName: config.workerName,
       names: config.healthContainers,
-      intervalMs: config.gpuSampleIntervalMs,
+      intervalMs: config.healthSampleIntervalMs,
       onSnapshot: (s) => containerMetrics.record(s),
       logger: log,
     });
@@ -142,7 +142,10 @@ export class HealthMonitor {
     this.tunnels = sessions;
   }
 
-  /** First samples of everything (awaited), then one every GPU_SAMPLE_INTERVAL. */
+  /**
+   * First samples of everything (awaited), then GPUs every GPU_SAMPLE_INTERVAL, the rest every
+   * HEALTH_SAMPLE_INTERVAL.
+   */
   async start(): Promise<void> {
     this.running = true;
     await Promise.all([this.gpu?.start(), this.containers.start(), this.probe()]);
@@ -160,7 +163,7 @@ export class HealthMonitor {
     if (!this.running) return;
     this.timer = setTimeout(() => {
       void this.probe().finally(() => this.schedule());
-    }, this.o.config.gpuSampleIntervalMs);
+    }, this.o.config.healthSampleIntervalMs);
     this.timer.unref();
   }
 
