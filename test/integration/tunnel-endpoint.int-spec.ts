@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type IncomingMessage } from 'node:http';
 import { connect, type AddressInfo, type Socket } from 'node:net';
@@ -13,7 +12,7 @@ import {
   type TunnelSession,
   type TunnelStream,
 } from '../../libs/tunnel/src';
-import { waitFor } from '../../libs/tunnel/src/testing/harness';
+import { selfSignedCert, waitFor } from '../../libs/tunnel/src/testing/harness';
 
 jest.setTimeout(20_000);
 
@@ -153,28 +152,7 @@ describe('TunnelEndpoint', () => {
 
   it('serves wss:// with TUNNEL_TLS_CERT and TUNNEL_TLS_KEY', async () => {
     const key = await keyFile('k');
-    const [certFile, keyPem] = [join(dir, 'cert.pem'), join(dir, 'key.pem')];
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'rsa:2048',
-        '-nodes',
-        '-days',
-        '1',
-        '-subj',
-        '/CN=localhost',
-        '-addext',
-        'subjectAltName=DNS:localhost,IP:127.0.0.1',
-        '-keyout',
-        keyPem,
-        '-out',
-        certFile,
-      ],
-      { stdio: 'ignore' },
-    );
+    const { certFile, keyFile: keyPem } = selfSignedCert(dir);
     const { endpoint: worker, lines } = await start(
       { keyFiles: [key], tunnelListen: LOOPBACK, tls: { certFile, keyFile: keyPem } },
       echoing,

@@ -1,5 +1,4 @@
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -13,7 +12,7 @@ import {
   type TunnelListener,
   type TunnelSession,
 } from '../../libs/tunnel/src';
-import { randomRing, waitFor } from '../../libs/tunnel/src/testing/harness';
+import { randomRing, selfSignedCert, waitFor } from '../../libs/tunnel/src/testing/harness';
 
 jest.setTimeout(20_000);
 
@@ -48,32 +47,7 @@ async function connectProxy(): Promise<{
 }
 
 /** A self-signed certificate for localhost / 127.0.0.1. */
-function selfSigned(): { cert: Buffer; key: Buffer } {
-  const dir = mkdtempSync(join(tmpdir(), 'tunnel-tls-'));
-  const [cert, key] = [join(dir, 'cert.pem'), join(dir, 'key.pem')];
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-days',
-      '1',
-      '-subj',
-      '/CN=localhost',
-      '-addext',
-      'subjectAltName=DNS:localhost,IP:127.0.0.1',
-      '-keyout',
-      key,
-      '-out',
-      cert,
-    ],
-    { stdio: 'ignore' },
-  );
-  return { cert: readFileSync(cert), key: readFileSync(key) };
-}
+const selfSigned = () => selfSignedCert(mkdtempSync(join(tmpdir(), 'tunnel-tls-')));
 
 /** Dials `url` with `extra` options and echoes one message through a stream. */
 async function echoThrough(

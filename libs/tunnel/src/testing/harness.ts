@@ -1,5 +1,8 @@
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
 import { silentLogger } from '../../../config/src';
 import { TunnelDialer, type TunnelDialerOptions } from '../dial';
 import { KeyRing } from '../keys';
@@ -181,4 +184,39 @@ export async function rawPeer(
   const closed = new Promise<string>((r) => channel.setCloseHandler(r));
   channel.setMessageHandler(() => undefined);
   return { channel, keys, closed };
+}
+
+/**
+ * A self-signed certificate for localhost and 127.0.0.1 (openssl), written in `dir`: the files,
+ * and their contents.
+ */
+export function selfSignedCert(dir: string): {
+  certFile: string;
+  keyFile: string;
+  cert: Buffer;
+  key: Buffer;
+} {
+  const [certFile, keyFile] = [join(dir, 'cert.pem'), join(dir, 'key.pem')];
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-days',
+      '1',
+      '-subj',
+      '/CN=localhost',
+      '-addext',
+      'subjectAltName=DNS:localhost,IP:127.0.0.1',
+      '-keyout',
+      keyFile,
+      '-out',
+      certFile,
+    ],
+    { stdio: 'ignore' },
+  );
+  return { certFile, keyFile, cert: readFileSync(certFile), key: readFileSync(keyFile) };
 }
