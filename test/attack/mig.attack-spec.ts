@@ -5,9 +5,7 @@ import {
   mkdirSync,
   mkdtempSync,
   readFileSync,
-  renameSync,
   rmSync,
-  symlinkSync,
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,6 +14,7 @@ import { JobsClient } from '../../libs/jobs/src/testing/client';
 import { runCli, type DaemonProcess } from '../support/daemon';
 import { startRedis, type TestRedis } from '../support/redis';
 import { keygen, waitUntil, workerEnvIn } from '../support/system';
+import { GPU0, GPU1, mig, MIG_SMI_DIR as MIG, pointLayout } from '../support/mig';
 import { ATTACK_SCALE, recordAttack, timed, type LegitFigures } from './support';
 
 jest.setTimeout(180_000);
@@ -29,10 +28,6 @@ jest.setTimeout(180_000);
  * but one well-formed UUID of the real layout, or the shell text run. The legitimate user: the
  * GPU jobs all succeed once the layout is sound again, and /health/live answers meanwhile.
  */
-const MIG = path.join(__dirname, '..', 'fixtures', 'nvidia-smi', 'mig');
-const GPU0 = 'GPU-00000000-0000-0000-0000-000000000000';
-const GPU1 = 'GPU-00000001-0000-0000-0000-000000000001';
-const mig = (n: number) => `MIG-0000000${n}-0000-0000-0000-00000000000${n}`;
 /** The devices of the sound layout (h100-h200): what a job may see, one at a time. */
 const REAL = new Set([mig(0), mig(1), mig(2), mig(3), GPU1]);
 
@@ -87,10 +82,7 @@ it('nvidia-smi replies naming `all`, two devices in one UUID, shell text or 17 M
     'mig-q-17mib': hostile('mig-q-17mib', 'query-q.txt', (t) => t + 'x'.repeat(17 * 1024 * 1024)),
   };
   const link = path.join(dir, 'layout');
-  const point = (target: string) => {
-    symlinkSync(target, `${link}.new`);
-    renameSync(`${link}.new`, link);
-  };
+  const point = (target: string) => pointLayout(link, target);
   // Started on a hostile reply: what the worker takes at start is attacked too.
   point(variants['gpu-uuid-all']);
   const root = mkdtempSync(path.join(dir, 'worker-'));

@@ -1,13 +1,5 @@
 /* eslint-disable @typescript-eslint/no-explicit-any -- the API answers JSON of any shape */
-import {
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  symlinkSync,
-  writeFileSync,
-} from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { JobsClient } from '../../libs/jobs/src/testing/client';
@@ -15,6 +7,7 @@ import { exitCode, runCli, type DaemonProcess } from '../support/daemon';
 import { TEST_IMAGE, testDockerHost } from '../support/docker';
 import { inspectingDockerProxy } from '../support/docker-proxy';
 import { startRedis, type TestRedis } from '../support/redis';
+import { GPU0, mig, MIG_SMI_DIR as MIG, NEW_3G, pointCapture } from '../support/mig';
 import { keygen, metricValue, waitUntil, workerEnvIn } from '../support/system';
 
 jest.setTimeout(180_000);
@@ -25,10 +18,6 @@ jest.setTimeout(180_000);
  * that inspects each container just before it starts. What a job asking for a MIG profile is
  * given, what /health, /metrics and `status` show, and a re-partition under a running job.
  */
-const MIG = path.join(__dirname, '..', 'fixtures', 'nvidia-smi', 'mig');
-const GPU0 = 'GPU-00000000-0000-0000-0000-000000000000';
-const mig = (n: number) => `MIG-0000000${n}-0000-0000-0000-00000000000${n}`;
-const NEW_3G = 'MIG-f165f0ad-bde2-5b72-acdf-73bbf48eeb2c';
 const MIB = 1024 * 1024;
 
 const experiments: Record<string, string> = {
@@ -54,7 +43,7 @@ afterAll(() => {
 async function startWorker(layout: string, name: string, dockerHost: string) {
   const root = mkdtempSync(path.join(dir, `${name}-`));
   const link = path.join(root, 'layout');
-  symlinkSync(path.join(MIG, layout), link);
+  pointCapture(link, layout);
   const folders = { data: path.join(root, 'data'), experiments: path.join(root, 'experiments') };
   mkdirSync(folders.experiments);
   for (const [n, text] of Object.entries(experiments))
@@ -85,10 +74,7 @@ async function startWorker(layout: string, name: string, dockerHost: string) {
         'utf8',
       ).trim(),
     /** An admin re-partitions: nvidia-smi lists another capture from its next call. */
-    repartition(next: string) {
-      symlinkSync(path.join(MIG, next), `${link}.new`);
-      renameSync(`${link}.new`, link);
-    },
+    repartition: (next: string) => pointCapture(link, next),
   };
 }
 

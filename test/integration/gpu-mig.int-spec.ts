@@ -1,18 +1,11 @@
-import {
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  symlinkSync,
-  writeFileSync,
-} from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { loadWorkerConfig, silentLogger } from '../../libs/config/src';
 import { GpuSampler, nvidiaSmiQuery } from '../../libs/health/src';
 import { JobRequestError } from '../../libs/jobs/src';
 import { startRedis, type TestRedis } from '../support/redis';
+import { GPU0, GPU1, mig, MIG_SMI_DIR as MIG, NEW_3G, pointCapture } from '../support/mig';
 import { waitUntil } from '../support/system';
 import { startJobs } from '../../libs/jobs/src/testing/start-jobs';
 
@@ -23,11 +16,6 @@ jest.setTimeout(60_000);
  * its GPUs from the sampler over the fake nvidia-smi that replays real MIG hosts
  * (test/fixtures/nvidia-smi/mig), process jobs that write the CUDA_VISIBLE_DEVICES they got.
  */
-const MIG = path.join(__dirname, '..', 'fixtures', 'nvidia-smi', 'mig');
-const GPU0 = 'GPU-00000000-0000-0000-0000-000000000000';
-const GPU1 = 'GPU-00000001-0000-0000-0000-000000000001';
-const mig = (n: number) => `MIG-0000000${n}-0000-0000-0000-00000000000${n}`;
-const NEW_3G = 'MIG-f165f0ad-bde2-5b72-acdf-73bbf48eeb2c';
 
 /** A process experiment that records its GPUs, then sleeps `sleep` seconds. */
 const experiment = (name: string, gpu: string, sleep = 0) =>
@@ -50,7 +38,7 @@ async function runtime(layout: string, experiments: Record<string, string>, slot
   const root = mkdtempSync(path.join(dir, 'rt-'));
   const worker = `mig-${path.basename(root)}`;
   const link = path.join(root, 'layout');
-  symlinkSync(path.join(MIG, layout), link);
+  pointCapture(link, layout);
   const exp = path.join(root, 'experiments');
   mkdirSync(exp);
   for (const [name, text] of Object.entries(experiments))
@@ -81,10 +69,7 @@ async function runtime(layout: string, experiments: Record<string, string>, slot
     rt,
     worker,
     /** The admin re-partitions: nvidia-smi lists another capture from its next call. */
-    repartition(next: string) {
-      symlinkSync(path.join(MIG, next), `${link}.new`);
-      renameSync(`${link}.new`, link);
-    },
+    repartition: (next: string) => pointCapture(link, next),
     gpuSeen: (experimentName: string, id: string) =>
       readFileSync(
         path.join(root, 'data', 'jobs', experimentName, id, 'output', 'gpu.txt'),
