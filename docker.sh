@@ -412,9 +412,18 @@ create_worker() {
   if [[ $api_port != 8000 ]]; then
     run_args+=(--env "HEALTHCHECK_URL=http://127.0.0.1:$api_port/test")
   fi
+  # Inside, API_LISTEN is 0.0.0.0: the address it is published on must be named to the API's
+  # Host check (API_HOSTS), as the worker does for its own API_LISTEN host outside Docker.
+  local api_hosts=${API_HOSTS:-} api_host
+  api_host=$(host_of "$api")
+  case $api_host in
+    127.* | localhost | '[::1]' | 0.0.0.0 | '[::]') ;;
+    *) api_hosts=${api_hosts:+$api_hosts,}$api_host ;;
+  esac
+  if [[ -n $api_hosts ]]; then run_args+=(--env "API_HOSTS=$api_hosts"); fi
   passthrough_env LOG_LEVEL WORKER_CONCURRENCY GPU_SLOTS_PER_DEVICE GPU_SAMPLE_INTERVAL \
-    GPU_MAX_TEMP HEALTH_CONTAINERS RESULTS_TTL MIN_FREE_DISK TUNNEL_CONNECT TUNNEL_TLS_CERT \
-    TUNNEL_TLS_KEY HTTPS_PROXY
+    HEALTH_SAMPLE_INTERVAL GPU_MAX_TEMP HEALTH_CONTAINERS RESULTS_TTL MIN_FREE_DISK MAX_UPLOAD \
+    QUEUE_UI TUNNEL_CONNECT TUNNEL_TLS_CERT TUNNEL_TLS_KEY HTTPS_PROXY
   run_args+=("$IMAGE" worker)
   say "creating $WORKER (GPUs: $gpus, data: $data, user: $user)"
   docker "${run_args[@]}" >/dev/null
@@ -434,7 +443,8 @@ create_relay() {
   for k in ${TUNNEL_TLS_CERT:+"$TUNNEL_TLS_CERT"} ${TUNNEL_TLS_KEY:+"$TUNNEL_TLS_KEY"}; do mount_same "$k"; done
   run_args+=(--env "RELAY_LISTEN=${RELAY_LISTEN:-127.0.0.1:8001}" --env "ADMIN_LISTEN=$admin"
     --env "HEALTHCHECK_URL=http://$admin/healthz")
-  passthrough_env TUNNEL_CONNECT TUNNEL_LISTEN LOG_LEVEL TUNNEL_TLS_CERT TUNNEL_TLS_KEY HTTPS_PROXY
+  passthrough_env TUNNEL_CONNECT TUNNEL_LISTEN RELAY_FORWARDS LOG_LEVEL TUNNEL_TLS_CERT TUNNEL_TLS_KEY \
+    HTTPS_PROXY
   run_args+=("$IMAGE" relay)
   say "creating $RELAY"
   docker "${run_args[@]}" >/dev/null
