@@ -13,7 +13,7 @@ import {
 import type { ContainerEngine } from './docker.engine';
 import { JobLog } from './job-log';
 import { parseProgressLine, ProgressScanner, ProgressThrottle } from './progress';
-import { exitMark, type RunOutcome, type RunSpec, type Runner } from './runner';
+import { EXIT_MARK_FLAG, exitMark, type RunOutcome, type RunSpec, type Runner } from './runner';
 
 /** What `/health/ready` and `doctor` need to know about the engine. */
 export interface DockerStatus {
@@ -454,9 +454,9 @@ export class DockerRunner implements Runner {
     }
   }
 
-  /** The `logs/exited-0` mark (runner.ts); logs/ is the daemon's own, never mounted in a job. */
+  /** The `logs/exited-0` mark (runner.ts). */
   private async markExitedOk(spec: RunSpec): Promise<void> {
-    await writeFile(exitMark(spec.paths), '0\n').catch((err: Error) =>
+    await writeFile(exitMark(spec.paths), '0\n', { flag: EXIT_MARK_FLAG }).catch((err: Error) =>
       // The record still says what happened; the mark only spares a rerun after a worker crash.
       this.o.log.warn({ job: spec.jobId, err: err.message }, 'exit mark not written'),
     );

@@ -19,9 +19,9 @@ export class JobLog {
     readonly path: string,
     private readonly onError?: (err: Error) => void,
   ) {
-    // The log is the daemon's file, in logs/ which no job can write; should something replace
-    // it all the same (a job running as the daemon's own user), a link is not followed and a
-    // FIFO is not waited on: opening fails (ELOOP, ENXIO) and the job ends with that error.
+    // The log is the daemon's file, in logs/, which a Docker job cannot write; should something
+    // replace it (a process job running as the daemon's own user can), a link is not followed
+    // and a FIFO is not waited on: opening fails (ELOOP, ENXIO) and the job ends with that error.
     const flags = fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT | fsc.O_NOFOLLOW | fsc.O_NONBLOCK;
     // (Node takes numeric flags here; its types only name strings.)
     this.file = createWriteStream(path, { flags: flags as unknown as string, mode: 0o644 });

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { JobLog } from './job-log';
+import { EXIT_MARK_FLAG } from './runner';
 import { openScope, type JobScope, type ScopeSpec } from './job-scope';
 import { ProgressScanner, ProgressThrottle } from './progress';
 
@@ -100,7 +101,7 @@ export function launchOne(req: LaunchRequest, ev: LaunchEvents): LaunchControl {
   child.once('exit', (code, signal) => {
     if (code === 0 && req.exitMark) {
       try {
-        writeFileSync(req.exitMark, '0\n');
+        writeFileSync(req.exitMark, '0\n', { flag: EXIT_MARK_FLAG as unknown as string });
       } catch {
         /* the record says what happened; the mark only spares a rerun */
       }

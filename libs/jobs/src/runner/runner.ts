@@ -1,3 +1,4 @@
+import { constants as fsc } from 'node:fs';
 import path from 'node:path';
 import type { Experiment } from '../experiments/experiment';
 import type { ProgressUpdate } from './progress';
@@ -17,6 +18,15 @@ export interface JobPaths {
  * exit and the record finds it and records the success instead of running the job again.
  */
 export const exitMark = (p: JobPaths): string => path.join(path.dirname(p.log), 'exited-0');
+
+/**
+ * How every writer opens the mark (`writeFile(mark, '0\n', { flag: EXIT_MARK_FLAG })`): a
+ * process job that runs as the daemon's user can write logs/, so a link put there is refused
+ * (O_NOFOLLOW) and a FIFO fails at once (O_NONBLOCK: ENXIO with no reader) instead of holding
+ * the open, which in the spawn helper would stop every job it runs.
+ */
+export const EXIT_MARK_FLAG =
+  fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_NOFOLLOW | fsc.O_NONBLOCK;
 
 /** Everything a runner needs to run one attempt of one job. */
 export interface RunSpec {

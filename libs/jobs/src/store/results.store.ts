@@ -3,7 +3,7 @@ import { constants as fsc, type StatsFs } from 'node:fs';
 import { lstat, unlink, mkdir, open, realpath, rename, statfs, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { DiskThreshold } from '../../../config/src';
-import { exitMark, type JobPaths } from '../runner/runner';
+import { EXIT_MARK_FLAG, exitMark, type JobPaths } from '../runner/runner';
 import { isFinal, type JobRecord } from '../job-record';
 import {
   FileNotFoundError,
@@ -19,6 +19,8 @@ export { FileNotFoundError, UnsafePathError, type OpenedFile };
 /** Job ids are UUIDs; anything else is refused before it gets near a path. */
 export const JOB_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const EXPERIMENT = /^[a-z0-9-]+$/;
+/** The largest job.json read back (a record is a few hundred bytes; its error text is capped). */
+const MAX_RECORD_BYTES = 1024 * 1024;
 
 /** The files and folders of the job folder `dir` (libs/jobs/README.md, "Job folder"). */
 export function jobPathsIn(dir: string): JobPaths {
@@ -99,14 +101,17 @@ export class ResultsStore {
 
   /** Leaves the `logs/exited-0` mark (a leftover container found stopped with exit code 0). */
   async markExitedOk(experiment: string, id: string): Promise<void> {
-    await writeFile(exitMark(this.paths(experiment, id)), '0\n');
+    await writeFile(exitMark(this.paths(experiment, id)), '0\n', { flag: EXIT_MARK_FLAG });
   }
 
   async readRecord(experiment: string, id: string): Promise<JobRecord | undefined> {
     try {
       const p = this.paths(experiment, id);
-      const { handle } = await openRegularFile(await this.real(p.dir, 'job.json'));
+      const { handle, stat } = await openRegularFile(await this.real(p.dir, 'job.json'));
       try {
+        // A process job running as the daemon's user can rewrite its job.json: one of gigabytes
+        // is not read into memory (a record is a few hundred bytes).
+        if (stat.size > MAX_RECORD_BYTES) return undefined;
         return JSON.parse(await handle.readFile('utf8')) as JobRecord;
       } finally {
         await handle.close();
@@ -128,7 +133,21 @@ export class ResultsStore {
    * none of them is a link.
    */
   private async real(dir: string, ...parts: string[]): Promise<string> {
-    return path.join(await realpath(this.root), path.relative(this.root, dir), ...parts);
+    return path.join(await this.realRoot(), path.relative(this.root, dir), ...parts);
+  }
+
+  private resolvedRoot?: Promise<string>;
+
+  /**
+   * DATA_FOLDER's real path, resolved once (it is the operator's, fixed while the worker runs),
+   * not on every download, listing and log poll; a failure is not kept.
+   */
+  private realRoot(): Promise<string> {
+    this.resolvedRoot ??= realpath(this.root).catch((err: unknown) => {
+      this.resolvedRoot = undefined;
+      throw err;
+    });
+    return this.resolvedRoot;
   }
 
   /**
