@@ -92,7 +92,8 @@ export class TunnelDialer {
       if (session) {
         const upAt = performance.now();
         this.session = session;
-        const reason = await new Promise<string>((resolve) => session.once('close', resolve));
+        // `closed`, not a 'close' listener: a session can end inside its constructor.
+        const reason = await session.closed;
         this.session = undefined;
         this.backoff.sessionEnded(performance.now() - upAt);
         this.opts.logger.warn({ url: this.shown, reason }, 'tunnel session lost, reconnecting');

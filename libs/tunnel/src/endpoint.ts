@@ -157,7 +157,8 @@ export class TunnelEndpoint {
     entry.sessionId = ++this.sessionCount;
     entry.since = new Date();
     entry.lastError = undefined;
-    session.once('close', (reason: string) => {
+    // `closed`, not a 'close' listener: a session can end before it is handed over.
+    void session.closed.then((reason) => {
       entry.session = undefined;
       entry.sessionId = undefined;
       entry.since = new Date();

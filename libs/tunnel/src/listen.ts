@@ -79,9 +79,11 @@ export async function listenTunnel(opts: ListenTunnelOptions): Promise<TunnelLis
         pingIntervalMs: opts.pingIntervalMs,
         maxStreams: opts.maxStreams,
       });
+      metrics.handshake('ok');
+      // Frames that came with the handshake may have ended it already: nothing to keep or serve.
+      if (session.closeReason !== undefined) return;
       sessions.add(session);
       session.once('close', () => sessions.delete(session));
-      metrics.handshake('ok');
       log.info(
         { peer: channel.peer, key: ring.entries[sessionKeys.keyIndex]?.fingerprint },
         'tunnel session up',

@@ -77,7 +77,8 @@ export class TunnelSession extends EventEmitter implements StreamHost {
   /** When two or more streams were last open together (performance.now(); see windowCap). */
   private crowdedAt = -Infinity;
   private closedReason?: string;
-  private readonly closed: Promise<string>;
+  /** Resolves with the reason once the session ended (it may end inside the constructor). */
+  readonly closed: Promise<string>;
 
   constructor(
     private readonly channel: MessageChannel,
@@ -102,12 +103,14 @@ export class TunnelSession extends EventEmitter implements StreamHost {
       dead: () => this.fail('ping timeout'),
       rtt: (ms) => this.metrics.rtt(ms / 1000),
     });
+    // Up before the handlers: frames the channel hands over at once may end the session here
+    // (a CLOSE, a frame that does not open), and its sessionDown must follow this sessionUp.
+    this.metrics.sessionUp(this.metricsPeer);
     channel.setCloseHandler((reason) => {
       if (FRAME_FAILURES.has(reason)) this.metrics.frameRejected(reason);
       this.teardown(reason);
     });
     channel.setMessageHandler((data, binary) => this.onMessage(data, binary));
-    this.metrics.sessionUp(this.metricsPeer);
   }
 
   /** Streams open now, in both directions. */
