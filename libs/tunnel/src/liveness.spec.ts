@@ -36,7 +36,7 @@ describe('liveness', () => {
 
   it('sends a PING as it starts, not one interval later, and keeps the shortest round trip', () => {
     const bodies: Buffer[] = [];
-    const l = new Liveness(10_000, {
+    const l = new Liveness(50, {
       sendPing: (b) => bodies.push(b),
       dead: () => undefined,
       rtt: () => undefined,
@@ -47,19 +47,44 @@ describe('liveness', () => {
     expect(l.baseRttMs).toBeUndefined();
     jest.advanceTimersByTime(30);
     l.pong(bodies[0]); // 30 ms
-    const late = Buffer.alloc(8);
-    late.writeDoubleBE(performance.now() - 80, 0);
-    l.pong(late); // 80 ms: queued behind a download, say
+    jest.advanceTimersByTime(100); // the PING of the 50 ms tick, answered at 130 ms
+    l.pong(bodies[1]); // 80 ms: queued behind a download, say
     expect(l.rttMs).toBeGreaterThanOrEqual(80);
     expect(l.baseRttMs).toBeGreaterThanOrEqual(30);
     expect(l.baseRttMs).toBeLessThan(80);
     l.stop();
   });
 
+  it('counts only the answer to a PING of its own, once: a made-up PONG sets no round trip', () => {
+    const bodies: Buffer[] = [];
+    const l = new Liveness(10_000, {
+      sendPing: (b) => bodies.push(b),
+      dead: () => undefined,
+      rtt: () => undefined,
+    });
+    jest.advanceTimersByTime(20);
+    const forged = Buffer.alloc(8);
+    forged.writeDoubleBE(performance.now() - 0.001, 0); // "1 µs": windows would grow at once
+    l.pong(forged);
+    expect(l.baseRttMs).toBeUndefined();
+    l.pong(bodies[0]);
+    expect(l.baseRttMs).toBeGreaterThanOrEqual(20);
+    jest.advanceTimersByTime(20);
+    l.pong(bodies[0]); // the same answer again
+    expect(l.rttMs).toBeLessThan(40);
+    l.stop();
+  });
+
   it('measures the round trip from the time carried in the ping', () => {
-    const { l, events } = start(1000);
-    const body = Buffer.alloc(8);
-    body.writeDoubleBE(performance.now(), 0);
+    const bodies: Buffer[] = [];
+    const events: string[] = [];
+    const l = new Liveness(1000, {
+      sendPing: (b) => bodies.push(b),
+      dead: () => events.push('dead'),
+      rtt: (ms) => events.push(`rtt:${ms}`),
+    });
+    jest.advanceTimersByTime(0);
+    const body = bodies[0];
     jest.advanceTimersByTime(40);
     l.pong(body);
     expect(l.rttMs).toBeGreaterThanOrEqual(40);

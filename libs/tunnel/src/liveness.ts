@@ -1,5 +1,8 @@
 import { PING_BODY_BYTES } from './protocol';
 
+/** Unanswered PINGs remembered. */
+const MAX_OUTSTANDING = 4;
+
 /** What Liveness asks of its session. */
 export interface LivenessHooks {
   sendPing(body: Buffer): void;
@@ -19,6 +22,8 @@ export class Liveness {
   private lastReceived = performance.now();
   private rtt?: number;
   private minRtt?: number;
+  /** Send times of our PINGs not answered yet, oldest first. */
+  private readonly outstanding = new Set<number>();
 
   constructor(
     private readonly intervalMs: number,
@@ -47,9 +52,15 @@ export class Liveness {
     this.lastReceived = performance.now();
   }
 
-  /** A PONG arrived with the body of one of our PINGs. */
+  /**
+   * A PONG arrived. Only the answer to a PING of ours that is still outstanding counts: the
+   * peer sees our clock in every PING, and a PONG body of its own making would set the round
+   * trip (and so the windows' growth past their caps) to whatever it chose.
+   */
   pong(body: Buffer): void {
-    const rtt = performance.now() - body.readDoubleBE(0);
+    const sentAt = body.readDoubleBE(0);
+    if (!this.outstanding.delete(sentAt)) return;
+    const rtt = performance.now() - sentAt;
     if (rtt < 0 || !Number.isFinite(rtt)) return;
     this.rtt = rtt;
     if (this.minRtt === undefined || rtt < this.minRtt) this.minRtt = rtt;
@@ -67,8 +78,14 @@ export class Liveness {
   }
 
   private ping(): void {
+    const sentAt = performance.now();
     const body = Buffer.allocUnsafe(PING_BODY_BYTES);
-    body.writeDoubleBE(performance.now(), 0);
+    body.writeDoubleBE(sentAt, 0);
+    // At most a few unanswered at once (a dead peer is found within 3 intervals).
+    if (this.outstanding.size >= MAX_OUTSTANDING) {
+      this.outstanding.delete(this.outstanding.values().next().value!);
+    }
+    this.outstanding.add(sentAt);
     this.hooks.sendPing(body);
   }
 }
