@@ -141,13 +141,10 @@ export class TunnelStream extends Duplex {
       due -= withheld;
       if (this.holdback > 0) return due; // no growth while shrinking
     }
-    const cap = this.host.windowCap(this);
-    if (
-      this.readableLength === 0 &&
-      (this.window < cap || this.bdp.mayGrow(this.window, now)) &&
-      this.host.reserveGrowth(this.window)
-    ) {
-      if (this.window >= cap) this.bdp.grew(now, this.window);
+    if (this.readableLength > 0) return due;
+    const belowCap = this.window < this.host.windowCap(this);
+    if ((belowCap || this.bdp.mayGrow(this.window, now)) && this.host.reserveGrowth(this.window)) {
+      if (!belowCap) this.bdp.grew(now, this.window);
       const extra = this.window;
       this.window *= 2;
       return due + extra;
