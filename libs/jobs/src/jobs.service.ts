@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { readFile, rename } from 'node:fs/promises';
+import { rename } from 'node:fs/promises';
 import path from 'node:path';
 import type { DiskThreshold, Logger } from '../../config/src';
 import type { ExperimentCatalog } from './experiments/catalog';
@@ -8,6 +8,7 @@ import type { JobLedger } from './job-ledger';
 import { isFinal, type JobRecord, type JobState } from './job-record';
 import type { JobQueue, SlotKind } from './queue/bullmq.adapter';
 import type { JobRecordsRepository } from './queue/job-records.repository';
+import { environHas } from './runner/proc-scope';
 import { isNoSpace, type ResultsStore } from './store/results.store';
 
 /** Problems a caller can fix; the controller maps each to its status code. */
@@ -330,7 +331,8 @@ export class JobsService {
     let n = 0;
     for (const rec of running.filter((r) => r.worker === workerName)) {
       const pid = rec.pid;
-      if (pid && (await isJobProcess(pid, rec.id))) {
+      // Still that job's process (its environment names the job), not a reused pid.
+      if (pid && environHas(pid, `JOB_ID=${rec.id}`)) {
         try {
           process.kill(-pid, 'SIGKILL');
         } catch {
@@ -351,16 +353,6 @@ export class JobsService {
 }
 
 const SLOT_KINDS: SlotKind[] = ['cpu', 'gpu'];
-
-/** True when `pid` still is that job's process (its environment names the job), not a reused pid. */
-async function isJobProcess(pid: number, id: string): Promise<boolean> {
-  try {
-    const env = await readFile(`/proc/${pid}/environ`, 'latin1');
-    return env.split('\0').includes(`JOB_ID=${id}`);
-  } catch {
-    return false;
-  }
-}
 
 function parsePriority(p: unknown): number | undefined {
   if (p === undefined || p === null || p === '') return undefined;

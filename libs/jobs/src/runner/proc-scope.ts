@@ -32,7 +32,7 @@ export function readProc(pid: number): ProcInfo | undefined {
 }
 
 /** Whether the process's environment (as it started) holds `entry` exactly. */
-function environHas(pid: number, entry: string): boolean {
+export function environHas(pid: number, entry: string): boolean {
   try {
     return readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').includes(entry);
   } catch {
