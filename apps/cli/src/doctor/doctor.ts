@@ -1,7 +1,8 @@
 import { ConfigError, loadRelayConfig, loadWorkerConfig } from '../../../../libs/config/src';
 import { keyChecks, relaySeesWorker, runChecks, tunnelChecks, workerChecks } from './checks';
 import type { CheckResult } from './result';
-import { findSources, packageRoot, type ConfigSource, type Role } from './source';
+import { packageRoot } from '../version';
+import { findSources, type ConfigSource, type Role } from './source';
 
 /** Formats one result: a tick, a warning sign, or a cross, with the fix on the same line. */
 export function formatResult(r: CheckResult, colour: boolean): string {

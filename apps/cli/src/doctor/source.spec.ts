@@ -1,7 +1,8 @@
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { findSources, packageRoot } from './source';
+import { packageRoot } from '../version';
+import { findSources } from './source';
 import { readServiceUnit, unitEnvironment } from './systemd-unit';
 
 const UNITS = path.join(packageRoot(), 'systemd');

@@ -43,21 +43,6 @@ export interface SourceContext {
   unitDir?: string;
 }
 
-/** The folder of this package (where package.json names gpu-sidecar), from source or dist/. */
-export function packageRoot(from = __dirname): string {
-  for (let dir = from; ; dir = path.dirname(dir)) {
-    try {
-      const pkg = JSON.parse(readFileSync(path.join(dir, 'package.json'), 'utf8')) as {
-        name?: string;
-      };
-      if (pkg.name === 'gpu-sidecar') return dir;
-    } catch {
-      /* not here */
-    }
-    if (path.dirname(dir) === dir) return process.cwd();
-  }
-}
-
 /** npm start's configuration file for `role` (scripts/dev.js writes it). */
 export const devEnvFile = (root: string, role: Role): string =>
   path.join(root, '.local', `${role}.env`);

@@ -11,7 +11,8 @@ import {
   parseUidGid,
 } from '../../../../libs/config/src';
 import { groupId, lookupUser } from '../doctor/accounts';
-import { packageRoot, type Role } from '../doctor/source';
+import type { Role } from '../doctor/source';
+import { packageRoot } from '../version';
 import {
   ensureDir,
   ensureFile,
