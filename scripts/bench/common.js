@@ -93,6 +93,45 @@ function receive(socket, n) {
 
 const REQUEST = 'GET /test HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n';
 
+/** A connected TCP socket to 127.0.0.1:`port` (no Nagle). */
+async function openSocket(port) {
+  const s = connect({ port, host: '127.0.0.1', noDelay: true });
+  await new Promise((r, j) => s.once('connect', r).once('error', j));
+  return s;
+}
+
+const KEEP_ALIVE = 'GET /test HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n';
+
+/** One keep-alive connection doing GET /test back to back until `end`: responses. */
+async function keepAliveLoop(port, end) {
+  const s = await openSocket(port);
+  let buf = '';
+  let done = 0;
+  await new Promise((resolve, reject) => {
+    const next = () => {
+      if (now() >= end) return resolve();
+      s.write(KEEP_ALIVE);
+    };
+    s.on('data', (d) => {
+      buf += d;
+      for (;;) {
+        const head = buf.indexOf('\r\n\r\n');
+        if (head < 0) return;
+        const len = Number(/content-length: *(\d+)/i.exec(buf.slice(0, head))?.[1] ?? 0);
+        if (buf.length < head + 4 + len) return;
+        buf = buf.slice(head + 4 + len);
+        done++;
+        next();
+      }
+    });
+    s.on('error', reject);
+    s.on('close', resolve);
+    next();
+  });
+  s.destroy();
+  return done;
+}
+
 /** New TCP connection, one GET /test, read to the end: milliseconds. */
 function getTest(port) {
   return new Promise((resolve, reject) => {
@@ -250,6 +289,8 @@ module.exports = {
   receive,
   getTest,
   REQUEST,
+  openSocket,
+  keepAliveLoop,
   freePort,
   waitPort,
   start,

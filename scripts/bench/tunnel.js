@@ -33,12 +33,20 @@ const {
   cpuMs,
   health,
   waitTunnel,
+  keepAliveLoop,
 } = require('./common');
 
 const env = (name, dflt) => Number(process.env[name] ?? dflt);
 const ROUNDS = env('BENCH_ROUNDS', 3);
 const N_CONN = env('BENCH_CONNECTIONS', 200);
-const N_RTT = env('BENCH_ROUND_TRIPS', 1000);
+// 5,000 (about half a second): a round of (c) comes after the previous round's bulk transfers,
+// whose garbage (a full collection of the 64 KiB buffers they promoted) and re-optimization
+// (Node's stream functions deoptimize on the bulk path's object shapes) cost the daemons about
+// 60-100 ms of CPU in the next few hundred milliseconds. Over 1,000 round trips (0.1 s) that
+// transient doubled the CPU per round trip (130-178 µs against 70-80 µs steady; PROTOCOL.md §8);
+// over 5,000 it is amortized as a daemon that serves both amortizes it. BENCH_ROUND_TRIPS=1000
+// measures as this bench did before 2026-12-05.
+const N_RTT = env('BENCH_ROUND_TRIPS', 5000);
 // Before the rounds, each path runs (b), (c) and GET /test for this long, unmeasured: the
 // daemons are long-running processes whose JIT needs a few thousand runs of a code path to
 // optimize it. Measured cold (right after start), (c) was p50 0.60 ms and p99 4.3 ms in its
@@ -50,7 +58,7 @@ const BULK_MIB = env('BENCH_BULK_MIB', 256);
 const UNDER_BULK_MS = env('BENCH_UNDER_BULK_MS', 2000);
 const IDLE_STREAMS = env('BENCH_IDLE_STREAMS', 1000);
 // For profiling: BENCH_ONLY=bc runs only those measures; BENCH_PATHS=gpu-sidecar only those paths.
-const ONLY = process.env.BENCH_ONLY ?? 'abcdef';
+const ONLY = process.env.BENCH_ONLY ?? 'abcdefg';
 const PATHS = process.env.BENCH_PATHS?.split(',');
 
 // ---------------------------------------------------------------- measures (client side)
@@ -86,6 +94,22 @@ async function roundTrips(port, n = N_RTT) {
   }
   s.destroy();
   return t.slice(50); // warm-up
+}
+
+/** (g) 50 keep-alive clients (a Flask or gunicorn front's session), GET /test back to back. */
+async function keepAliveLoad(port, concurrency = 50) {
+  const t0 = now();
+  const end = t0 + LOAD_MS;
+  let n = 0;
+  let errors = 0;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      // Not `n += await ...`: that reads n before the wait and loses the other clients' counts.
+      const served = await keepAliveLoop(port, end).catch(() => (errors++, 0));
+      n += served;
+    }),
+  );
+  return { rps: n / ((now() - t0) / 1000), n, errors };
 }
 
 /** (d) 50 concurrent loops of new-connection GET /test for LOAD_MS: requests/s and p99. */
@@ -249,7 +273,7 @@ async function main() {
     while (now() < until) {
       if (ONLY.includes('b')) await newConnectionEcho(x.echo, 50);
       if (ONLY.includes('c')) await roundTrips(x.echo, 200);
-      if (ONLY.includes('d') || ONLY.includes('e'))
+      if (ONLY.includes('d') || ONLY.includes('e') || ONLY.includes('g'))
         for (let i = 0; i < 20; i++) await getTest(x.api);
     }
   }
@@ -270,9 +294,10 @@ async function main() {
       const nc = await skip('b', () => newConnectionEcho(x.echo), []);
       const rt = await skip('c', () => roundTrips(x.echo), []);
       const ld = await skip('d', () => load(x.api), { errors: 0 });
+      const ka = await skip('g', () => keepAliveLoad(x.api), { errors: 0 });
       const bk = await skip('a', () => bulk(x.bulk));
       const ub = await skip('e', () => underBulk(x.api, x.bulk), { errors: 0 });
-      runs[x.name].push({ nc, rt, ld, bk, ub, cpu });
+      runs[x.name].push({ nc, rt, ld, ka, bk, ub, cpu });
       process.stderr.write(`round ${round + 1}/${ROUNDS} ${x.name} done\n`);
     }
   }
@@ -290,7 +315,7 @@ async function main() {
   const rows = [];
   const row = (label, f, fmt, target, ok) => {
     const v = Object.fromEntries(cols.map((c) => [c, fig(c, f)]));
-    const needsSpiped = !/25 ms/.test(target);
+    const needsSpiped = /spiped/.test(target);
     const met =
       v[ours] === undefined || (needsSpiped && v[sp] === undefined)
         ? 'n/a'
@@ -313,21 +338,23 @@ async function main() {
     (o, s) => o >= 2 * s,
   );
   const us = (x) => `${(x * 1000).toFixed(0)} µs`;
-  const cpuRow = (m, label, per) =>
+  const cpuRow = (m, label, per, target = '', ok = () => true) =>
     row(
       `${label} (CPU of the tunnel's processes)`,
       (r) => (r.cpu[m] === undefined ? undefined : r.cpu[m] / per),
       us,
-      '',
-      () => true,
+      target,
+      ok,
     );
   cpuRow('a', '(a) per MiB', BULK_MIB);
+  // (b) and (c)'s latency targets against spiped on loopback were retired (README, "Across a
+  // network": the front and the GPU hosts are never one machine); across a link, bench:wan.
   row(
     '(b) new connection + 4-byte echo, p50',
     (r) => pct(r.nc, 50),
     ms,
-    '≤ 0.25x spiped',
-    (o, s) => o <= 0.25 * s,
+    '',
+    () => true,
   );
   row(
     '(b) p99',
@@ -341,17 +368,17 @@ async function main() {
     '(c) 4-byte round trip, open connection, p50',
     (r) => pct(r.rt, 50),
     ms,
-    '≤ spiped',
-    (o, s) => o <= s,
+    '',
+    () => true,
   );
   row(
     '(c) p99',
     (r) => pct(r.rt, 99),
     ms,
-    '≤ spiped',
-    (o, s) => o <= s,
+    '≤ 1 ms',
+    (o) => o <= 1,
   );
-  cpuRow('c', '(c) per round trip', N_RTT + 50);
+  cpuRow('c', '(c) per round trip', N_RTT + 50, '≤ 3x spiped', (o, s) => o <= 3 * s);
   row(
     '(d) GET /test req/s, 50 concurrent new connections',
     (r) => r.ld.rps,
@@ -363,6 +390,20 @@ async function main() {
     '(d) p99 under that load',
     (r) => r.ld.p99,
     ms,
+    '',
+    () => true,
+  );
+  row(
+    '(g) GET /test req/s, 50 keep-alive clients',
+    (r) => r.ka?.rps,
+    (x) => `${x.toFixed(0)}/s`,
+    '≥ spiped',
+    (o, s) => o >= s,
+  );
+  row(
+    "(g) per request (CPU of the tunnel's processes; our worker's includes serving the API)",
+    (r) => (r.cpu.g === undefined || !r.ka?.n ? undefined : r.cpu.g / r.ka.n),
+    us,
     '',
     () => true,
   );
@@ -401,7 +442,9 @@ async function main() {
     '≤ +50 MB',
     rssVerdict,
   ]);
-  const errors = cols.map((c) => runs[c].reduce((n, r) => n + r.ld.errors + r.ub.errors, 0));
+  const errors = cols.map((c) =>
+    runs[c].reduce((n, r) => n + r.ld.errors + r.ka.errors + r.ub.errors, 0),
+  );
 
   console.log(
     `\ngpu-sidecar tunnel benchmark: loopback, ${os.cpus().length} cores, load ${os.loadavg()[0].toFixed(1)}, node ${process.version}, ` +
@@ -412,7 +455,7 @@ async function main() {
   for (const r of rows) console.log(`| ${r.join(' | ')} |`);
   console.log(
     `\nwarm-up: ${WARMUP_MS} ms per path before the rounds (BENCH_WARMUP_MS)` +
-      `\nsizes: (a) ${BULK_MIB} MiB, (b) ${N_CONN} connections, (c) ${N_RTT} round trips, (d) ${LOAD_MS} ms, ` +
+      `\nsizes: (a) ${BULK_MIB} MiB, (b) ${N_CONN} connections, (c) ${N_RTT} round trips, (d) and (g) ${LOAD_MS} ms each, ` +
       `(e) ${UNDER_BULK_MS} ms of sequential new-connection GET /test beside one download; ` +
       `request errors: ${cols.map((c, i) => `${c} ${errors[i]}`).join(', ')}`,
   );

@@ -44,6 +44,8 @@ const {
   daemon,
   spipedPair,
   waitTunnel,
+  openSocket,
+  keepAliveLoop,
 } = require('./common');
 const { createLink, startLinkProxy } = require('./wan-link');
 
@@ -118,12 +120,6 @@ async function linkProcess() {
 
 const PING = Buffer.from('ping');
 
-async function openSocket(port) {
-  const s = connect({ port, host: '127.0.0.1', noDelay: true });
-  await new Promise((r, j) => s.once('connect', r).once('error', j));
-  return s;
-}
-
 /** Round trips of 4 bytes on one open connection to an echo: ms each. */
 async function roundTrips(port, n) {
   const s = await openSocket(port);
@@ -182,38 +178,6 @@ async function getTests(port, ms) {
     }
   }
   return { lat, errors };
-}
-
-const KEEP_ALIVE = 'GET /test HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n';
-
-/** One keep-alive connection doing GET /test back to back until `end`: responses. */
-async function keepAliveLoop(port, end) {
-  const s = await openSocket(port);
-  let buf = '';
-  let done = 0;
-  await new Promise((resolve, reject) => {
-    const next = () => {
-      if (now() >= end) return resolve();
-      s.write(KEEP_ALIVE);
-    };
-    s.on('data', (d) => {
-      buf += d;
-      for (;;) {
-        const head = buf.indexOf('\r\n\r\n');
-        if (head < 0) return;
-        const len = Number(/content-length: *(\d+)/i.exec(buf.slice(0, head))?.[1] ?? 0);
-        if (buf.length < head + 4 + len) return;
-        buf = buf.slice(head + 4 + len);
-        done++;
-        next();
-      }
-    });
-    s.on('error', reject);
-    s.on('close', resolve);
-    next();
-  });
-  s.destroy();
-  return done;
 }
 
 /** `CONCURRENCY` clients for LOAD_MS, keep-alive or a new connection per request: req/s. */
