@@ -12,6 +12,7 @@ import {
   UnsafePathError,
   walkFiles,
   type OpenedFile,
+  type WalkBound,
 } from './job-files';
 
 export { FileNotFoundError, UnsafePathError, type OpenedFile };
@@ -195,15 +196,27 @@ export class ResultsStore {
   }
 
   /**
-   * Regular files the job wrote to output/, as paths relative to it, with their sizes. Links,
-   * FIFOs and devices are not listed, and no link is followed (job-files.ts: walkFiles).
+   * Regular files the job wrote to output/, as paths relative to it, with their sizes, sorted by
+   * path. Links, FIFOs and devices are not listed, and no link is followed (job-files.ts:
+   * walkFiles). Bounded by OUTPUT_LISTING (a job that makes millions of files gets a listing of
+   * the first ones found, not one that takes minutes and megabytes): `truncated` then says which
+   * limit stopped it.
    */
-  async listOutput(p: JobPaths): Promise<{ path: string; size: number }[]> {
-    const out: { path: string; size: number }[] = [];
-    await walkFiles(await this.real(p.output), (f) => {
-      out.push({ path: f.rel, size: f.stat.size });
-    });
-    return out.sort((a, b) => a.path.localeCompare(b.path));
+  async listOutput(
+    p: JobPaths,
+    limits: OutputListingBound = OUTPUT_LISTING,
+  ): Promise<{ files: { path: string; size: number }[]; truncated?: string }> {
+    const files: { path: string; size: number }[] = [];
+    const stopped = await walkFiles(
+      await this.real(p.output),
+      (f) => {
+        files.push({ path: f.rel, size: f.stat.size });
+      },
+      undefined,
+      { ...limits, deadline: performance.now() + limits.ms },
+    );
+    files.sort((a, b) => byPath.compare(a.path, b.path));
+    return stopped ? { files, truncated: stopped } : { files };
   }
 
   /**
@@ -260,6 +273,27 @@ export class ResultsStore {
     return undefined;
   }
 }
+
+/**
+ * The bounds of GET /jobs/:id/files (README, "Job API"): at most 10,000 files listed, 100,000
+ * names looked at, folders 32 levels deep, 5 s of walking. Why these: 10,000 entries is about
+ * 1 MB of JSON, far more than a person reads and more than an experiment's results folder
+ * holds; the names bound stops a walk through millions of folders, links or FIFOs that list
+ * nothing; 32 levels is more than any results tree; and 5 s keeps a slow shared DATA_FOLDER
+ * (NFS) from holding the request. A download (files/PATH) is not bounded by any of these.
+ */
+export const OUTPUT_LISTING: OutputListingBound = {
+  files: 10_000,
+  entries: 100_000,
+  depth: 32,
+  ms: 5_000,
+};
+
+/** WalkBound, with `ms` of walking from the start instead of a deadline. */
+export type OutputListingBound = Omit<WalkBound, 'deadline'> & { ms: number };
+
+/** The order of the listing: what `a.localeCompare(b)` gives, with one collator made once. */
+const byPath = new Intl.Collator();
 
 /** Refuses anything but a plain relative path (see ResultsStore.openOutputFile). */
 function checkRelativePath(requested: string): void {
