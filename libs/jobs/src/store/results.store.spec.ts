@@ -125,6 +125,16 @@ describe('results store', () => {
     expect((await store.listOutput(p, { ...loose, ms: -1 })).truncated).toMatch(/too long/);
   });
 
+  it('names upload files after WORKER_NAME, by a hash when the name is not plain', () => {
+    const data = mkdtempSync(path.join(tmpdir(), 'gsc-store-'));
+    expect(new ResultsStore(data, 'gpu-1.lab').newUploadName()).toMatch(
+      /^gpu-1\.lab~[0-9a-f-]{36}$/,
+    );
+    expect(new ResultsStore(data, 'gpu 1/~x').newUploadName()).toMatch(
+      /^h[0-9a-f]{16}~[0-9a-f-]{36}$/,
+    );
+  });
+
   it('writes records atomically, leaving no temporary file', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'gsc-atomic-'));
     const f = path.join(dir, 'job.json');
