@@ -1,14 +1,18 @@
-import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
+import { execFileSync, spawn as spawnChild } from 'node:child_process';
 import {
+  chownSync,
+  closeSync,
   copyFileSync,
   existsSync,
   lstatSync,
   mkdirSync,
   mkdtempSync,
+  openSync,
   readFileSync,
   rmSync,
   symlinkSync,
+  truncateSync,
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -41,12 +45,62 @@ function install(
   input: Buffer | string = '',
 ): Promise<number | null> {
   return new Promise((resolve) => {
-    const child = spawn(BIN, ['install', ...args, '--root', root], {
+    const child = spawnChild(BIN, ['install', ...args, '--root', root], {
       env: { PATH: `${path.dirname(process.execPath)}:/usr/sbin:/usr/bin:/sbin:/bin` },
       stdio: ['pipe', 'ignore', 'ignore'],
     });
     child.stdin.end(input);
     child.once('exit', (code) => resolve(code));
+  });
+}
+
+/** What one watched install did: exit code, time, peak memory, stderr, killed by the watch. */
+interface Watched {
+  code: number | null;
+  ms: number;
+  peakMb: number;
+  stderr: string;
+  killed: boolean;
+}
+
+/** Past these an install counts as hung or flooded, and is killed (the machine is shared). */
+const WATCH = { ms: 5_000, peakMb: 256 };
+
+/**
+ * Runs `gpu-sidecar install ...args --root root` with `stdin` (a file opened for it, or nothing
+ * written), watching it: its peak resident memory (VmHWM) every 20 ms, and a kill past
+ * WATCH's time or memory.
+ */
+function installWatched(root: string, args: string[], stdin?: string): Promise<Watched> {
+  return new Promise((resolve) => {
+    const fd = stdin === undefined ? undefined : openSync(stdin, 'r');
+    const t0 = performance.now();
+    const child = spawnChild(BIN, ['install', ...args, '--root', root], {
+      env: { PATH: `${path.dirname(process.execPath)}:/usr/sbin:/usr/bin:/sbin:/bin` },
+      stdio: [fd ?? 'pipe', 'ignore', 'pipe'],
+    });
+    if (fd !== undefined) closeSync(fd);
+    else child.stdin!.end();
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    let peakMb = 0;
+    let killed = false;
+    const watch = setInterval(() => {
+      try {
+        const m = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
+        if (m) peakMb = Math.max(peakMb, Number(m[1]) / 1024);
+      } catch {
+        /* gone */
+      }
+      if (peakMb > WATCH.peakMb || performance.now() - t0 > WATCH.ms) {
+        killed = true;
+        child.kill('SIGKILL');
+      }
+    }, 20);
+    child.once('close', (code) => {
+      clearInterval(watch);
+      resolve({ code, ms: performance.now() - t0, peakMb, stderr, killed });
+    });
   });
 }
 
@@ -152,6 +206,90 @@ describe('install under attack', () => {
       legit,
     };
     recordAttack('install-bad-keys', figures);
+    expect(figures.gotThrough).toBe(0);
+    expect(legit.ok).toBe(legit.tried);
+  });
+
+  it('key sources that would hang or flood install: FIFOs, /dev/zero, a 2 GB sparse file, as --key FILE and on stdin', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'gsc-attack-keysrc-'));
+    const fifo = path.join(dir, 'fifo');
+    execFileSync('mkfifo', [fifo]);
+    symlinkSync(fifo, path.join(dir, 'link-to-fifo'));
+    const sparse = path.join(dir, 'sparse');
+    writeFileSync(sparse, '');
+    truncateSync(sparse, 2_000_000_000);
+    // [what, --key value, file on stdin]
+    const hostile: Array<[string, string, string?]> = [
+      ['a FIFO no one writes', fifo],
+      ['a link to that FIFO', path.join(dir, 'link-to-fifo')],
+      ['/dev/zero', '/dev/zero'],
+      ['a 2 GB sparse file', sparse],
+      ['/dev/zero on stdin', '-', '/dev/zero'],
+      ['a 2 GB sparse file on stdin', '-', sparse],
+    ];
+    // The admin's own: a key copied into their home, another owner's, 0644, and a link to it.
+    const home = path.join(dir, 'home');
+    mkdirSync(home);
+    const key = randomBytes(32);
+    const copy = path.join(home, 'tunnel.key');
+    writeFileSync(copy, key, { mode: 0o644 });
+    chownSync(copy, 1000, 1000);
+    symlinkSync(copy, path.join(home, 'link.key'));
+    const legit: LegitFigures = { tried: 0, ok: 0, latenciesMs: [] };
+    let times = 0;
+    let through = 0;
+    const seen: Record<string, { ms: number; peakMb: number; stderr: string }> = {};
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const [what, given, stdin] of hostile) {
+        const root = newRoot();
+        const file = path.join(root, 'etc/gpu-sidecar/tunnel.key');
+        const r = await installWatched(
+          root,
+          ['relay', '--connect', 'ws://gpu-host:8080', '--key', given],
+          stdin,
+        );
+        times++;
+        const named =
+          stdin === undefined ? r.stderr.includes(given) : /standard input/.test(r.stderr);
+        const ok = !r.killed && r.code === 2 && named && !existsSync(file);
+        if (!ok) through++;
+        seen[what] = {
+          ms: Math.round(r.ms),
+          peakMb: Math.round(r.peakMb),
+          stderr: r.stderr.trim(),
+        };
+        rmSync(root, { recursive: true, force: true });
+      }
+      for (const given of [copy, path.join(home, 'link.key')]) {
+        const root = newRoot();
+        const t = await timed(async () => {
+          const r = await installWatched(root, [
+            'relay',
+            '--connect',
+            'ws://gpu-host:8080',
+            '--key',
+            given,
+          ]);
+          const file = path.join(root, 'etc/gpu-sidecar/tunnel.key');
+          return r.code === 0 && existsSync(file) && readFileSync(file).equals(key);
+        });
+        rmSync(root, { recursive: true, force: true });
+        legit.tried++;
+        if (t.ok) legit.ok++;
+        legit.latenciesMs.push(t.ms);
+      }
+    }
+    rmSync(dir, { recursive: true, force: true });
+    const figures = {
+      attack:
+        'install relay --key given a FIFO, a link to it, /dev/zero, a 2 GB sparse file (as FILE and on stdin)',
+      times,
+      gotThrough: through,
+      counted: `installs not refused with exit 2 naming the source, or past ${WATCH.ms / 1000} s or ${WATCH.peakMb} MB`,
+      legit,
+      extra: seen,
+    };
+    recordAttack('install-key-sources', figures);
     expect(figures.gotThrough).toBe(0);
     expect(legit.ok).toBe(legit.tried);
   });

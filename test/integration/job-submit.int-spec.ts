@@ -1,5 +1,14 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -274,6 +283,7 @@ describe('POST /jobs: uploads and bodies', () => {
   it('removes what an upload cut off half-way had written', async () => {
     const before = await jobsOf(w, 'copy-input');
     const { type, head } = cutInFile([['experiment', 'copy-input']]);
+    let named = '';
     await new Promise<void>((resolve) => {
       const req = request({
         host: '127.0.0.1',
@@ -289,11 +299,16 @@ describe('POST /jobs: uploads and bodies', () => {
       req.write(head, () => {
         // Written: wait until the worker stored some of it, then go away.
         void waitUntil('the upload to be on disk', () => w.uploads().length > 0, 5_000).then(
-          () => req.destroy(),
+          () => {
+            named = w.uploads()[0];
+            req.destroy();
+          },
           () => req.destroy(),
         );
       });
     });
+    // Named with this worker's WORKER_NAME, so that its next start knows it as its own.
+    expect(named).toMatch(/^submit-test~[0-9a-f-]{36}$/);
     await waitUntil('the cut upload removed', () => w.uploads().length === 0, 5_000);
     expect(await jobsOf(w, 'copy-input')).toEqual(before);
   });
@@ -363,6 +378,41 @@ describe('POST /jobs: uploads and bodies', () => {
     expect((await w.api.call('POST', '/jobs', { experiment: 'quick', params: ok })).status).toBe(
       201,
     );
+  });
+
+  it("removes at start its own uploads left by a killed run and any untouched for 24 h, never another worker's fresh one", async () => {
+    // DATA_FOLDER as a worker killed mid-upload left it, shared with a worker named gpu2.
+    const data = mkdtempSync(path.join(tmpdir(), 'gsc-submit-sweep-'));
+    const uploads = path.join(data, 'jobs', '.uploads');
+    mkdirSync(uploads, { recursive: true });
+    const day = 24 * 3600;
+    const left = {
+      'submit-sweep~0b9f7c1e-8a2d-4c3b-9e5f-1a2b3c4d5e6f': 0, // ours, fresh: cut by our kill
+      'gpu2~1b9f7c1e-8a2d-4c3b-9e5f-1a2b3c4d5e6f': 0, // gpu2's, being received now
+      'gpu2~2b9f7c1e-8a2d-4c3b-9e5f-1a2b3c4d5e6f': day + 60, // gpu2's, untouched for a day
+      '3b9f7c1e-8a2d-4c3b-9e5f-1a2b3c4d5e6f': 600, // an older version's name, 10 min old
+      '4b9f7c1e-8a2d-4c3b-9e5f-1a2b3c4d5e6f': 2 * day, // an older version's name, 2 days old
+    };
+    for (const [name, age] of Object.entries(left)) {
+      const f = path.join(uploads, name);
+      writeFileSync(f, randomBytes(1000));
+      const t = Date.now() / 1000 - age;
+      utimesSync(f, t, t);
+    }
+    const again = await startWorker(redis, { DATA_FOLDER: data, WORKER_NAME: 'submit-sweep' });
+    try {
+      expect(readdirSync(uploads).sort()).toEqual([
+        '3b9f7c1e-8a2d-4c3b-9e5f-1a2b3c4d5e6f',
+        'gpu2~1b9f7c1e-8a2d-4c3b-9e5f-1a2b3c4d5e6f',
+      ]);
+    } finally {
+      const queue = again.app.get(JobsRuntime).queue as unknown as {
+        workers: { waitUntilReady(): Promise<unknown> }[];
+      };
+      await Promise.all(queue.workers.map((q) => q.waitUntilReady()));
+      await again.close();
+      rmSync(data, { recursive: true, force: true });
+    }
   });
 
   it('answers 507 before reading a file when the disk is below MIN_FREE_DISK', async () => {

@@ -114,10 +114,16 @@ export const JOBS_PROVIDERS: FactoryProvider[] = [
   ),
   provider(
     ResultsStore,
-    [WORKER_CONFIG],
-    (config: WorkerConfig) => {
-      const store = new ResultsStore(config.dataFolder);
+    [WORKER_CONFIG, LOGGER],
+    async (config: WorkerConfig, log: Logger) => {
+      const store = new ResultsStore(config.dataFolder, config.workerName);
       mkdirSync(store.uploadDir, { recursive: true });
+      const removed = await store.sweepUploads();
+      if (removed.own + removed.stale > 0)
+        log.info(
+          { ...removed, dir: store.uploadDir },
+          'removed uploads left by submissions an earlier run did not finish',
+        );
       return store;
     },
     [ExperimentCatalog],

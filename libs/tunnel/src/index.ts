@@ -9,9 +9,10 @@ export {
   KeyRing,
   loadKeyFile,
   loadKeyRing,
+  readKeyBytes,
   logKeyWarnings,
 } from './keys';
-export type { KeyEntry } from './keys';
+export type { KeyEntry, ReadKeyOptions } from './keys';
 export { METRIC_REASONS, metricReason, noopTunnelMetrics } from './metrics';
 export type { TunnelMetrics } from './metrics';
 export { listenTunnel } from './listen';

@@ -11,7 +11,14 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { generateKeyFile, keyFingerprint, KeyFileError, loadKeyFile, loadKeyRing } from './keys';
+import {
+  generateKeyFile,
+  keyFingerprint,
+  KeyFileError,
+  loadKeyFile,
+  loadKeyRing,
+  readKeyBytes,
+} from './keys';
 
 const dir = mkdtempSync(join(tmpdir(), 'tunnel-keys-'));
 
@@ -114,6 +121,28 @@ describe('key files', () => {
     // The sticky bit (as on /tmp) keeps others from replacing a file they do not own.
     chmodSync(open, 0o1777);
     expect((await loadKeyFile(file)).warnings).toEqual([]);
+  });
+
+  it('readKeyBytes private: false, follow: true (install --key): any owner and mode, a link followed; never a FIFO, a device or more than 4 KiB', async () => {
+    const file = join(dir, 'admin-copy.key');
+    writeFileSync(file, Buffer.alloc(32, 9), { mode: 0o644 });
+    chownSync(file, 1000, 1000);
+    symlinkSync(file, join(dir, 'admin-link.key'));
+    const opts = { private: false, follow: true };
+    expect(await readKeyBytes(join(dir, 'admin-link.key'), opts)).toEqual(Buffer.alloc(32, 9));
+    // Without those options it is a daemon's key: the same file is refused.
+    await expect(readKeyBytes(file)).rejects.toThrow(/owned by uid 1000|chmod 600/);
+    await expect(readKeyBytes(join(dir, 'admin-link.key'))).rejects.toThrow('symbolic link');
+    const fifo = join(dir, 'source.fifo');
+    execFileSync('mkfifo', [fifo]);
+    symlinkSync(fifo, join(dir, 'fifo-link.key'));
+    await expect(readKeyBytes(join(dir, 'fifo-link.key'), opts)).rejects.toThrow(
+      `key file ${join(dir, 'fifo-link.key')} is a FIFO: a key file must be a regular file`,
+    );
+    await expect(readKeyBytes('/dev/zero', opts)).rejects.toThrow('is a device');
+    const big = join(dir, 'big-copy.key');
+    writeFileSync(big, Buffer.alloc(4097, 1), { mode: 0o644 });
+    await expect(readKeyBytes(big, opts)).rejects.toThrow('holds 4097 bytes, more than 4096');
   });
 
   it('fingerprints are stable, distinct, and do not contain the key', () => {

@@ -80,12 +80,27 @@ function entryOf(file: string, secret: Uint8Array): KeyEntry {
   };
 }
 
-/** Open flags for a key file (see loadKeyFile). */
-const KEY_OPEN_FLAGS =
+/** Open flags for a key file (see loadKeyFile); `follow` drops O_NOFOLLOW (readKeyBytes). */
+const keyOpenFlags = (follow: boolean) =>
   fsConstants.O_RDONLY |
-  (fsConstants.O_NOFOLLOW ?? 0) |
+  (follow ? 0 : (fsConstants.O_NOFOLLOW ?? 0)) |
   (fsConstants.O_NONBLOCK ?? 0) |
   (fsConstants.O_NOCTTY ?? 0);
+
+/** How readKeyBytes checks the file it reads. */
+export interface ReadKeyOptions {
+  /**
+   * true (a daemon's own key, the default): the file must be owned by this process's user or
+   * root and readable by nobody else. false: any owner and mode (a key an admin copied into
+   * their home, given to `gpu-sidecar install --key FILE`).
+   */
+  private?: boolean;
+  /**
+   * false (the default): a symbolic link as the last part of the path is refused. true: it is
+   * followed; what it leads to gets every other check all the same.
+   */
+  follow?: boolean;
+}
 
 const errCode = (err: unknown): string => (err as NodeJS.ErrnoException).code ?? String(err);
 
@@ -102,31 +117,37 @@ function kindOf(st: Stats): string {
  * Checks a key file's descriptor (fstat, so these are the facts of the file that will be read,
  * not of whatever the path names a moment later): a regular file, owned by this daemon's user
  * or root (any other owner could rewrite it), not readable or writable by group or others, and
- * between MIN_KEY_FILE_BYTES and MAX_KEY_FILE_BYTES long.
+ * at most MAX_KEY_FILE_BYTES long. `privately` false (readKeyBytes' `private: false`) leaves
+ * out owner and mode: the file is a key being handed over (install --key), not one in use.
  */
-function checkKeyStat(file: string, st: Stats): void {
+function checkKeyStat(file: string, st: Stats, privately = true): void {
   if (!st.isFile()) {
     throw new KeyFileError(
-      `key file ${file} is ${kindOf(st)}, not a regular file: create one with \`gpu-sidecar keygen ${file}\``,
+      privately
+        ? `key file ${file} is ${kindOf(st)}, not a regular file: create one with \`gpu-sidecar keygen ${file}\``
+        : `key file ${file} is ${kindOf(st)}: a key file must be a regular file (what \`gpu-sidecar keygen\` writes)`,
     );
   }
-  const euid = process.geteuid?.();
-  if (euid !== undefined && st.uid !== euid && st.uid !== 0) {
-    throw new KeyFileError(
-      `key file ${file} is owned by uid ${st.uid}, not by this daemon's user (uid ${euid}) or root: ` +
-        `that user could change the key; run \`chown ${euid} ${file}\``,
-    );
-  }
-  if ((st.mode & 0o077) !== 0) {
-    const mode = (st.mode & 0o777).toString(8);
-    throw new KeyFileError(
-      `key file ${file} is readable by group or others (mode ${mode}): run \`chmod 600 ${file}\``,
-    );
+  if (privately) {
+    const euid = process.geteuid?.();
+    if (euid !== undefined && st.uid !== euid && st.uid !== 0) {
+      throw new KeyFileError(
+        `key file ${file} is owned by uid ${st.uid}, not by this daemon's user (uid ${euid}) or root: ` +
+          `that user could change the key; run \`chown ${euid} ${file}\``,
+      );
+    }
+    if ((st.mode & 0o077) !== 0) {
+      const mode = (st.mode & 0o777).toString(8);
+      throw new KeyFileError(
+        `key file ${file} is readable by group or others (mode ${mode}): run \`chmod 600 ${file}\``,
+      );
+    }
   }
   if (st.size > MAX_KEY_FILE_BYTES) {
     throw new KeyFileError(
       `key file ${file} holds ${st.size} bytes, more than ${MAX_KEY_FILE_BYTES}: a key file is ` +
-        `the ${KEY_BYTES} random bytes \`gpu-sidecar keygen\` writes; is TUNNEL_KEY_FILE naming the right file?`,
+        `the ${KEY_BYTES} random bytes \`gpu-sidecar keygen\` writes; ` +
+        (privately ? 'is TUNNEL_KEY_FILE naming the right file?' : 'is it the right file?'),
     );
   }
 }
@@ -165,20 +186,20 @@ async function directoryWarnings(file: string): Promise<string[]> {
 }
 
 /**
- * Loads one key file and derives K; the bytes read are wiped once K is derived.
+ * Reads a key file's bytes, checked as `opts` says (ReadKeyOptions); the caller wipes them.
  *
- * Why it is safe: the file is opened once with O_NOFOLLOW (a symbolic link as the last part of
- * the path is refused, so a link planted in place of the key cannot make the daemon read
- * another file as its key), O_NONBLOCK (opening a FIFO cannot hang the start) and O_NOCTTY;
+ * Why it is safe: the file is opened once with O_NOFOLLOW (unless `follow`: a symbolic link as
+ * the last part of the path is refused, so a link planted in place of the key cannot make the
+ * daemon read another file as its key), O_NONBLOCK (opening a FIFO cannot hang) and O_NOCTTY;
  * every check (regular file, owner, mode, size) is made with fstat on that same descriptor,
- * and the bytes are read from it, so nothing can be swapped between the check and the read
- * (the old stat-then-readFile had that window). Reading stops one byte past the size cap,
- * so a huge or endless file costs 4 KiB, never the daemon's memory.
+ * before any byte is read, and the bytes are read from it, so nothing can be swapped between
+ * the check and the read (the old stat-then-readFile had that window). Reading stops one byte
+ * past the size cap, so a huge or endless file costs 4 KiB, never the process's memory.
  */
-export async function loadKeyFile(file: string): Promise<KeyEntry> {
+export async function readKeyBytes(file: string, opts: ReadKeyOptions = {}): Promise<Buffer> {
   let fh: FileHandle;
   try {
-    fh = await fs.open(file, KEY_OPEN_FLAGS);
+    fh = await fs.open(file, keyOpenFlags(opts.follow === true));
   } catch (err) {
     const code = errCode(err);
     if (code === 'ELOOP' || code === 'EMLINK') {
@@ -191,21 +212,36 @@ export async function loadKeyFile(file: string): Promise<KeyEntry> {
   }
   let secret: Buffer | undefined;
   try {
-    checkKeyStat(file, await fh.stat());
+    checkKeyStat(file, await fh.stat(), opts.private !== false);
     secret = await readCapped(fh);
     if (secret.length > MAX_KEY_FILE_BYTES) {
       throw new KeyFileError(
         `key file ${file} grew past ${MAX_KEY_FILE_BYTES} bytes while it was read: is it a key file?`,
       );
     }
-    const entry = entryOf(file, secret);
-    return { ...entry, warnings: await directoryWarnings(file) };
+    const read = secret;
+    secret = undefined;
+    return read;
   } catch (err) {
     if (err instanceof KeyFileError) throw err;
     throw new KeyFileError(`key file ${file} cannot be read (${errCode(err)})`);
   } finally {
     secret?.fill(0);
     await fh.close();
+  }
+}
+
+/**
+ * Loads one key file (readKeyBytes: O_NOFOLLOW, O_NONBLOCK, owner, mode and size checked on the
+ * descriptor, a capped read) and derives K; the bytes read are wiped once K is derived.
+ */
+export async function loadKeyFile(file: string): Promise<KeyEntry> {
+  const secret = await readKeyBytes(file);
+  try {
+    const entry = entryOf(file, secret);
+    return { ...entry, warnings: await directoryWarnings(file) };
+  } finally {
+    secret.fill(0);
   }
 }
 

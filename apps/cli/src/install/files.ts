@@ -9,12 +9,15 @@ import {
   openSync,
   readFileSync,
   readlinkSync,
+  readSync,
   rmSync,
   symlinkSync,
   writeFileSync,
   type Stats,
 } from 'node:fs';
 import path from 'node:path';
+import { isatty } from 'node:tty';
+import { KeyFileError, readKeyBytes } from '../../../../libs/tunnel/src';
 
 /** What a step did, for the one line install prints per file. */
 export type Outcome = 'created' | 'kept' | 'updated' | 'fixed';
@@ -121,10 +124,12 @@ export function writeNewKey(p: string, key: Uint8Array, want: Want): void {
 
 /**
  * An existing key file, checked as the daemons check it (regular, not a link, nobody but its
- * owner may read it, 32 bytes or more) and given `want`'s owner; returns its bytes. Never
- * loosens its mode.
+ * owner may read it, 32 to 4096 bytes) and given `want`'s owner; returns its bytes. Never
+ * loosens its mode. Read as the daemons read it (readKeyBytes: no link followed, a FIFO never
+ * waited on, the size checked on the open descriptor before a byte is read, a capped read), so
+ * whatever took its place since the lstat costs nothing.
  */
-export function readExistingKey(p: string, want: Want): Buffer | undefined {
+export async function readExistingKey(p: string, want: Want): Promise<Buffer | undefined> {
   const st = lstat(p);
   if (!st) return undefined;
   notALink(p, st);
@@ -133,7 +138,9 @@ export function readExistingKey(p: string, want: Want): Buffer | undefined {
     throw new InstallError(
       `${p} is readable by group or others (mode ${(st.mode & 0o777).toString(8)}): chmod 600 ${p}, or make a new key`,
     );
-  const key = readFileSync(p);
+  const key = await readKeyBytes(p, { private: false }).catch((err: unknown) => {
+    throw err instanceof KeyFileError ? new InstallError(err.message) : err;
+  });
   if (key.length < 32)
     throw new InstallError(`${p} holds ${key.length} bytes, a key has 32 or more: remove it`);
   settle(p, st, want);
@@ -154,3 +161,61 @@ export function ensureLink(p: string, target: string): Outcome {
 
 /** The same one-way fingerprint the daemons log, to compare keys across hosts. */
 export { keyFingerprint } from '../../../../libs/tunnel/src';
+
+/** The largest key `install --key` takes (as the daemons: MAX_KEY_FILE_BYTES). */
+export const MAX_KEY_BYTES = 4096;
+
+/**
+ * The key given to `install --key FILE`: any owner and mode (an admin's copy in their home), a
+ * symbolic link followed (the admin named it; what it leads to is checked all the same), but
+ * only a regular file of at most MAX_KEY_BYTES by its fstat before a byte is read, opened
+ * O_NONBLOCK (a FIFO is refused, never waited on) and read at most MAX_KEY_BYTES + 1 bytes.
+ */
+export async function readGivenKeyFile(file: string): Promise<Buffer> {
+  try {
+    return await readKeyBytes(file, { private: false, follow: true });
+  } catch (err) {
+    throw err instanceof KeyFileError ? new InstallError(`--key: ${err.message}`) : err;
+  }
+}
+
+/**
+ * The key piped to `install --key -`: standard input read to its end, at most MAX_KEY_BYTES + 1
+ * bytes (one more says "too long"), so \`< /dev/zero\` or an endless pipe costs 4 KiB. A
+ * regular file redirected in is refused by its fstat size before it is read; a terminal is
+ * refused at once (the key is piped, never typed).
+ */
+export function readKeyFromStdin(): Buffer {
+  const st = fstatSync(0);
+  if (isatty(0))
+    throw new InstallError(
+      '--key -: standard input is a terminal: pipe the key in (ssh GPU-HOST sudo cat /etc/gpu-sidecar/tunnel.key | ...)',
+    );
+  if (st.isFile() && st.size > MAX_KEY_BYTES)
+    throw new InstallError(
+      `--key -: standard input is a file of ${st.size} bytes, more than ${MAX_KEY_BYTES}: a key file has 32 (gpu-sidecar keygen)`,
+    );
+  const buf = Buffer.alloc(MAX_KEY_BYTES + 1);
+  let n = 0;
+  while (n < buf.length) {
+    let got: number;
+    try {
+      got = readSync(0, buf, n, buf.length - n, null);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      // A non-blocking pipe with nothing yet: wait a little, as a blocking read would.
+      if (code === 'EAGAIN') {
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+        continue;
+      }
+      if (code === 'EOF') break;
+      buf.fill(0);
+      throw new InstallError(`--key -: standard input cannot be read (${code ?? String(err)})`);
+    }
+    if (got === 0) break;
+    n += got;
+  }
+  const key = Buffer.from(buf.subarray(0, n));
+  buf.fill(0);
+  return key;
+}

@@ -19,7 +19,10 @@ import {
   ensureLink,
   InstallError,
   keyFingerprint,
+  MAX_KEY_BYTES,
   readExistingKey,
+  readGivenKeyFile,
+  readKeyFromStdin,
   writeNewKey,
   type Outcome,
 } from './files';
@@ -69,13 +72,17 @@ export function setVars(text: string, vars: Record<string, string>): string {
   return out;
 }
 
-/** Reads the key to install: a file, or all of standard input for `-` (at most 4 KiB). */
-function keyFrom(source: string): Buffer {
-  const bytes = source === '-' ? readFileSync(0) : readFileSync(source);
+/**
+ * Reads the key to install: a file (readGivenKeyFile), or standard input for `-`
+ * (readKeyFromStdin); either way a regular file's size is checked before it is read, a FIFO
+ * never hangs install, and at most 4 KiB + 1 byte is read.
+ */
+async function keyFrom(source: string): Promise<Buffer> {
+  const bytes = source === '-' ? readKeyFromStdin() : await readGivenKeyFile(source);
   const given = source === '-' ? 'standard input' : source;
-  if (bytes.length < 32 || bytes.length > 4096)
+  if (bytes.length < 32 || bytes.length > MAX_KEY_BYTES)
     throw new InstallError(
-      `the key given (${given}) holds ${bytes.length} bytes: a key file has 32 ` +
+      `the key given (${given}) holds ${bytes.length > MAX_KEY_BYTES ? `more than ${MAX_KEY_BYTES}` : bytes.length} bytes: a key file has 32 ` +
         '(gpu-sidecar keygen); was the ssh command refused?',
     );
   // Why: what a remote shell prints instead of the key (an error, a banner) is text, and 32
@@ -170,10 +177,10 @@ class Installer {
   }
 
   /** The key, root:root 0600 (the unit hands the daemon a copy): made, given, or kept. */
-  key(): string {
+  async key(): Promise<string> {
     const want = { ...ROOT_ONLY, mode: 0o600 };
     const file = this.at(KEY);
-    const have = readExistingKey(file, want);
+    const have = await readExistingKey(file, want);
     let key: Buffer;
     if (this.givenKey !== undefined) {
       key = this.givenKey;
@@ -205,10 +212,10 @@ class Installer {
    * Everything that can be refused is checked before anything is written: the options' values,
    * the key given (read now, from its file or stdin), and that a relay has a key and a URL.
    */
-  prepare(): void {
+  async prepare(): Promise<void> {
     const existing = this.existingEnv();
     this.vars = this.role === 'worker' ? this.workerVars(existing) : this.relayVars(existing);
-    if (this.o.key !== undefined) this.givenKey = keyFrom(this.o.key);
+    if (this.o.key !== undefined) this.givenKey = await keyFrom(this.o.key);
     else if (this.role === 'relay' && !existsSync(this.at(KEY)))
       throw new InstallError(
         `no key: pipe the worker's key in with --key - (the line \`install worker\` printed), or --key FILE`,
@@ -316,11 +323,11 @@ export async function install(role: Role, o: InstallOptions): Promise<number> {
   const steps = new Installer(role, o, root);
   try {
     process.stdout.write(`gpu-sidecar install ${role}${root === '/' ? '' : ` into ${root}`}\n`);
-    steps.prepare();
+    await steps.prepare();
     steps.link();
     const owner = role === 'worker' ? steps.user() : undefined;
     steps.folders(owner);
-    const fingerprint = steps.key();
+    const fingerprint = await steps.key();
     const env = steps.envFile();
     steps.unit();
     const ready = (listen: string, route: string) => {

@@ -191,7 +191,12 @@ export class JobOutputController {
   @ApiFiles()
   async files(@Param('id') id: string) {
     const rec = await this.record(id);
-    return { files: await this.store.listOutput(this.store.paths(rec.experiment, rec.id)) };
+    const { files, truncated } = await this.store.listOutput(
+      this.store.paths(rec.experiment, rec.id),
+    );
+    return truncated
+      ? { files, truncated: true, truncatedBecause: `${files.length} files listed; ${truncated}` }
+      : { files, truncated: false };
   }
 
   /**

@@ -105,7 +105,11 @@ export const ApiFiles = () =>
   applyDecorators(
     ApiOperation({ summary: 'regular files the job wrote to its output folder, with their sizes' }),
     ApiJobIdParam(),
-    ApiOkResponse({ description: 'the files under output/', type: OutputFiles }),
+    ApiOkResponse({
+      description:
+        'the files under output/: at most 10,000, and `truncated: true` when the listing stopped at a bound',
+      type: OutputFiles,
+    }),
     ApiJobRoute({ bad400: 'the output folder cannot be read safely (the job replaced it)' }),
   );
 

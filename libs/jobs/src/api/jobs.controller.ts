@@ -116,6 +116,7 @@ export class JobsController {
         const form = await receiveForm(req, res, {
           limits: { ...FORM_LIMITS, totalBytes: this.config.maxUploadBytes },
           dir: this.store.uploadDir,
+          newName: () => this.store.newUploadName(),
           // fromForm throws at once when the experiment field is missing (not after the check).
           beforeFirstFile: (fields) =>
             this.service.check(fromForm(fields, true)).then(() => undefined),

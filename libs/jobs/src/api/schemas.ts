@@ -178,9 +178,26 @@ export class OutputFile {
 export class OutputFiles {
   @ApiProperty({
     type: [OutputFile],
-    description: 'sorted by path; links, FIFOs and devices the job made are left out',
+    description:
+      'sorted by path; links, FIFOs and devices the job made are left out. At most 10,000: ' +
+      'a larger output is listed in part (`truncated`)',
   })
   files!: OutputFile[];
+
+  @ApiProperty({
+    description:
+      'true when the listing stopped at one of its bounds (10,000 files, 100,000 names looked ' +
+      'at, folders 32 levels deep, 5 s) and `files` holds only the first files found (still ' +
+      'sorted); each file can still be downloaded by its path',
+  })
+  truncated!: boolean;
+
+  @ApiProperty({
+    required: false,
+    example: '10000 files listed; it stops at 10000 files',
+    description: 'only when `truncated`: which bound stopped the listing',
+  })
+  truncatedBecause?: string;
 }
 
 const KEY = {

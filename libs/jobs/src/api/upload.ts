@@ -35,6 +35,8 @@ export interface ReceiveOptions {
   limits: UploadLimits;
   /** Where files are written (DATA_FOLDER/jobs/.uploads: the job folders' filesystem). */
   dir: string;
+  /** A new file name in `dir` (ResultsStore.newUploadName: the worker's name and a UUID). */
+  newName?: () => string;
   /**
    * Runs once, when the first file part starts, with the fields received so far; throws (or
    * rejects) to refuse the submission. Nothing of any file is written before it resolved.
@@ -173,7 +175,7 @@ export function receiveForm(
         stream.resume();
         return fail(err as Error);
       }
-      const dest = path.join(opts.dir, randomUUID());
+      const dest = path.join(opts.dir, opts.newName?.() ?? randomUUID());
       const write = checked.then(async () => {
         if (failed) return void stream.resume();
         // 'wx': a fresh file of our own name, never one that exists (nor a link planted there).

@@ -3,6 +3,7 @@ import { constants as fsc, type Stats } from 'node:fs';
 import {
   lstat,
   open,
+  opendir,
   readdir,
   readlink,
   rename,
@@ -146,32 +147,80 @@ export interface WalkedFile {
 }
 
 /**
+ * How far walkFiles may go (a listing a client asked for), each a limit on the job's doing:
+ * `files` regular files visited, `entries` names looked at (files, folders, links, FIFOs...),
+ * folders at most `depth` levels below the root entered, and no new name looked at after
+ * `deadline` (a performance.now() time).
+ */
+export interface WalkBound {
+  files: number;
+  entries: number;
+  depth: number;
+  deadline: number;
+}
+
+/**
  * Visits every regular file under the real folder `root` (links, FIFOs, devices are skipped, and
  * no link is ever followed), then `onFolder` for each folder, root included. One folder is open
- * at a time; a folder that cannot be opened safely (it became a link, it went away) is skipped.
+ * at a time, and read a few names at a time (a folder of a million names is never held whole);
+ * a folder that cannot be opened safely (it became a link, it went away) is skipped. With a
+ * `bound`, the walk stops at the first limit it meets and returns why, in a few words (see
+ * WalkBound); undefined when it saw everything.
  */
 export async function walkFiles(
   root: string,
   onFile: (f: WalkedFile) => Promise<void> | void,
   onFolder?: (dir: FileHandle) => Promise<void>,
-): Promise<void> {
+  bound?: WalkBound,
+): Promise<string | undefined> {
   const todo = [''];
-  while (todo.length > 0) {
+  let files = 0;
+  let entries = 0;
+  let stopped: string | undefined;
+  let tooDeep = false;
+  const limit = (): string | undefined => {
+    if (!bound) return undefined;
+    if (files >= bound.files) return `it stops at ${bound.files} files`;
+    if (entries >= bound.entries)
+      return `it stops after ${bound.entries} names (files, folders, links, anything)`;
+    if (performance.now() > bound.deadline) return 'it stops when it took too long';
+    return undefined;
+  };
+  while (todo.length > 0 && !stopped) {
     const rel = todo.pop()!;
     const dir = await openFolder(rel ? path.join(root, rel) : root).catch(() => undefined);
     if (!dir) continue;
+    const depth = rel ? rel.split('/').length : 0;
     try {
-      for (const name of await readdir(fdPath(dir.fd)).catch(() => [])) {
-        const stat = await lstat(fdPath(dir.fd, name)).catch(() => undefined);
-        const r = rel ? `${rel}/${name}` : name;
-        if (stat?.isDirectory()) todo.push(r);
-        else if (stat?.isFile()) await onFile({ rel: r, stat, open: () => openFileAt(dir, name) });
+      const names = await opendir(fdPath(dir.fd), { bufferSize: 64 }).catch(() => undefined);
+      try {
+        for await (const { name } of names ?? []) {
+          if ((stopped = limit())) break;
+          entries++;
+          const stat = await lstat(fdPath(dir.fd, name)).catch(() => undefined);
+          const r = rel ? `${rel}/${name}` : name;
+          if (stat?.isDirectory()) {
+            if (!bound || depth < bound.depth) todo.push(r);
+            else tooDeep = true;
+          } else if (stat?.isFile()) {
+            files++;
+            await onFile({ rel: r, stat, open: () => openFileAt(dir, name) });
+          }
+        }
+      } catch {
+        // The folder went away or became unreadable mid-way: what was seen stands.
+      } finally {
+        // A loop left early (break) closed it already; closing twice is refused, and moot.
+        await names?.close().catch(() => undefined);
       }
-      await onFolder?.(dir);
+      if (!stopped) await onFolder?.(dir);
     } finally {
       await dir.close();
     }
   }
+  if (stopped) return stopped;
+  if (tooDeep && bound) return `folders more than ${bound.depth} levels deep are not entered`;
+  return undefined;
 }
 
 /** Folders deeper than this below the removed one are first moved up to it (descriptors used). */

@@ -95,10 +95,44 @@ describe('results store', () => {
   it('lists output files recursively without symlinks', async () => {
     const { store, p } = setup();
     symlinkSync('/etc/passwd', path.join(p.output, 'passwd'));
-    expect(await store.listOutput(p)).toEqual([
-      { path: 'a.txt', size: 1 },
-      { path: 'sub/b.txt', size: 1 },
-    ]);
+    expect(await store.listOutput(p)).toEqual({
+      files: [
+        { path: 'a.txt', size: 1 },
+        { path: 'sub/b.txt', size: 1 },
+      ],
+    });
+  });
+
+  it('bounds the listing: files, names looked at, depth and time, each saying so', async () => {
+    const { store, p } = setup();
+    for (let i = 0; i < 20; i++) writeFileSync(path.join(p.output, `f${i}`), 'x');
+    mkdirSync(path.join(p.output, 'sub/deep/deeper'), { recursive: true });
+    writeFileSync(path.join(p.output, 'sub/deep/deeper/z'), 'x');
+    const loose = { files: 1000, entries: 1000, depth: 32, ms: 5000 };
+    const all = await store.listOutput(p, loose);
+    expect(all.truncated).toBeUndefined();
+    expect(all.files).toHaveLength(23);
+    const few = await store.listOutput(p, { ...loose, files: 5 });
+    expect(few.files).toHaveLength(5);
+    expect(few.truncated).toBe('it stops at 5 files');
+    expect(few.files.map((f) => f.path)).toEqual([...few.files.map((f) => f.path)].sort());
+    expect((await store.listOutput(p, { ...loose, entries: 3 })).truncated).toMatch(
+      /after 3 names/,
+    );
+    const shallow = await store.listOutput(p, { ...loose, depth: 2 });
+    expect(shallow.truncated).toMatch(/more than 2 levels deep/);
+    expect(shallow.files.some((f) => f.path === 'sub/deep/deeper/z')).toBe(false);
+    expect((await store.listOutput(p, { ...loose, ms: -1 })).truncated).toMatch(/too long/);
+  });
+
+  it('names upload files after WORKER_NAME, by a hash when the name is not plain', () => {
+    const data = mkdtempSync(path.join(tmpdir(), 'gsc-store-'));
+    expect(new ResultsStore(data, 'gpu-1.lab').newUploadName()).toMatch(
+      /^gpu-1\.lab~[0-9a-f-]{36}$/,
+    );
+    expect(new ResultsStore(data, 'gpu 1/~x').newUploadName()).toMatch(
+      /^h[0-9a-f]{16}~[0-9a-f-]{36}$/,
+    );
   });
 
   it('writes records atomically, leaving no temporary file', async () => {

@@ -1,6 +1,16 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { constants as fsc, type StatsFs } from 'node:fs';
-import { lstat, unlink, mkdir, open, realpath, rename, statfs, writeFile } from 'node:fs/promises';
+import {
+  lstat,
+  unlink,
+  mkdir,
+  open,
+  readdir,
+  realpath,
+  rename,
+  statfs,
+  writeFile,
+} from 'node:fs/promises';
 import path from 'node:path';
 import type { DiskThreshold } from '../../../config/src';
 import { EXIT_MARK_FLAG, exitMark, type JobPaths } from '../runner/runner';
@@ -12,9 +22,16 @@ import {
   UnsafePathError,
   walkFiles,
   type OpenedFile,
+  type WalkBound,
 } from './job-files';
 
 export { FileNotFoundError, UnsafePathError, type OpenedFile };
+
+/**
+ * How long an upload file in DATA_FOLDER/jobs/.uploads may go unwritten before any worker's
+ * start removes it (ResultsStore.sweepUploads): 24 h.
+ */
+export const UPLOAD_ORPHAN_AGE_MS = 24 * 3600 * 1000;
 
 /** Job ids are UUIDs; anything else is refused before it gets near a path. */
 export const JOB_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -44,13 +61,59 @@ export class ResultsStore {
   readonly root: string;
   private statCache?: { at: number; stats: StatsFs };
 
-  constructor(dataFolder: string) {
+  /** The start of this worker's upload file names: `<WORKER_NAME, or its hash>~`. */
+  readonly uploadPrefix: string;
+
+  constructor(dataFolder: string, workerName = '') {
     this.root = path.resolve(dataFolder, 'jobs');
+    // A name that is safe as it is shows as itself; any other by a hash (never a `/` or `~`).
+    const tag = /^[A-Za-z0-9_.-]{1,64}$/.test(workerName)
+      ? workerName
+      : `h${createHash('sha256').update(workerName).digest('hex').slice(0, 16)}`;
+    this.uploadPrefix = `${tag}~`;
   }
 
   /** Where a multipart submission's files are received before the job's folder exists. */
   get uploadDir(): string {
     return path.join(this.root, '.uploads');
+  }
+
+  /** A new file name in uploadDir for one uploaded file: this worker's prefix and a UUID. */
+  newUploadName(): string {
+    return `${this.uploadPrefix}${randomUUID()}`;
+  }
+
+  /**
+   * At start: removes what submissions cut off by an earlier end of the worker (a kill, a crash)
+   * left in uploadDir. DATA_FOLDER may be shared by several workers (README, "Several GPU
+   * hosts"), each receiving uploads there, so only these go:
+   * - this worker's own files (named with its WORKER_NAME): it has no upload in progress yet;
+   * - any file not written to for UPLOAD_ORPHAN_AGE_MS (a worker that was renamed or retired,
+   *   or an older version's unprefixed names). Why that is safe for another worker's upload in
+   *   progress: a file being received is written as its bytes come, so its mtime is never older
+   *   than the request's last byte, and Node's HTTP server ends a request not received whole
+   *   within its requestTimeout (300 s): 24 h is hundreds of times longer than any upload lasts.
+   * Returns what was removed, by reason.
+   */
+  async sweepUploads(now = Date.now()): Promise<{ own: number; stale: number }> {
+    const removed = { own: 0, stale: 0 };
+    const dir = this.uploadDir;
+    for (const name of await readdir(dir).catch(() => [] as string[])) {
+      const file = path.join(dir, name);
+      const st = await lstat(file).catch(() => undefined);
+      if (!st || st.isDirectory()) continue;
+      const own = name.startsWith(this.uploadPrefix);
+      if (!own && now - st.mtimeMs < UPLOAD_ORPHAN_AGE_MS) continue;
+      // unlink never follows a link: a link is removed, never its target.
+      if (
+        await unlink(file).then(
+          () => true,
+          () => false,
+        )
+      )
+        removed[own ? 'own' : 'stale']++;
+    }
+    return removed;
   }
 
   paths(experiment: string, id: string): JobPaths {
@@ -195,15 +258,27 @@ export class ResultsStore {
   }
 
   /**
-   * Regular files the job wrote to output/, as paths relative to it, with their sizes. Links,
-   * FIFOs and devices are not listed, and no link is followed (job-files.ts: walkFiles).
+   * Regular files the job wrote to output/, as paths relative to it, with their sizes, sorted by
+   * path. Links, FIFOs and devices are not listed, and no link is followed (job-files.ts:
+   * walkFiles). Bounded by OUTPUT_LISTING (a job that makes millions of files gets a listing of
+   * the first ones found, not one that takes minutes and megabytes): `truncated` then says which
+   * limit stopped it.
    */
-  async listOutput(p: JobPaths): Promise<{ path: string; size: number }[]> {
-    const out: { path: string; size: number }[] = [];
-    await walkFiles(await this.real(p.output), (f) => {
-      out.push({ path: f.rel, size: f.stat.size });
-    });
-    return out.sort((a, b) => a.path.localeCompare(b.path));
+  async listOutput(
+    p: JobPaths,
+    limits: OutputListingBound = OUTPUT_LISTING,
+  ): Promise<{ files: { path: string; size: number }[]; truncated?: string }> {
+    const files: { path: string; size: number }[] = [];
+    const stopped = await walkFiles(
+      await this.real(p.output),
+      (f) => {
+        files.push({ path: f.rel, size: f.stat.size });
+      },
+      undefined,
+      { ...limits, deadline: performance.now() + limits.ms },
+    );
+    files.sort((a, b) => byPath.compare(a.path, b.path));
+    return stopped ? { files, truncated: stopped } : { files };
   }
 
   /**
@@ -260,6 +335,27 @@ export class ResultsStore {
     return undefined;
   }
 }
+
+/**
+ * The bounds of GET /jobs/:id/files (README, "Job API"): at most 10,000 files listed, 100,000
+ * names looked at, folders 32 levels deep, 5 s of walking. Why these: 10,000 entries is about
+ * 1 MB of JSON, far more than a person reads and more than an experiment's results folder
+ * holds; the names bound stops a walk through millions of folders, links or FIFOs that list
+ * nothing; 32 levels is more than any results tree; and 5 s keeps a slow shared DATA_FOLDER
+ * (NFS) from holding the request. A download (files/PATH) is not bounded by any of these.
+ */
+export const OUTPUT_LISTING: OutputListingBound = {
+  files: 10_000,
+  entries: 100_000,
+  depth: 32,
+  ms: 5_000,
+};
+
+/** WalkBound, with `ms` of walking from the start instead of a deadline. */
+export type OutputListingBound = Omit<WalkBound, 'deadline'> & { ms: number };
+
+/** The order of the listing: what `a.localeCompare(b)` gives, with one collator made once. */
+const byPath = new Intl.Collator();
 
 /** Refuses anything but a plain relative path (see ResultsStore.openOutputFile). */
 function checkRelativePath(requested: string): void {
