@@ -49,12 +49,14 @@ export async function startRelay(config: RelayConfig, log: Logger): Promise<Daem
   const sockets = new Set<Socket>();
   /**
    * A listener whose every connection becomes a stream to `target`: RELAY_LISTEN (`api`,
-   * HTTP) or a RELAY_FORWARDS name (raw TCP). clients.ts says how each kind is carried.
+   * HTTP) or a RELAY_FORWARDS name (raw TCP, its server speaking first when listed in
+   * RELAY_FORWARDS_SERVER_FIRST). clients.ts says how each kind is carried.
    */
-  const relayServer = (target: string, http: boolean): Server => {
+  const relayServer = (target: string, http: boolean, serverFirst = false): Server => {
     const clients = new RelayClients({
       target,
       http,
+      serverFirst,
       pool,
       log,
       refused: (reason) => refused.inc({ reason }),
@@ -82,7 +84,7 @@ export async function startRelay(config: RelayConfig, log: Logger): Promise<Daem
   warnIfExposed(server, 'RELAY_LISTEN', 'api');
   const forwards: Server[] = [];
   for (const [target, { host, port }] of Object.entries(config.relayForwards)) {
-    const forward = relayServer(target, false);
+    const forward = relayServer(target, false, config.relayForwardsServerFirst.includes(target));
     forwards.push(forward);
     await listen(forward, host, port);
     warnIfExposed(forward, `RELAY_FORWARDS ${target}`, target);
