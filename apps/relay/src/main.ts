@@ -3,7 +3,9 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import { NestFactory } from '@nestjs/core';
 import {
   describeConfig,
+  HostPolicy,
   NestPinoLogger,
+  requestGuard,
   type Daemon,
   type Logger,
   type RelayConfig,
@@ -15,6 +17,15 @@ import { exposureWarning } from './exposure';
 import { RelayAdminModule } from './relay.module';
 import type { RelayState } from './relay.state';
 import { API_TARGET, TunnelPool } from './tunnel-pool';
+
+/** What the admin listener's refusals name (ADMIN_LISTEN, ADMIN_HOSTS). */
+const ADMIN_GUARD_WORDS = {
+  listener: "the relay's admin listener",
+  listen: 'ADMIN_LISTEN',
+  hosts: 'ADMIN_HOSTS',
+  daemon: 'relay',
+  changes: 'use it',
+};
 
 function listen(server: Server, host: string, port: number): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -94,6 +105,11 @@ export async function startRelay(config: RelayConfig, log: Logger): Promise<Daem
     logger: new NestPinoLogger(log),
     abortOnError: false,
   });
+  // First of all middleware: a foreign Host (DNS rebinding: a page elsewhere whose name now
+  // resolves to this host) or a cross-site Origin on a state-changing request is refused.
+  admin.use(
+    requestGuard(new HostPolicy(config.adminListen.host, config.adminHosts), ADMIN_GUARD_WORDS),
+  );
   await admin.listen(config.adminListen.port, config.adminListen.host);
   log.info(
     {
