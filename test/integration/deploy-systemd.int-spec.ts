@@ -122,4 +122,10 @@ describe('relay unit', () => {
     expect(s.get('PrivateDevices')).toEqual(['yes']);
     expect(s.get('AmbientCapabilities')).toEqual(['']);
   });
+
+  it("raises the descriptor limit as the worker's does (every client connection is one)", () => {
+    const relay = settings('gpu-sidecar-relay.service').get('LimitNOFILE');
+    expect(relay).toEqual(['65536']);
+    expect(settings('gpu-sidecar-worker.service').get('LimitNOFILE')).toEqual(relay);
+  });
 });

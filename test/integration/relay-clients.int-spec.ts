@@ -136,3 +136,154 @@ describe('relay clients on RELAY_LISTEN', () => {
     await waitFor(() => pair.server.openStreams === 0 && pair.client.openStreams === 0);
   });
 });
+
+/**
+ * RELAY_FORWARDS listeners (raw TCP): a forward whose client speaks first opens its stream at
+ * the first byte, as RELAY_LISTEN does; one listed in RELAY_FORWARDS_SERVER_FIRST opens it at
+ * the accept. Both have the first-byte and idle deadlines and the cap of waiting connections.
+ */
+describe('relay clients on a RELAY_FORWARDS listener', () => {
+  let pair: Pair;
+  const refused: RefusedReason[] = [];
+  const held: Socket[] = [];
+  const relays: Server[] = [];
+  /** Connections the worker side made to each target. */
+  const reached = { echo: 0, banner: 0 };
+
+  /** A forward listener to `target` on a random port; its port. */
+  async function forward(
+    target: 'echo' | 'banner',
+    serverFirst: boolean,
+    idleMs = 600,
+  ): Promise<number> {
+    const clients = new RelayClients({
+      target,
+      http: false,
+      serverFirst,
+      pool: { pick: () => pair.client, whyDown: () => 'down' },
+      log: silentLogger(),
+      refused: (r) => refused.push(r),
+      limits: { firstByteMs: 300, idleMs, maxWaiting: 3 },
+    });
+    const relay = createServer({ allowHalfOpen: true }, (s) => clients.accept(s));
+    relays.push(relay);
+    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
+    return (relay.address() as { port: number }).port;
+  }
+
+  /**
+   * A connection to `port` that sends nothing (and reads, so that it sees the relay's close
+   * after a banner), kept in `held`; resolves once connected.
+   */
+  async function silent(port: number, onClose?: () => void): Promise<Socket> {
+    const s = connect(port, '127.0.0.1');
+    s.on('error', () => undefined);
+    s.resume();
+    if (onClose) s.on('close', onClose);
+    held.push(s);
+    await new Promise((r) => s.once('connect', r));
+    return s;
+  }
+
+  beforeEach(async () => {
+    refused.length = 0;
+    reached.echo = reached.banner = 0;
+    pair = await tunnelPair({
+      onServer: (s) =>
+        serveTargets(
+          s,
+          new Map([
+            // echo: answers what it is sent (the client speaks first).
+            [
+              'echo',
+              {
+                accept: (st: Duplex) => {
+                  reached.echo++;
+                  st.pipe(st);
+                },
+              },
+            ],
+            // banner: speaks first, then echoes (as MySQL, SMTP).
+            [
+              'banner',
+              {
+                accept: (st: Duplex) => {
+                  reached.banner++;
+                  st.write('220 hello\r\n');
+                  st.pipe(st);
+                },
+              },
+            ],
+          ]),
+          silentLogger(),
+        ),
+    });
+  });
+
+  afterEach(async () => {
+    for (const s of held.splice(0)) s.destroy();
+    for (const r of relays.splice(0)) r.close();
+    await pair.close();
+  });
+
+  it('opens no stream for a silent connection, closes it at its first-byte deadline, and carries the next', async () => {
+    const port = await forward('echo', false);
+    const closed = new Promise((r) => void silent(port, () => r(undefined)));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(pair.client.openStreams).toBe(0);
+    await closed;
+    expect(refused).toEqual(['first byte timeout']);
+    expect(reached.echo).toBe(0);
+    const s = connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+    const back = new Promise<string>((resolve) => {
+      let got = '';
+      s.on('data', (d: Buffer) => (got += d.toString()));
+      s.on('end', () => resolve(got));
+    });
+    s.end('ping');
+    expect(await back).toBe('ping');
+    s.destroy();
+    expect(reached.echo).toBe(1);
+  });
+
+  it('past the cap of silent connections, closes the oldest of them, never the newcomer', async () => {
+    const port = await forward('echo', false);
+    const closed: number[] = [];
+    for (let i = 0; i < 4; i++) await silent(port, () => closed.push(i));
+    await waitFor(() => closed.length === 1);
+    expect(closed).toEqual([0]);
+    expect(refused).toEqual(['evicted']);
+    expect(pair.client.openStreams).toBe(0);
+  });
+
+  it('a server-first forward opens the stream at the accept: the banner comes, silence is bounded', async () => {
+    const port = await forward('banner', true, 1_500);
+    // A client that reads the banner and answers is carried past the first-byte deadline (the
+    // banner crosses the tunnel after the connect, when its listener is in place).
+    const talker = await silent(port);
+    let got = '';
+    talker.on('data', (d: Buffer) => (got += d.toString()));
+    await waitFor(() => got === '220 hello\r\n');
+    talker.write('EHLO x\r\n');
+    await waitFor(() => got.endsWith('EHLO x\r\n'));
+    // Three more that never answer the banner: each holds a stream until evicted (the cap is
+    // 3 waiting) or its deadline.
+    const closed: number[] = [];
+    for (let i = 0; i < 4; i++) await silent(port, () => closed.push(i));
+    await waitFor(() => closed.length === 1);
+    expect(closed).toEqual([0]);
+    await waitFor(() => closed.length === 4);
+    expect(refused.sort()).toEqual([
+      'evicted',
+      'first byte timeout',
+      'first byte timeout',
+      'first byte timeout',
+    ]);
+    expect(talker.destroyed).toBe(false);
+    await waitFor(() => pair.server.openStreams === 1);
+    // Then silent both ways past the idle timeout: closed, and its stream with it.
+    await waitFor(() => talker.destroyed, 3_000);
+    expect(refused).toContain('idle timeout');
+    await waitFor(() => pair.server.openStreams === 0 && pair.client.openStreams === 0);
+  });
+});

@@ -1,25 +1,38 @@
 import type { Socket } from 'node:net';
 import type { Logger } from '../../../libs/config/src';
-import { Admission, withinFileLimit } from '../../../libs/tunnel/src';
+import {
+  Admission,
+  MAX_STREAMS,
+  withinFileLimit,
+  type TunnelStream,
+} from '../../../libs/tunnel/src';
 import type { TunnelPool } from './tunnel-pool';
 
 /**
- * A connection to RELAY_LISTEN that has sent no byte within this time is closed: until its
- * first byte it holds no tunnel stream, only a descriptor (README, "Relay connections").
+ * A connection to RELAY_LISTEN or a forward that has sent no byte within this time is closed:
+ * until its first byte it holds no tunnel stream (a forward whose server speaks first holds
+ * one), only a descriptor (README, "Relay connections").
  */
 export const FIRST_BYTE_TIMEOUT_MS = 10_000;
 /**
- * A connection to RELAY_LISTEN with no byte either way for this long is closed. Long, because
- * silence is legitimate there: an SSE stream sends a comment every 15 s, a download is never
- * silent, and `logs?follow=1` is silent while its job prints nothing. The worker's own HTTP
- * timeouts close the rest sooner (an idle keep-alive after 5 s, unfinished headers after 60 s).
+ * A connection to RELAY_LISTEN or a forward with no byte either way for this long is closed.
+ * Long, because silence is legitimate there: an SSE stream sends a comment every 15 s, a
+ * download is never silent, and `logs?follow=1` is silent while its job prints nothing. The
+ * worker's own HTTP timeouts close the rest sooner (an idle keep-alive after 5 s, unfinished
+ * headers after 60 s).
  */
 export const IDLE_TIMEOUT_MS = 10 * 60_000;
 /**
- * Connections to RELAY_LISTEN waiting for their first byte, at most (and at most a quarter of
+ * Connections to one listener waiting for their first byte, at most (and at most a quarter of
  * the descriptor limit); past it the oldest of them is closed, never the newcomer.
  */
 export const MAX_WAITING_CLIENTS = 1024;
+/**
+ * The same cap for a forward whose server speaks first (RELAY_FORWARDS_SERVER_FIRST), whose
+ * waiting connections each hold a stream: a quarter of a session's MAX_STREAMS, so that a
+ * flood of them leaves streams to RELAY_LISTEN and the other forwards.
+ */
+export const MAX_WAITING_SERVER_FIRST = MAX_STREAMS / 4;
 /**
  * Connections one relay listener holds at most (and at most three quarters of the descriptor
  * limit): past it Node closes a newcomer at once, instead of the process running out of
@@ -36,17 +49,26 @@ export interface ClientOptions {
   /** The worker target: `api` for RELAY_LISTEN, a RELAY_FORWARDS name. */
   target: string;
   /**
-   * RELAY_LISTEN: the client speaks HTTP, so it speaks first. Its stream is opened at its
-   * first byte, it has the first-byte and idle timeouts, and what goes wrong before the worker
-   * answered is told in an HTTP answer. A forward is raw TCP (the server may speak first,
-   * as SSH and MySQL do): its stream opens at the accept, and a refusal is a close.
+   * RELAY_LISTEN: the client speaks HTTP, and what goes wrong before the worker answered is
+   * told in an HTTP answer. A forward is raw TCP: a refusal is a close.
    */
   http: boolean;
+  /**
+   * A forward listed in RELAY_FORWARDS_SERVER_FIRST (MySQL, SMTP, FTP: the server sends a
+   * banner before the client says anything): its stream opens at the accept. Otherwise (and
+   * always for RELAY_LISTEN) the client speaks first and its stream opens at its first byte.
+   * Either way the client's first byte is due within the first-byte timeout, connections
+   * waiting for it are capped, and a connection silent both ways is closed at the idle timeout.
+   */
+  serverFirst?: boolean;
   /** The tunnels: only `pick()` (a session up, if any) and `whyDown()` are used. */
   pool: Pick<TunnelPool, 'pick' | 'whyDown'>;
   log: Logger;
   refused(reason: RefusedReason): void;
-  /** Tests only: FIRST_BYTE_TIMEOUT_MS, IDLE_TIMEOUT_MS and MAX_WAITING_CLIENTS otherwise. */
+  /**
+   * Tests only: FIRST_BYTE_TIMEOUT_MS, IDLE_TIMEOUT_MS and MAX_WAITING_CLIENTS (or
+   * MAX_WAITING_SERVER_FIRST) otherwise.
+   */
   limits?: { firstByteMs?: number; idleMs?: number; maxWaiting?: number };
 }
 
@@ -93,7 +115,8 @@ export class RelayClients {
 
   constructor(private readonly opts: ClientOptions) {
     const limits = opts.limits ?? {};
-    this.waiting = new Admission(limits.maxWaiting ?? withinFileLimit(MAX_WAITING_CLIENTS, 0.25));
+    const cap = opts.serverFirst ? MAX_WAITING_SERVER_FIRST : MAX_WAITING_CLIENTS;
+    this.waiting = new Admission(limits.maxWaiting ?? withinFileLimit(cap, 0.25));
     this.firstByteMs = limits.firstByteMs ?? FIRST_BYTE_TIMEOUT_MS;
     this.idleMs = limits.idleMs ?? IDLE_TIMEOUT_MS;
   }
@@ -102,22 +125,41 @@ export class RelayClients {
   accept(socket: Socket): void {
     socket.setNoDelay(true);
     socket.on('error', () => socket.destroy());
-    if (!this.opts.http) return void this.open(socket);
-    // Until its first byte the connection holds a place in `waiting` and a timer, nothing more.
+    // Until its first byte the connection holds a place in `waiting` and a timer, and no
+    // stream unless its server speaks first. That stream is reset with the close, at once.
+    let stream: TunnelStream | undefined;
+    const drop = (reason: RefusedReason): void => {
+      this.opts.refused(reason);
+      stream?.reset(reason);
+      socket.destroy();
+    };
     const ticket = this.waiting.admit(socket.remoteAddress ?? '?', () => {
       clearTimeout(timer);
-      this.opts.refused('evicted');
-      socket.destroy();
+      drop('evicted');
     });
     const timer = setTimeout(() => {
       ticket.leave();
-      this.opts.refused('first byte timeout');
-      socket.destroy();
+      drop('first byte timeout');
     }, this.firstByteMs);
     socket.once('close', () => {
       clearTimeout(timer);
       ticket.leave();
     });
+    if (this.opts.serverFirst) {
+      // The stream opens at the end of this event-loop turn, once `waiting` has closed the
+      // oldest past its cap: one evicted at once never costs a stream (and a connection to
+      // the worker's target), and the streams held by waiting connections stay within the cap.
+      setImmediate(() => {
+        if (socket.destroyed) return;
+        // The stream's data listener (the splice) and this one both see the first byte.
+        socket.once('data', () => {
+          clearTimeout(timer);
+          ticket.leave();
+        });
+        stream = this.open(socket);
+      });
+      return;
+    }
     // A client that ends without a byte is gone: nothing to relay.
     const ended = (): void => void socket.destroy();
     socket.once('end', ended);
@@ -130,8 +172,11 @@ export class RelayClients {
     });
   }
 
-  /** Opens the stream for `socket` (whose `first` bytes were read already) and splices them. */
-  private open(socket: Socket, first?: Buffer): void {
+  /**
+   * Opens the stream for `socket` (whose `first` bytes were read already) and splices them;
+   * returns it (none when no tunnel is up).
+   */
+  private open(socket: Socket, first?: Buffer): TunnelStream | undefined {
     const { pool, target, http, log } = this.opts;
     const session = pool.pick();
     const isHttp = http && first !== undefined && HTTP_REQUEST.test(first.toString('latin1', 0, 8));
@@ -140,12 +185,13 @@ export class RelayClients {
       this.opts.refused('no tunnel');
       log.debug({ target }, 'connection refused: no tunnel up');
       if (isHttp)
-        return answer(
+        answer(
           socket,
           '503 Service Unavailable',
           `no tunnel to a worker is up (${pool.whyDown()})`,
         );
-      return void socket.destroy();
+      else socket.destroy();
+      return undefined;
     }
     const stream = session.openStream(target);
     let answering = false;
@@ -173,13 +219,11 @@ export class RelayClients {
     // A client that breaks its connection resets the stream; one that closes it in good order
     // ends it (splice: FIN both ways).
     socket.on('error', () => stream.reset('client error'));
-    if (http) {
-      socket.setTimeout(this.idleMs, () => {
-        this.opts.refused('idle timeout');
-        stream.reset('idle timeout');
-        socket.destroy();
-      });
-    }
+    socket.setTimeout(this.idleMs, () => {
+      this.opts.refused('idle timeout');
+      stream.reset('idle timeout');
+      socket.destroy();
+    });
     if (first) stream.write(first);
     stream.pipe(socket);
     socket.pipe(stream);
@@ -190,5 +234,6 @@ export class RelayClients {
     socket.once('close', () => {
       if (!socket.readableEnded) stream.reset('client closed');
     });
+    return stream;
   }
 }

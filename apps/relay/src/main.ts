@@ -3,7 +3,9 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import { NestFactory } from '@nestjs/core';
 import {
   describeConfig,
+  HostPolicy,
   NestPinoLogger,
+  requestGuard,
   type Daemon,
   type Logger,
   type RelayConfig,
@@ -15,6 +17,15 @@ import { exposureWarning } from './exposure';
 import { RelayAdminModule } from './relay.module';
 import type { RelayState } from './relay.state';
 import { API_TARGET, TunnelPool } from './tunnel-pool';
+
+/** What the admin listener's refusals name (ADMIN_LISTEN, ADMIN_HOSTS). */
+const ADMIN_GUARD_WORDS = {
+  listener: "the relay's admin listener",
+  listen: 'ADMIN_LISTEN',
+  hosts: 'ADMIN_HOSTS',
+  daemon: 'relay',
+  changes: 'use it',
+};
 
 function listen(server: Server, host: string, port: number): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -49,12 +60,14 @@ export async function startRelay(config: RelayConfig, log: Logger): Promise<Daem
   const sockets = new Set<Socket>();
   /**
    * A listener whose every connection becomes a stream to `target`: RELAY_LISTEN (`api`,
-   * HTTP) or a RELAY_FORWARDS name (raw TCP). clients.ts says how each kind is carried.
+   * HTTP) or a RELAY_FORWARDS name (raw TCP, its server speaking first when listed in
+   * RELAY_FORWARDS_SERVER_FIRST). clients.ts says how each kind is carried.
    */
-  const relayServer = (target: string, http: boolean): Server => {
+  const relayServer = (target: string, http: boolean, serverFirst = false): Server => {
     const clients = new RelayClients({
       target,
       http,
+      serverFirst,
       pool,
       log,
       refused: (reason) => refused.inc({ reason }),
@@ -82,7 +95,7 @@ export async function startRelay(config: RelayConfig, log: Logger): Promise<Daem
   warnIfExposed(server, 'RELAY_LISTEN', 'api');
   const forwards: Server[] = [];
   for (const [target, { host, port }] of Object.entries(config.relayForwards)) {
-    const forward = relayServer(target, false);
+    const forward = relayServer(target, false, config.relayForwardsServerFirst.includes(target));
     forwards.push(forward);
     await listen(forward, host, port);
     warnIfExposed(forward, `RELAY_FORWARDS ${target}`, target);
@@ -92,6 +105,11 @@ export async function startRelay(config: RelayConfig, log: Logger): Promise<Daem
     logger: new NestPinoLogger(log),
     abortOnError: false,
   });
+  // First of all middleware: a foreign Host (DNS rebinding: a page elsewhere whose name now
+  // resolves to this host) or a cross-site Origin on a state-changing request is refused.
+  admin.use(
+    requestGuard(new HostPolicy(config.adminListen.host, config.adminHosts), ADMIN_GUARD_WORDS),
+  );
   await admin.listen(config.adminListen.port, config.adminListen.host);
   log.info(
     {

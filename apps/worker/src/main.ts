@@ -4,7 +4,9 @@ import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import {
   describeConfig,
+  HostPolicy,
   NestPinoLogger,
+  requestGuard,
   type Daemon,
   type Logger,
   type WorkerConfig,
@@ -14,7 +16,6 @@ import { createRegistry, createTunnelMetrics } from '../../../libs/metrics/src';
 import { metricReason } from '../../../libs/tunnel/src';
 import { HealthMonitor } from './health/monitor';
 import { mountQueuesUi } from './queues-ui';
-import { HostPolicy, requestGuard } from './request-guard';
 import { startWorkerTunnels } from './tunnel';
 import { WorkerModule } from './worker.module';
 
@@ -39,7 +40,7 @@ export async function startWorker(
   // First of all middleware (before the body parsers, the routes and /queues): a foreign Host
   // (DNS rebinding) or a cross-site Origin on a state-changing request is refused before
   // anything is read or done.
-  app.use(requestGuard(new HostPolicy(config)));
+  app.use(requestGuard(new HostPolicy(config.apiListen.host, config.apiHosts)));
   // A client that half-closes after its request (HTTP/1.0, `nc -N`, a relay client's FIN
   // carried by the tunnel) still gets its answer: Node's HTTP server otherwise ends the
   // connection as soon as it reads the FIN, before an asynchronous handler has answered. Over

@@ -181,6 +181,21 @@ describe('relay configuration', () => {
     ).toMatch(/^TUNNEL_CONNECT: expected a ws:\/\/ or wss:\/\/ URL/);
   });
 
+  it('takes RELAY_FORWARDS_SERVER_FIRST as names of RELAY_FORWARDS, none by default', () => {
+    const env = { ...key, TUNNEL_CONNECT: 'ws://gpu1:8080' };
+    expect(loadRelayConfig(env).relayForwardsServerFirst).toEqual([]);
+    const forwards = { RELAY_FORWARDS: 'ssh=127.0.0.1:2222,mysql=127.0.0.1:3306' };
+    expect(
+      loadRelayConfig({ ...env, ...forwards, RELAY_FORWARDS_SERVER_FIRST: 'mysql' })
+        .relayForwardsServerFirst,
+    ).toEqual(['mysql']);
+    expect(
+      issuesOf(() =>
+        loadRelayConfig({ ...env, ...forwards, RELAY_FORWARDS_SERVER_FIRST: 'mysql,smtp' }),
+      ),
+    ).toEqual(["RELAY_FORWARDS_SERVER_FIRST: 'smtp' is not a name in RELAY_FORWARDS"]);
+  });
+
   it('wants both TLS files or neither', () => {
     expect(
       issuesOf(() =>

@@ -75,10 +75,22 @@ const relaySchema = z
     ...common,
     RELAY_LISTEN: def('127.0.0.1:8001').transform(via(parseHostPort)),
     ADMIN_LISTEN: def('127.0.0.1:9464').transform(via(parseHostPort)),
+    // More names ADMIN_LISTEN answers to, besides loopback and its host (DNS rebinding guard).
+    ADMIN_HOSTS: def('').transform(via(parseHostNames)),
     // More local listeners, each relaying to a named worker target (TUNNEL_TARGETS there).
     RELAY_FORWARDS: opt().transform(via((s?: string) => parseTargets(s ?? ''))),
+    // The forwards whose server speaks first (a banner): their streams open at the accept.
+    RELAY_FORWARDS_SERVER_FIRST: def('').transform((s) => parseList(s)),
   })
   .superRefine((v, ctx) => {
+    for (const name of v.RELAY_FORWARDS_SERVER_FIRST) {
+      if (v.RELAY_FORWARDS[name]) continue;
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: ['RELAY_FORWARDS_SERVER_FIRST'],
+        message: `'${name}' is not a name in RELAY_FORWARDS`,
+      });
+    }
     if (v.TUNNEL_CONNECT.length === 0 && !v.TUNNEL_LISTEN) {
       ctx.addIssue({
         code: z.ZodIssueCode.custom,
@@ -178,7 +190,9 @@ export function loadRelayConfig(env: Env) {
     tunnelListen: v.TUNNEL_LISTEN,
     relayListen: v.RELAY_LISTEN,
     relayForwards: v.RELAY_FORWARDS,
+    relayForwardsServerFirst: v.RELAY_FORWARDS_SERVER_FIRST,
     adminListen: v.ADMIN_LISTEN,
+    adminHosts: v.ADMIN_HOSTS,
     tls: tls(v),
     httpsProxy: v.HTTPS_PROXY,
     logLevel: v.LOG_LEVEL,

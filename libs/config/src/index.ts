@@ -7,3 +7,5 @@ export * from './daemon';
 export * from './deadline';
 export * from './redact';
 export * from './tokens';
+export * from './http-close';
+export * from './request-guard';

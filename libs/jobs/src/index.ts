@@ -1,6 +1,5 @@
 export { setupOpenApi } from './api/docs';
 export { ApiHostGuard, jsonContent } from './api/responses';
-export { closeIfUnread } from './api/http-errors';
 export * from './experiments/catalog';
 export * from './experiments/experiment';
 export * from './experiments/experiment-files';

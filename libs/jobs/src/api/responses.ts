@@ -35,7 +35,7 @@ export function ApiError(
 
 /**
  * 421 on every route of the controller: the worker's request guard answers it before any route
- * (apps/worker/src/request-guard.ts).
+ * (libs/config/src/request-guard.ts).
  */
 export const ApiHostGuard = (): Decorator =>
   ApiError(

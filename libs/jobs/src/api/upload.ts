@@ -8,7 +8,7 @@ import busboy from 'busboy';
 import type { Request, Response } from 'express';
 import type { UploadedInput } from '../jobs.service';
 import { isNoSpace } from '../store/results.store';
-import { closeIfUnread } from './http-errors';
+import { closeIfUnread } from '../../../config/src';
 
 /** What one multipart submission may hold. */
 export interface UploadLimits {

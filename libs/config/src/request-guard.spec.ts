@@ -1,7 +1,7 @@
 import { HostPolicy } from './request-guard';
 
 const policy = (apiHost = '127.0.0.1', apiHosts: string[] = []) =>
-  new HostPolicy({ apiListen: { host: apiHost, port: 8000 }, apiHosts });
+  new HostPolicy(apiHost, apiHosts);
 
 describe('HostPolicy.allowsHost', () => {
   it.each([
