@@ -443,8 +443,8 @@ create_relay() {
   for k in ${TUNNEL_TLS_CERT:+"$TUNNEL_TLS_CERT"} ${TUNNEL_TLS_KEY:+"$TUNNEL_TLS_KEY"}; do mount_same "$k"; done
   run_args+=(--env "RELAY_LISTEN=${RELAY_LISTEN:-127.0.0.1:8001}" --env "ADMIN_LISTEN=$admin"
     --env "HEALTHCHECK_URL=http://$admin/healthz")
-  passthrough_env TUNNEL_CONNECT TUNNEL_LISTEN RELAY_FORWARDS LOG_LEVEL TUNNEL_TLS_CERT TUNNEL_TLS_KEY \
-    HTTPS_PROXY
+  passthrough_env TUNNEL_CONNECT TUNNEL_LISTEN RELAY_FORWARDS RELAY_FORWARDS_SERVER_FIRST ADMIN_HOSTS \
+    LOG_LEVEL TUNNEL_TLS_CERT TUNNEL_TLS_KEY HTTPS_PROXY
   run_args+=("$IMAGE" relay)
   say "creating $RELAY"
   docker "${run_args[@]}" >/dev/null
