@@ -155,6 +155,7 @@ describe('relay clients on a RELAY_FORWARDS listener', () => {
     target: 'echo' | 'banner',
     serverFirst: boolean,
     idleMs = 600,
+    maxWaiting = 3,
   ): Promise<number> {
     const clients = new RelayClients({
       target,
@@ -163,7 +164,7 @@ describe('relay clients on a RELAY_FORWARDS listener', () => {
       pool: { pick: () => pair.client, whyDown: () => 'down' },
       log: silentLogger(),
       refused: (r) => refused.push(r),
-      limits: { firstByteMs: 300, idleMs, maxWaiting: 3 },
+      limits: { firstByteMs: 300, idleMs, maxWaiting },
     });
     const relay = createServer({ allowHalfOpen: true }, (s) => clients.accept(s));
     relays.push(relay);
@@ -175,8 +176,8 @@ describe('relay clients on a RELAY_FORWARDS listener', () => {
    * A connection to `port` that sends nothing (and reads, so that it sees the relay's close
    * after a banner), kept in `held`; resolves once connected.
    */
-  async function silent(port: number, onClose?: () => void): Promise<Socket> {
-    const s = connect(port, '127.0.0.1');
+  async function silent(port: number, onClose?: () => void, from?: string): Promise<Socket> {
+    const s = connect({ port, host: '127.0.0.1', localAddress: from });
     s.on('error', () => undefined);
     s.resume();
     if (onClose) s.on('close', onClose);
@@ -257,7 +258,8 @@ describe('relay clients on a RELAY_FORWARDS listener', () => {
   });
 
   it('a server-first forward opens the stream at the accept: the banner comes, silence is bounded', async () => {
-    const port = await forward('banner', true, 1_500);
+    // 4 waiting at most, 2 of them from one address (SERVER_FIRST_ADDRESS_SHARE).
+    const port = await forward('banner', true, 1_500, 4);
     // A client that reads the banner and answers is carried past the first-byte deadline (the
     // banner crosses the tunnel after the connect, when its listener is in place).
     const talker = await silent(port);
@@ -266,19 +268,28 @@ describe('relay clients on a RELAY_FORWARDS listener', () => {
     await waitFor(() => got === '220 hello\r\n');
     talker.write('EHLO x\r\n');
     await waitFor(() => got.endsWith('EHLO x\r\n'));
-    // Three more that never answer the banner: each holds a stream until evicted (the cap is
-    // 3 waiting) or its deadline.
+    // Four more from the same address that never answer the banner: the first two hold a
+    // stream each until their deadline; the next two are past that address's share and are
+    // closed at the accept, before they cost a stream (or a connection to the target).
     const closed: number[] = [];
     for (let i = 0; i < 4; i++) await silent(port, () => closed.push(i));
-    await waitFor(() => closed.length === 1);
-    expect(closed).toEqual([0]);
+    await waitFor(() => closed.length === 2);
+    expect(closed.sort()).toEqual([2, 3]);
+    // A client of another address still finds room, and its greeting, while they wait.
+    const other = await silent(port, undefined, '127.0.0.2');
+    let otherGot = '';
+    other.on('data', (d: Buffer) => (otherGot += d.toString()));
+    await waitFor(() => otherGot === '220 hello\r\n');
+    other.destroy();
     await waitFor(() => closed.length === 4);
     expect(refused.sort()).toEqual([
       'evicted',
-      'first byte timeout',
+      'evicted',
       'first byte timeout',
       'first byte timeout',
     ]);
+    // The talker, the two that waited and the other address's client: 4 target connections.
+    expect(reached.banner).toBe(4);
     expect(talker.destroyed).toBe(false);
     await waitFor(() => pair.server.openStreams === 1);
     // Then silent both ways past the idle timeout: closed, and its stream with it.

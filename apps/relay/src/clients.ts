@@ -34,6 +34,16 @@ export const MAX_WAITING_CLIENTS = 1024;
  */
 export const MAX_WAITING_SERVER_FIRST = MAX_STREAMS / 4;
 /**
+ * Of those, the share one address may hold (128 of 256): past it a newcomer from that address
+ * is closed at the accept, before it costs a stream. Eviction of the oldest (as on RELAY_LISTEN)
+ * is no defence here, since every evicted connection had already cost a stream and a
+ * connection to the worker's target: a flood that reconnects at once turned the cap into
+ * thousands of target connections a second, and legitimate clients waited seconds (once past
+ * 10 s) for their greeting. With a share per address the flood holds its half, each for the
+ * first-byte timeout, and a client of another address always finds room.
+ */
+export const SERVER_FIRST_ADDRESS_SHARE = 0.5;
+/**
  * Connections one relay listener holds at most (and at most three quarters of the descriptor
  * limit): past it Node closes a newcomer at once, instead of the process running out of
  * descriptors (EMFILE), which would fail every accept and every file it opens.
@@ -112,11 +122,14 @@ export class RelayClients {
   private readonly waiting: Admission;
   private readonly firstByteMs: number;
   private readonly idleMs: number;
+  /** Server-first forwards only: waiting connections one address may hold. */
+  private readonly perAddress: number;
 
   constructor(private readonly opts: ClientOptions) {
     const limits = opts.limits ?? {};
     const cap = opts.serverFirst ? MAX_WAITING_SERVER_FIRST : MAX_WAITING_CLIENTS;
     this.waiting = new Admission(limits.maxWaiting ?? withinFileLimit(cap, 0.25));
+    this.perAddress = Math.max(1, Math.floor(this.waiting.cap * SERVER_FIRST_ADDRESS_SHARE));
     this.firstByteMs = limits.firstByteMs ?? FIRST_BYTE_TIMEOUT_MS;
     this.idleMs = limits.idleMs ?? IDLE_TIMEOUT_MS;
   }
@@ -125,6 +138,12 @@ export class RelayClients {
   accept(socket: Socket): void {
     socket.setNoDelay(true);
     socket.on('error', () => socket.destroy());
+    const address = socket.remoteAddress ?? '?';
+    if (this.opts.serverFirst && this.waiting.heldBy(address) >= this.perAddress) {
+      // SERVER_FIRST_ADDRESS_SHARE: closed before it costs a stream.
+      this.opts.refused('evicted');
+      return void socket.destroy();
+    }
     // Until its first byte the connection holds a place in `waiting` and a timer, and no
     // stream unless its server speaks first. That stream is reset with the close, at once.
     let stream: TunnelStream | undefined;
@@ -133,7 +152,7 @@ export class RelayClients {
       stream?.reset(reason);
       socket.destroy();
     };
-    const ticket = this.waiting.admit(socket.remoteAddress ?? '?', () => {
+    const ticket = this.waiting.admit(address, () => {
       clearTimeout(timer);
       drop('evicted');
     });

@@ -42,6 +42,11 @@ export class Admission {
     return this.count;
   }
 
+  /** Connections from `address` in the set now. */
+  heldBy(address: string): number {
+    return this.byAddress.get(address)?.size ?? 0;
+  }
+
   /** Adds a connection from `address`; `evict` drops it if the set must shrink. */
   admit(address: string, evict: () => void): Ticket {
     let set = this.byAddress.get(address);
