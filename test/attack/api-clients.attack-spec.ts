@@ -28,8 +28,8 @@ const MB = 1_000_000;
 const UPLOAD = full ? 300 * MB : 50 * MB;
 const MAX_UPLOAD = UPLOAD + 20 * MB;
 const N = full
-  ? { a: 3, b: 10, c: 10, d: 50, e: 50, f: 20 }
-  : { a: 3, b: 3, c: 2, d: 5, e: 5, f: 3 };
+  ? { a: 3, b: 10, c: 10, d: 50, e: 50, f: 20, g: 50 }
+  : { a: 3, b: 3, c: 2, d: 5, e: 5, f: 3, g: 5 };
 const MASTER_PASSWORD = `master-${randomBytes(9).toString('hex')}`;
 const SENTINEL_PASSWORD = `sentinel-${randomBytes(9).toString('hex')}`;
 const ATTACKER = 'http://attacker.example';
@@ -298,6 +298,20 @@ describe(`job API against hostile clients (${ATTACK_SCALE.name})`, () => {
     const experiments = path.join(master.dir, 'experiments');
     mkdirSync(experiments);
     writeTestExperiments(experiments);
+    // (g): a params pattern with nested quantifiers, as an admin may write one.
+    writeFileSync(
+      path.join(experiments, 'redos.yaml'),
+      [
+        'name: redos',
+        'runner: process',
+        'command: ["true"]',
+        'params:',
+        '  type: object',
+        '  properties:',
+        "    name: { type: string, pattern: '^(a+)+$' }",
+        '',
+      ].join('\n'),
+    );
     pair = await startPair({
       worker: {
         EXPERIMENTS_DIR: experiments,
@@ -596,6 +610,47 @@ describe(`job API against hostile clients (${ATTACK_SCALE.name})`, () => {
     expect(jobs).toBe(0);
     expect(folders()).toBe(before);
     expect(legit.ok).toBe(legit.tried);
+  });
+
+  it('(g) answers params that make a schema pattern backtrack exponentially with 400 at once, the worker serving meanwhile', async () => {
+    // '^(a+)+$' against 'aaa…ab' backtracks 2^n times: 30 characters took V8's backtracking
+    // engine minutes on the event loop. The daemon falls back to V8's linear-time engine.
+    const created = await jobCount();
+    const evil = JSON.stringify({ name: `${'a'.repeat(5_000)}b` });
+    const [answers, legit] = await duringAttack(async () => {
+      const out: Answer[] = [];
+      for (let i = 0; i < N.g; i++) {
+        const port = i % 2 ? direct : relay;
+        out.push(await send(port, { json: `{"experiment":"redos","params":${evil}}` }));
+        const form = multipart([
+          { name: 'experiment', value: 'redos' },
+          { name: 'params', value: evil },
+        ]);
+        out.push(await send(port, { form }));
+      }
+      return out;
+    });
+    const jobs = (await jobCount()) - created;
+    recordAttack('api-params-redos', {
+      attack:
+        "params whose string makes the experiment's pattern '^(a+)+$' backtrack exponentially (5,001 characters), as JSON and as a multipart field",
+      times: answers.length,
+      gotThrough: jobs + answers.filter((a) => a.status !== 400).length,
+      counted: 'records created, and requests not refused with 400',
+      legit,
+      extra: {
+        statuses: [...new Set(answers.map((a) => a.status))],
+        slowestMs: Math.max(...answers.map((a) => a.ms)),
+      },
+    });
+    expect(answers.map((a) => [a.status, a.body.message])).toEqual(
+      answers.map(() => [400, 'params.name must match pattern "^(a+)+$"']),
+    );
+    expect(jobs).toBe(0);
+    expect(legit.ok).toBe(legit.tried);
+    // The pattern still means what it says.
+    const ok = await send(direct, { json: '{"experiment":"redos","params":{"name":"aaaa"}}' });
+    expect(ok.status).toBe(201);
   });
 
   it('(f) never logs or serves the Redis passwords', async () => {

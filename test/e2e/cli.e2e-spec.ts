@@ -99,6 +99,8 @@ describe('gpu-sidecar command line', () => {
     // "Garbage collection"): the daemon's own command line shows it.
     const argv = readFileSync(`/proc/${w.child.pid}/cmdline`, 'utf8').split('\0');
     expect(argv).toContain('--no-incremental-marking');
+    // ... and with V8's linear-time fallback for runaway regular expressions (params patterns).
+    expect(argv).toContain('--enable-experimental-regexp-engine-on-excessive-backtracks');
     // ... and with glibc told to keep freed heap (same file): the daemon's environment shows it.
     const environ = readFileSync(`/proc/${w.child.pid}/environ`, 'utf8').split('\0');
     expect(environ).toEqual(

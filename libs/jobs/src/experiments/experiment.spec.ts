@@ -3,12 +3,14 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { loadExperiments } from './catalog';
 import {
+  compileParams,
   describeGpuRequest,
   ExperimentFileError,
   gpuRequestOf,
   parseExperiment,
   parseGpuMemory,
   parseMemory,
+  patternRegExp,
 } from './experiment';
 
 const HELLO = `
@@ -231,5 +233,39 @@ describe('experiment GPU size: gpu_memory and mig_profile', () => {
     expect(e).not.toHaveProperty('gpuMemoryBytes');
     expect(e).not.toHaveProperty('migProfile');
     expect(gpuRequestOf(e)).toEqual({ count: 2 });
+  });
+});
+
+describe('params patterns (patternRegExp)', () => {
+  it('compiles a pattern without the u flag unless it needs it, so that V8 may fall back to its linear engine', () => {
+    expect(patternRegExp('^(a+)+$', 'u').flags).toBe('');
+    expect(patternRegExp('^[a-z0-9-]+$', 'u').flags).toBe('');
+    expect(patternRegExp('^\\p{L}+$', 'u').flags).toBe('u');
+    expect(patternRegExp('^\\P{L}+$', 'u').flags).toBe('u');
+    expect(patternRegExp('^\\u{1F600}$', 'u').flags).toBe('u');
+    expect(patternRegExp('^😀+$', 'u').flags).toBe('u');
+    // Ajv compiles with u only when its unicodeRegExp option is on: nothing to keep otherwise.
+    expect(patternRegExp('^\\p{L}+$', '').flags).toBe('');
+  });
+
+  it('checks params against a pattern as written, with or without the u flag', () => {
+    const exp = parseExperiment(
+      'p.yaml',
+      [
+        'name: p',
+        'runner: process',
+        'command: ["true"]',
+        'params:',
+        '  type: object',
+        '  properties:',
+        "    id: { type: string, pattern: '^[a-z]{2}-\\d+$' }",
+        "    word: { type: string, pattern: '^\\p{L}+$' }",
+        '',
+      ].join('\n'),
+    );
+    const validate = compileParams(exp);
+    expect(validate({ id: 'ab-12', word: 'Grüße' })).toBe(true);
+    expect(validate({ id: 'AB-12' })).toBe(false);
+    expect(validate({ word: 'x1' })).toBe(false);
   });
 });

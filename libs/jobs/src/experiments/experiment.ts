@@ -129,8 +129,32 @@ export const EXPERIMENT_FIELDS: readonly string[] = Object.keys(FILE_SCHEMA.prop
 /** The fields every file must have (`image` too, for `runner: docker`). */
 export const REQUIRED_EXPERIMENT_FIELDS: readonly string[] = FILE_SCHEMA.required;
 
+/**
+ * How a schema's `pattern` (and `patternProperties` key) becomes a RegExp. Why: a pattern with
+ * nested quantifiers (`^(a+)+$`) backtracks for 2^n steps on a string of n characters that
+ * almost matches, and params are checked on the event loop, so one such submission of 40
+ * characters would freeze the worker (API, tunnel, jobs) for hours. The daemons run node with
+ * `--enable-experimental-regexp-engine-on-excessive-backtracks` (bin/gpu-sidecar): a RegExp that
+ * backtracks past V8's bound (50,000 backtracks) is re-run on V8's linear-time engine, which
+ * answers the same. That engine takes no `u` flag (V8 11), and Ajv compiles every pattern with
+ * it, so a pattern is compiled without it unless it needs it: `\p{...}`, `\P{...}`, `\u{...}` or
+ * a character outside the Basic Multilingual Plane. Without `u`, `.` and a negated class match
+ * one UTF-16 unit, so a character outside the BMP in the checked string counts as two
+ * (docs/EXPERIMENTS.md, "Parameters"); such patterns keep `u` and have no linear fallback.
+ */
+const NEEDS_UNICODE = /\\[pP]\{|\\u\{|[\uD800-\uDFFF]/;
+export const patternRegExp = Object.assign(
+  (pattern: string, u: string): RegExp =>
+    new RegExp(pattern, NEEDS_UNICODE.test(pattern) ? u : u.replace('u', '')),
+  { code: 'patternRegExp' },
+);
 function newAjv(): Ajv {
-  const ajv = new Ajv({ allErrors: false, strict: false, coerceTypes: false });
+  const ajv = new Ajv({
+    allErrors: false,
+    strict: false,
+    coerceTypes: false,
+    code: { regExp: patternRegExp },
+  });
   addFormats(ajv);
   return ajv;
 }
