@@ -613,8 +613,8 @@ describe(`job API against hostile clients (${ATTACK_SCALE.name})`, () => {
   });
 
   it('(g) answers params that make a schema pattern backtrack exponentially with 400 at once, the worker serving meanwhile', async () => {
-    // '^(a+)+$' against 'aaa…ab' backtracks 2^n times: 30 characters took V8's backtracking
-    // engine minutes on the event loop. The daemon falls back to V8's linear-time engine.
+    // '^(a+)+$' against 'aaa…ab' backtracks 2^n times: 27 characters took V8's backtracking
+    // engine 2 s on the event loop, and each more doubles it. The daemon falls back to V8's linear-time engine.
     const created = await jobCount();
     const evil = JSON.stringify({ name: `${'a'.repeat(5_000)}b` });
     const [answers, legit] = await duringAttack(async () => {
