@@ -3,6 +3,7 @@ import type { Logger } from '../../../libs/config/src';
 import {
   Admission,
   MAX_STREAMS,
+  splice,
   withinFileLimit,
   type TunnelStream,
 } from '../../../libs/tunnel/src';
@@ -244,15 +245,8 @@ export class RelayClients {
       socket.destroy();
     });
     if (first) stream.write(first);
-    stream.pipe(socket);
-    socket.pipe(stream);
-    // As splice() in libs/tunnel, except that an HTTP answer in progress is not cut short.
-    stream.once('close', () => {
-      if (!answering && (stream.errored || !stream.readableEnded)) socket.destroy();
-    });
-    socket.once('close', () => {
-      if (!socket.readableEnded) stream.reset('client closed');
-    });
+    // An HTTP answer in progress (above) is not cut short when the stream ends.
+    splice(stream, socket, { socketClosed: 'client closed', keepSocket: () => answering });
     return stream;
   }
 }

@@ -25,7 +25,7 @@ export type { BackoffOptions } from './backoff';
 export { TunnelSession } from './session';
 export type { SessionOptions } from './session';
 export { StreamResetError, TunnelStream } from './stream';
-export { serveTargets, splice } from './serve';
+export { serveTargets, splice, type SpliceOptions } from './serve';
 export type { LocalTarget, Target, TargetAddress } from './serve';
 export { HandshakeError } from './handshake-driver';
 export { Admission } from './transport/admission';

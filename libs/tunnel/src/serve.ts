@@ -70,18 +70,29 @@ export function serveTargets(
   });
 }
 
+/** How splice() ends one side when the other ends abruptly. */
+export interface SpliceOptions {
+  /** The RESET reason when the socket closes without its end (default 'target closed'). */
+  socketClosed?: string;
+  /**
+   * Asked when the stream ends abruptly: true keeps the socket open, for a caller that is
+   * writing its own answer on it (the relay's 502/503 to an HTTP client).
+   */
+  keepSocket?: () => boolean;
+}
+
 /**
  * Pipes a stream and a socket both ways; either side's end becomes the other's half-close.
  * Only an abrupt end (error, reset, or a close without end) cuts the other side: an orderly
  * close lets each pipe flush what it still holds.
  */
-export function splice(stream: TunnelStream, socket: Socket): void {
+export function splice(stream: TunnelStream, socket: Socket, opts: SpliceOptions = {}): void {
   stream.pipe(socket);
   socket.pipe(stream);
   stream.once('close', () => {
-    if (stream.errored || !stream.readableEnded) socket.destroy();
+    if ((stream.errored || !stream.readableEnded) && !opts.keepSocket?.()) socket.destroy();
   });
   socket.once('close', () => {
-    if (!socket.readableEnded) stream.reset('target closed');
+    if (!socket.readableEnded) stream.reset(opts.socketClosed ?? 'target closed');
   });
 }
