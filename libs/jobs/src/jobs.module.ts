@@ -1,3 +1,4 @@
+import { BullModule, getSharedConfigToken, type RegisterQueueOptions } from '@nestjs/bullmq';
 import { Module, type DynamicModule } from '@nestjs/common';
 import { LOGGER, WORKER_CONFIG, type Logger, type WorkerConfig } from '../../config/src';
 import { ExperimentsController } from './api/experiments.controller';
@@ -13,10 +14,11 @@ import {
   RUNNERS,
   type JobsOptions,
 } from './jobs.providers';
+import { JobsBaseModule } from './jobs-base.module';
 import { JobsRuntime } from './jobs.runtime';
 import { JobsService } from './jobs.service';
 import { GpuAllocator } from './gpu-allocator';
-import { JobQueue } from './queue/bullmq.adapter';
+import { JobQueue, QUEUE_NAME, queueConfig } from './queue/bullmq.adapter';
 import { JobRecordsRepository } from './queue/job-records.repository';
 import type { RedisBackend } from './queue/redis-connection';
 import { DockerRunner } from './runner/docker.runner';
@@ -31,7 +33,12 @@ import { ResultsStore } from './store/results.store';
  * executor and the service, each injected where it is used. The providers are async where they
  * start something: Nest awaits them while building the app, so the API listens only once Redis
  * and the queue are usable, and a bad experiment file or an evicting Redis stops the worker at
- * start. JobsRuntime starts the queue workers last and stops everything in order on app.close().
+ * start. The two BullMQ queues go through @nestjs/bullmq: the shared config (`forRootAsync`, the
+ * connection from REDIS_BACKEND, made once the records are) and `registerQueueAsync`; JobQueue
+ * takes them by their tokens. Their workers are JobQueue's own (libs/jobs/README.md says why).
+ * JobsRuntime starts the queue workers last and stops everything in order on app.close(); the
+ * queues' own shutdown hook (BullModule's, a module JobsModule imports) runs after it, and finds
+ * them closed.
  */
 @Module({})
 export class JobsModule {
@@ -41,12 +48,31 @@ export class JobsModule {
     options: Partial<JobsOptions> = {},
   ): DynamicModule {
     const opts: JobsOptions = { ...DEFAULT_JOBS_OPTIONS, ...options };
+    const base = JobsBaseModule.forRoot(config, log);
     return {
       module: JobsModule,
+      imports: [
+        base,
+        BullModule.forRootAsync({
+          imports: [base],
+          // JobRecordsRepository only orders the start: the queues are made after the records.
+          inject: [REDIS_BACKEND, JobRecordsRepository],
+          useFactory: (backend: RedisBackend) => queueConfig(backend),
+        }),
+        // Each queue takes the shared config as a dependency of its own: registerQueue's is
+        // @Optional, and Nest injects undefined for an optional one whose factory failed, so a
+        // Redis that did not open (or a bad experiment before it) would still have had the
+        // queues made, on BullMQ's default connection (localhost:6379).
+        BullModule.registerQueueAsync(
+          ...Object.values(QUEUE_NAME).map((name) => ({
+            name,
+            inject: [getSharedConfigToken()],
+            useFactory: (shared: RegisterQueueOptions) => shared,
+          })),
+        ),
+      ],
       controllers: [ExperimentsController, JobsController, JobOutputController],
       providers: [
-        { provide: WORKER_CONFIG, useValue: config },
-        { provide: LOGGER, useValue: log },
         { provide: JOBS_OPTIONS, useValue: opts },
         ...JOBS_PROVIDERS,
         {
@@ -107,7 +133,8 @@ export class JobsModule {
           },
         },
       ],
-      exports: [JobsRuntime, JobsService, ResultsStore, ExperimentCatalog, JobRecordsRepository],
+      // The base module carries ResultsStore, ExperimentCatalog and JobRecordsRepository on.
+      exports: [base, JobsRuntime, JobsService],
     };
   }
 }

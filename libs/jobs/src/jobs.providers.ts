@@ -1,4 +1,5 @@
 import { mkdirSync } from 'node:fs';
+import { getQueueToken } from '@nestjs/bullmq';
 import type { FactoryProvider, InjectionToken } from '@nestjs/common';
 import { LOGGER, WORKER_CONFIG, type Logger, type WorkerConfig } from '../../config/src';
 import { ExperimentCatalog } from './experiments/catalog';
@@ -7,7 +8,7 @@ import { GpuAllocator, resolveGpuDeviceInfo } from './gpu-allocator';
 import { JobExecutor } from './job-executor';
 import { JobLedger } from './job-ledger';
 import { JobsService } from './jobs.service';
-import { JobQueue } from './queue/bullmq.adapter';
+import { JobQueue, QUEUE_NAME, type BullQueue } from './queue/bullmq.adapter';
 import { JobRecordsRepository } from './queue/job-records.repository';
 import { openRedis, type RedisBackend } from './queue/redis-connection';
 import { DockerEngine, type ContainerEngine } from './runner/docker.engine';
@@ -104,10 +105,11 @@ function startIsolation(
 }
 
 /**
- * The job system's providers, in the order they start (each after the one above it where it
- * says so). JobsRuntime (jobs.runtime.ts) then reconciles, recovers and starts the queue workers.
+ * What the queues are made after (JobsBaseModule, imported by JobsModule and by
+ * `BullModule.forRootAsync`, whose connection is REDIS_BACKEND's): the experiments, the results
+ * store, Redis, the records, in the order they start.
  */
-export const JOBS_PROVIDERS: FactoryProvider[] = [
+export const JOBS_BASE_PROVIDERS: FactoryProvider[] = [
   // Experiments first: a bad file stops the worker before anything else starts.
   provider(ExperimentCatalog, [WORKER_CONFIG], (config: WorkerConfig) =>
     ExperimentCatalog.load(config.experimentsDir),
@@ -143,11 +145,33 @@ export const JOBS_PROVIDERS: FactoryProvider[] = [
       return records;
     },
   ),
+];
+
+/**
+ * The rest of the job system's providers (JobsModule's), in the order they start (each after
+ * the one above it where it says so), after JOBS_BASE_PROVIDERS and the two BullMQ queues that
+ * `BullModule.registerQueue` makes. JobsRuntime (jobs.runtime.ts) then reconciles, recovers and
+ * starts the queue workers.
+ */
+export const JOBS_PROVIDERS: FactoryProvider[] = [
+  // The queues registered through BullModule, under their Nest tokens; ready before the host.
   provider(
     JobQueue,
-    [REDIS_BACKEND, LOGGER, WORKER_CONFIG],
-    async (backend: RedisBackend, log: Logger, config: WorkerConfig) => {
-      const queue = new JobQueue(backend, log, config.resultsTtlMs);
+    [
+      getQueueToken(QUEUE_NAME.cpu),
+      getQueueToken(QUEUE_NAME.gpu),
+      REDIS_BACKEND,
+      LOGGER,
+      WORKER_CONFIG,
+    ],
+    async (
+      cpu: BullQueue,
+      gpu: BullQueue,
+      backend: RedisBackend,
+      log: Logger,
+      config: WorkerConfig,
+    ) => {
+      const queue = new JobQueue({ cpu, gpu }, backend, log, config.resultsTtlMs);
       await queue.waitUntilReady();
       return queue;
     },

@@ -1,20 +1,42 @@
-import { DelayedError, Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
+import {
+  DelayedError,
+  UnrecoverableError,
+  Worker,
+  type Job,
+  type Queue,
+  type QueueOptions as BullQueueOptions,
+} from 'bullmq';
 import type { Logger } from '../../../config/src';
 import type { JobPayload } from '../job-record';
 import type { RedisBackend } from './redis-connection';
 
 /**
- * The one file that imports BullMQ. Used directly rather than through @nestjs/bullmq because the
- * set of workers changes at run time (the GPU queue's worker exists only with GPU slots, and
- * starts when a MIG re-partition brings some), while @nestjs/bullmq makes one worker per
- * @Processor provider at module init, before the GPUs are known and before orphans are
- * recovered; libs/jobs/README.md, "Why BullMQ directly", says what else was weighed.
+ * The one file that imports BullMQ. The two queues are made by @nestjs/bullmq (JobsModule:
+ * `BullModule.forRootAsync` with `queueConfig` below, `BullModule.registerQueue`) and handed to
+ * JobQueue by their Nest tokens; their workers are made here, not through @Processor providers,
+ * because the set of workers changes at run time (the GPU queue's worker exists only with GPU
+ * slots, and starts when a MIG re-partition brings some) and they must start only once leftovers
+ * are removed and orphans recovered (JobsRuntime), while @nestjs/bullmq makes one worker per
+ * @Processor provider at module init. libs/jobs/README.md, "BullMQ through @nestjs/bullmq: the
+ * queues, not the workers", says what else was weighed.
  */
 
 /** Which slots a job uses: CPU-only jobs and GPU jobs wait in separate queues. */
 export type SlotKind = 'cpu' | 'gpu';
 export const QUEUE_NAME: Record<SlotKind, string> = { cpu: 'gsc-cpu', gpu: 'gsc-gpu' };
 const PREFIX = 'bull';
+
+/** A BullMQ queue, as JobQueue is given it (one per SlotKind, made by @nestjs/bullmq). */
+export type BullQueue = Queue;
+
+/**
+ * The queues' shared options (BullModule.forRootAsync): a connection of their own to the job
+ * system's Redis, commands failing after 3 retries (API calls answer 503 rather than wait), and
+ * the key prefix the workers use too.
+ */
+export function queueConfig(backend: RedisBackend): BullQueueOptions {
+  return { connection: { ...backend.options, maxRetriesPerRequest: 3 }, prefix: PREFIX };
+}
 
 /** One pick-up of a job by this worker, as the processor sees it. */
 export interface QueuedJob {
@@ -57,16 +79,23 @@ export class JobQueue {
   private readonly workers: Worker[] = [];
   private readonly workerOf = new Map<SlotKind, Worker>();
 
+  /**
+   * `queues` are the BullMQ queues of `QUEUE_NAME`, made with `queueConfig`; the workers get
+   * connections of their own from `backend`. The queues' errors are logged from here on: Nest
+   * hands the queues over as soon as it made them (promises only), before any of their I/O.
+   */
   constructor(
+    queues: Record<SlotKind, Queue>,
     private readonly backend: RedisBackend,
     private readonly log: Logger,
     private readonly retentionMs: number,
   ) {
-    const connection = { ...backend.options, maxRetriesPerRequest: 3 };
-    this.queues = {
-      cpu: new Queue(QUEUE_NAME.cpu, { connection, prefix: PREFIX }),
-      gpu: new Queue(QUEUE_NAME.gpu, { connection, prefix: PREFIX }),
-    };
+    for (const kind of Object.keys(QUEUE_NAME) as SlotKind[]) {
+      if (queues[kind]?.name !== QUEUE_NAME[kind]) {
+        throw new Error(`JobQueue: the ${kind} queue must be '${QUEUE_NAME[kind]}'`);
+      }
+    }
+    this.queues = queues;
     for (const q of Object.values(this.queues)) {
       q.on('error', (err) => log.warn({ err: err.message }, 'queue connection error'));
     }
