@@ -338,6 +338,9 @@ async function main() {
         TUNNEL_CONNECT: `ws://127.0.0.1:${await via(p.tunnel)}`,
         RELAY_LISTEN: `127.0.0.1:${r.relay}`,
         RELAY_FORWARDS: `echo=127.0.0.1:${r.echo},bulk=127.0.0.1:${r.bulk}`,
+        // The bulk source sends at once, before its client says anything: a server-first forward
+        // (README, "Relay connections"), else the relay waits for the client's first byte.
+        RELAY_FORWARDS_SERVER_FIRST: 'bulk',
         ADMIN_LISTEN: `127.0.0.1:${r.admin}`,
         LOG_LEVEL: 'warn',
       });
