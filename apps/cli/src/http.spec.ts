@@ -1,7 +1,7 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { apiTarget, isRelayConfig, relayAdminUrl } from './http';
+import { apiTarget, isRelayConfig, localUrl, relayAdminUrl } from './http';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'gsc-cli-http-'));
 const envFile = (name: string, text: string) => {
@@ -52,5 +52,16 @@ describe('where the CLI calls', () => {
     const none = envFile('none.env', 'LOG_LEVEL=info\n');
     expect(apiTarget({ envFile: none })).toEqual({ url: 'http://127.0.0.1:8000', from: 'default' });
     expect(relayAdminUrl({ envFile: none })).toBe('http://127.0.0.1:9464');
+  });
+});
+
+describe('localUrl', () => {
+  it('calls a wildcard listener on 127.0.0.1 and brackets an IPv6 address', () => {
+    expect(localUrl('127.0.0.1', 9464)).toBe('http://127.0.0.1:9464');
+    expect(localUrl('0.0.0.0', 8000)).toBe('http://127.0.0.1:8000');
+    expect(localUrl('::', 8000)).toBe('http://127.0.0.1:8000');
+    expect(localUrl('::1', 9464)).toBe('http://[::1]:9464');
+    expect(localUrl('fd00::5', '8001')).toBe('http://[fd00::5]:8001');
+    expect(new URL(`${localUrl('::1', 9464)}/healthz`).hostname).toBe('[::1]');
   });
 });

@@ -27,10 +27,18 @@ export function colors(stream: NodeJS.WriteStream = process.stdout): Colors {
   return pc.createColors(Boolean(stream.isTTY) && !process.env.NO_COLOR);
 }
 
-function listenUrl(hostPort: string, fallback: string): string {
-  const { host, port } = parseHostPort(hostPort || fallback);
+/**
+ * The URL to reach a daemon's listener from this host: a wildcard address (0.0.0.0, ::) is
+ * called on 127.0.0.1, and an IPv6 address is bracketed (`http://[::1]:9464`).
+ */
+export function localUrl(host: string, port: number | string): string {
   const h = host === '0.0.0.0' || host === '::' || host === '' ? '127.0.0.1' : host;
   return `http://${h.includes(':') ? `[${h}]` : h}:${port}`;
+}
+
+function listenUrl(hostPort: string, fallback: string): string {
+  const { host, port } = parseHostPort(hostPort || fallback);
+  return localUrl(host, port);
 }
 
 /** Where the job API is, and which setting said so (for the "nothing answers" line). */

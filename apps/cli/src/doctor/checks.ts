@@ -22,6 +22,7 @@ import { currentAccount, mayAccess, type Account } from './accounts';
 import { gpuContainerCheck } from './gpu-container';
 import type { CheckResult } from './result';
 import type { ServiceView } from './source';
+import { localUrl } from '../http';
 
 type Check = () => Promise<CheckResult | CheckResult[]>;
 const ok = (name: string, detail: string): CheckResult => ({ name, ok: true, detail });
@@ -156,8 +157,9 @@ function experimentsOf(config: WorkerConfig): Experiment[] {
 export function relaySeesWorker(config: RelayConfig): Check {
   return async () => {
     const { host, port } = config.adminListen;
+    const healthz = `${localUrl(host, port)}/healthz`;
     try {
-      const res = await fetch(`http://${host}:${port}/healthz`, {
+      const res = await fetch(healthz, {
         signal: AbortSignal.timeout(3000),
       });
       const body = (await res.json()) as { tunnels: { url: string; state: string }[] };
@@ -167,7 +169,7 @@ export function relaySeesWorker(config: RelayConfig): Check {
         : bad(
             'relay',
             `running, but no tunnel is up`,
-            'fix the tunnel checks above, then watch `curl ' + `http://${host}:${port}/healthz\``,
+            'fix the tunnel checks above, then watch `curl ' + `${healthz}\``,
           );
     } catch {
       return bad(

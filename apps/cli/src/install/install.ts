@@ -26,6 +26,7 @@ import {
   writeNewKey,
   type Outcome,
 } from './files';
+import { localUrl } from '../http';
 import { restartAndWait } from './systemctl';
 
 /** `gpu-sidecar install relay|worker` options (see main.ts for their help). */
@@ -332,7 +333,7 @@ export async function install(role: Role, o: InstallOptions): Promise<number> {
     steps.unit();
     const ready = (listen: string, route: string) => {
       const { host, port } = parseHostPort(listen);
-      return `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}${route}`;
+      return `${localUrl(host, port)}${route}`;
     };
     const started = await steps.start(
       role === 'worker'
