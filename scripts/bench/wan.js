@@ -357,7 +357,10 @@ async function main() {
       for (let i = 0; i < N_NEW; i++) fresh.push(await getTest(x.api));
       // Another stream of the same path stays open during the download, as a page's event
       // stream does: through the tunnel, the download then does not have the session alone.
+      // It says something first, as an EventSource's GET does: the relay opens a forward's
+      // stream at the client's first byte, so a silent connection would hold none.
       const other = await openSocket(x.echo);
+      other.write('x');
       const during = getTests(x.api, BULK_MS - 500);
       const [mbps] = await downloads(x.bulk, 1, BULK_MS);
       const under = await during;
