@@ -123,14 +123,14 @@ export class RelayClients {
   private readonly waiting: Admission;
   private readonly firstByteMs: number;
   private readonly idleMs: number;
-  /** Server-first forwards only: waiting connections one address may hold. */
-  private readonly perAddress: number;
 
   constructor(private readonly opts: ClientOptions) {
     const limits = opts.limits ?? {};
     const cap = opts.serverFirst ? MAX_WAITING_SERVER_FIRST : MAX_WAITING_CLIENTS;
-    this.waiting = new Admission(limits.maxWaiting ?? withinFileLimit(cap, 0.25));
-    this.perAddress = Math.max(1, Math.floor(this.waiting.cap * SERVER_FIRST_ADDRESS_SHARE));
+    this.waiting = new Admission(
+      limits.maxWaiting ?? withinFileLimit(cap, 0.25),
+      opts.serverFirst ? { addressShare: SERVER_FIRST_ADDRESS_SHARE } : {},
+    );
     this.firstByteMs = limits.firstByteMs ?? FIRST_BYTE_TIMEOUT_MS;
     this.idleMs = limits.idleMs ?? IDLE_TIMEOUT_MS;
   }
@@ -140,7 +140,7 @@ export class RelayClients {
     socket.setNoDelay(true);
     socket.on('error', () => socket.destroy());
     const address = socket.remoteAddress ?? '?';
-    if (this.opts.serverFirst && this.waiting.heldBy(address) >= this.perAddress) {
+    if (this.waiting.refuses(address)) {
       // SERVER_FIRST_ADDRESS_SHARE: closed before it costs a stream.
       this.opts.refused('evicted');
       return void socket.destroy();

@@ -68,4 +68,33 @@ describe('Admission of unauthenticated connections', () => {
     expect(a.size).toBe(4);
     expect(evicted).toBe(6);
   });
+
+  it('with an address share, refuses the busiest address past its share and no other', async () => {
+    const a = new Admission(6, { addressShare: 0.5 });
+    expect(a.perAddress).toBe(3);
+    const evicted: string[] = [];
+    const flood = [];
+    for (let i = 0; i < 3; i++) {
+      expect(a.refuses('10.0.0.1')).toBe(false);
+      flood.push(a.admit('10.0.0.1', () => evicted.push(`flood-${i}`)));
+    }
+    expect(a.refuses('10.0.0.1')).toBe(true);
+    // Another address finds room while the flood holds its share.
+    expect(a.refuses('10.0.0.9')).toBe(false);
+    a.admit('10.0.0.9', () => evicted.push('legit'));
+    // One of the flood's connections leaves (its deadline): the address may add one again.
+    flood[0].leave();
+    expect(a.refuses('10.0.0.1')).toBe(false);
+    await turn();
+    expect(evicted).toEqual([]);
+  });
+
+  it('without an address share never refuses, and a tiny cap still leaves one place per address', () => {
+    const a = new Admission(2);
+    for (let i = 0; i < 10; i++) a.admit('x', () => undefined);
+    expect(a.refuses('x')).toBe(false);
+    const tiny = new Admission(1, { addressShare: 0.5 });
+    expect(tiny.perAddress).toBe(1);
+    expect(tiny.refuses('x')).toBe(false);
+  });
 });

@@ -12,9 +12,10 @@ interface Entry extends Ticket {
 
 /**
  * The connections a listener accepted that have not proved anything yet (docs/PROTOCOL.md,
- * "Unauthenticated connections"), at most `cap` of them. A newcomer is never refused: when the
- * set is over its cap, the connection to drop is the **oldest of the address that holds the
- * most** (ties: the address whose oldest connection is older).
+ * "Unauthenticated connections"), at most `cap` of them. A newcomer is never refused (unless the
+ * set has an address share, below): when the set is over its cap, the connection to drop is the
+ * **oldest of the address that holds the most** (ties: the address whose oldest connection is
+ * older).
  *
  * Why a flood cannot lock a legitimate peer out:
  * - from another address: its address holds one or two connections while the flooding one
@@ -33,9 +34,35 @@ export class Admission {
   private count = 0;
   private seq = 0;
   private sweepScheduled = false;
+  /** Connections one address may hold (Infinity: no share, eviction alone). */
+  readonly perAddress: number;
 
-  /** @param cap connections held at once before the oldest of the busiest address is evicted */
-  constructor(readonly cap: number) {}
+  /**
+   * @param cap connections held at once before the oldest of the busiest address is evicted
+   * @param opts.addressShare the share of `cap` one address may hold; past it `refuses()` says
+   *   a newcomer from that address must be closed at the accept. For sets whose connections
+   *   cost something that eviction cannot take back (a tunnel stream and a connection to a
+   *   target, opened at the accept): there a flood that reconnects at once would turn
+   *   eviction into a stream of those costs, while a share leaves it its half, each held
+   *   until its deadline, and a peer of another address always finds room.
+   */
+  constructor(
+    readonly cap: number,
+    opts: { addressShare?: number } = {},
+  ) {
+    this.perAddress =
+      opts.addressShare === undefined
+        ? Infinity
+        : Math.max(1, Math.floor(cap * opts.addressShare));
+  }
+
+  /**
+   * Whether a newcomer from `address` must be refused (closed before `admit`): only with an
+   * `addressShare`, once `address` holds its share. Without one a newcomer is never refused.
+   */
+  refuses(address: string): boolean {
+    return this.heldBy(address) >= this.perAddress;
+  }
 
   /** Connections in the set now. */
   get size(): number {
