@@ -71,12 +71,7 @@ describe('a job output of many files, listed through the built relay and worker'
   });
 
   afterAll(async () => {
-    if (!pair) return;
-    await pair.relay.stop();
-    const stopped = pair.worker.stop();
-    const timer = setTimeout(() => pair.worker.child.kill('SIGKILL'), 30_000);
-    await stopped;
-    clearTimeout(timer);
+    await pair?.stop({ killAfterMs: 30_000 });
   });
 
   it(`GET /jobs/:id/files of ${SCALE.files} files: bounded, marked truncated, /test answers meanwhile`, async () => {

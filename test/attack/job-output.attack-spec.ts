@@ -121,12 +121,7 @@ describe('job output under attack, through the built relay and worker', () => {
   });
 
   afterAll(async () => {
-    if (!pair) return;
-    await pair.relay.stop();
-    const stopped = pair.worker.stop();
-    const timer = setTimeout(() => pair.worker.child.kill('SIGKILL'), 30_000);
-    await stopped;
-    clearTimeout(timer);
+    await pair?.stop({ killAfterMs: 30_000 });
   });
 
   it('(a) a job swaps its output file and a folder for links to a secret: none of it is served', async () => {

@@ -19,7 +19,11 @@ export interface Pair {
    * the relay has a new tunnel session to it.
    */
   restartWorker(): Promise<DaemonProcess>;
-  stop(): Promise<void>;
+  /**
+   * Stops both (SIGTERM). With `killAfterMs`, the relay first, then a worker that has not
+   * exited by then is killed: its jobs' teardown under an attack may outlast a test's patience.
+   */
+  stop(opts?: { killAfterMs?: number }): Promise<void>;
 }
 
 /** Writes a new key file with `gpu-sidecar keygen` into `dir`. */
@@ -86,8 +90,16 @@ export async function startPair(
       });
       return pair.worker;
     },
-    stop: async () => {
-      await Promise.all([pair.relay.stop(), pair.worker.stop()]);
+    stop: async ({ killAfterMs } = {}) => {
+      if (killAfterMs === undefined) {
+        await Promise.all([pair.relay.stop(), pair.worker.stop()]);
+        return;
+      }
+      await pair.relay.stop();
+      const stopped = pair.worker.stop();
+      const timer = setTimeout(() => pair.worker.child.kill('SIGKILL'), killAfterMs);
+      await stopped;
+      clearTimeout(timer);
     },
   };
   try {
