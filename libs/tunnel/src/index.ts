@@ -11,6 +11,7 @@ export {
   loadKeyRing,
   readKeyBytes,
   logKeyWarnings,
+  readAtMost,
 } from './keys';
 export type { KeyEntry, ReadKeyOptions } from './keys';
 export { METRIC_REASONS, metricReason, noopTunnelMetrics } from './metrics';

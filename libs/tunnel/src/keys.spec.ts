@@ -17,6 +17,7 @@ import {
   KeyFileError,
   loadKeyFile,
   loadKeyRing,
+  readAtMost,
   readKeyBytes,
 } from './keys';
 
@@ -150,5 +151,35 @@ describe('key files', () => {
     expect(keyFingerprint(secret)).toBe(keyFingerprint(Buffer.alloc(32, 0xab)));
     expect(keyFingerprint(secret)).not.toBe(keyFingerprint(Buffer.alloc(32, 0xac)));
     expect(keyFingerprint(secret)).not.toContain('abab');
+  });
+
+  it('readAtMost stops one byte past the cap on an endless source, and wipes what it copied', async () => {
+    const given: Buffer[] = [];
+    let pulled = 0;
+    async function* endless() {
+      try {
+        for (;;) {
+          const chunk = Buffer.alloc(1000, 0x41);
+          given.push(chunk);
+          pulled++;
+          yield chunk;
+        }
+      } finally {
+        given.push(Buffer.from('closed'));
+      }
+    }
+    const got = await readAtMost(endless(), 4096);
+    expect(got.length).toBe(4097);
+    expect(got.every((b) => b === 0x41)).toBe(true);
+    expect(pulled).toBe(5);
+    // The source was closed, and every chunk copied from it is zeros now.
+    expect(given.pop()!.toString()).toBe('closed');
+    expect(given.every((c) => c.every((b) => b === 0))).toBe(true);
+    // A short source is read to its end.
+    async function* short() {
+      yield Buffer.from('abc');
+      yield Buffer.from('de');
+    }
+    expect((await readAtMost(short(), 4096)).toString()).toBe('abcde');
   });
 });

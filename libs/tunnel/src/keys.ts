@@ -152,15 +152,34 @@ function checkKeyStat(file: string, st: Stats, privately = true): void {
   }
 }
 
-/** Reads at most MAX_KEY_FILE_BYTES + 1 bytes from the descriptor (one more says "too long"). */
-async function readCapped(fh: FileHandle): Promise<Buffer> {
-  const buf = Buffer.alloc(MAX_KEY_FILE_BYTES + 1);
+/**
+ * Reads at most `cap` + 1 bytes of `source` (one more than `cap` says "too long") and stops
+ * there, however much more it would give: an endless source costs `cap` + 1 bytes. Each chunk
+ * is wiped once copied, and the bytes are returned in a buffer of their own (the caller wipes
+ * it), so no copy of a key is left in a larger buffer.
+ */
+export async function readAtMost(source: AsyncIterable<Buffer>, cap: number): Promise<Buffer> {
+  const buf = Buffer.alloc(cap + 1);
   let n = 0;
-  for (;;) {
-    const { bytesRead } = await fh.read(buf, n, buf.length - n, n);
-    if (bytesRead === 0 || (n += bytesRead) === buf.length) break;
+  try {
+    for await (const chunk of source) {
+      const take = Math.min(chunk.length, buf.length - n);
+      chunk.copy(buf, n, 0, take);
+      chunk.fill(0);
+      if ((n += take) === buf.length) break; // leaving the loop destroys the source
+    }
+    return Buffer.from(buf.subarray(0, n));
+  } finally {
+    buf.fill(0);
   }
-  return buf.subarray(0, n);
+}
+
+/** Reads at most MAX_KEY_FILE_BYTES + 1 bytes of the file from its start. */
+function readCapped(fh: FileHandle): Promise<Buffer> {
+  return readAtMost(
+    fh.createReadStream({ start: 0, end: MAX_KEY_FILE_BYTES, autoClose: false }),
+    MAX_KEY_FILE_BYTES,
+  );
 }
 
 /**

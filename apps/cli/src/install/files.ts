@@ -9,7 +9,6 @@ import {
   openSync,
   readFileSync,
   readlinkSync,
-  readSync,
   rmSync,
   symlinkSync,
   writeFileSync,
@@ -17,7 +16,7 @@ import {
 } from 'node:fs';
 import path from 'node:path';
 import { isatty } from 'node:tty';
-import { KeyFileError, readKeyBytes } from '../../../../libs/tunnel/src';
+import { KeyFileError, readAtMost, readKeyBytes } from '../../../../libs/tunnel/src';
 
 /** What a step did, for the one line install prints per file. */
 export type Outcome = 'created' | 'kept' | 'updated' | 'fixed';
@@ -181,11 +180,12 @@ export async function readGivenKeyFile(file: string): Promise<Buffer> {
 
 /**
  * The key piped to `install --key -`: standard input read to its end, at most MAX_KEY_BYTES + 1
- * bytes (one more says "too long"), so \`< /dev/zero\` or an endless pipe costs 4 KiB. A
- * regular file redirected in is refused by its fstat size before it is read; a terminal is
- * refused at once (the key is piped, never typed).
+ * bytes (readAtMost: one more says "too long"), so \`< /dev/zero\` or an endless pipe costs
+ * 4 KiB. A regular file redirected in is refused by its fstat size before it is read; a
+ * terminal is refused at once (the key is piped, never typed). A pipe that never ends waits,
+ * as `cat` would: it is the admin's own command (Ctrl-C ends it).
  */
-export function readKeyFromStdin(): Buffer {
+export async function readKeyFromStdin(): Promise<Buffer> {
   const st = fstatSync(0);
   if (isatty(0))
     throw new InstallError(
@@ -195,27 +195,10 @@ export function readKeyFromStdin(): Buffer {
     throw new InstallError(
       `--key -: standard input is a file of ${st.size} bytes, more than ${MAX_KEY_BYTES}: a key file has 32 (gpu-sidecar keygen)`,
     );
-  const buf = Buffer.alloc(MAX_KEY_BYTES + 1);
-  let n = 0;
-  while (n < buf.length) {
-    let got: number;
-    try {
-      got = readSync(0, buf, n, buf.length - n, null);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      // A non-blocking pipe with nothing yet: wait a little, as a blocking read would.
-      if (code === 'EAGAIN') {
-        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
-        continue;
-      }
-      if (code === 'EOF') break;
-      buf.fill(0);
-      throw new InstallError(`--key -: standard input cannot be read (${code ?? String(err)})`);
-    }
-    if (got === 0) break;
-    n += got;
+  try {
+    return await readAtMost(process.stdin, MAX_KEY_BYTES);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new InstallError(`--key -: standard input cannot be read (${code ?? String(err)})`);
   }
-  const key = Buffer.from(buf.subarray(0, n));
-  buf.fill(0);
-  return key;
 }

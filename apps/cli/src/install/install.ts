@@ -79,7 +79,7 @@ export function setVars(text: string, vars: Record<string, string>): string {
  * never hangs install, and at most 4 KiB + 1 byte is read.
  */
 async function keyFrom(source: string): Promise<Buffer> {
-  const bytes = source === '-' ? readKeyFromStdin() : await readGivenKeyFile(source);
+  const bytes = source === '-' ? await readKeyFromStdin() : await readGivenKeyFile(source);
   const given = source === '-' ? 'standard input' : source;
   if (bytes.length < 32 || bytes.length > MAX_KEY_BYTES)
     throw new InstallError(
