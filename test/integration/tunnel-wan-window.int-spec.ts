@@ -157,4 +157,31 @@ describe('stream windows across an emulated long link (RTT 100 ms, 200 Mbit/s)',
     expect(windowWhenHeld).toBeLessThanOrEqual(BDP_STREAM_WINDOW);
     other.destroy();
   });
+
+  it("keeps a lone stream's window at the BDP while short streams come and go beside it", async () => {
+    // A download whose session has no long-lived stream, only short requests now and then (a
+    // script fetching a result while a page polls): each one makes the download "not alone".
+    // Its window must not go back to MAX_STREAM_WINDOW each time, which halves its speed.
+    const seen: number[] = [];
+    let shorts = 0;
+    const s = await download(async (st) => {
+      for (let i = 0; i < 3 && !st.readableEnded; i++) {
+        const short = client.openStream('hold');
+        short.on('error', () => undefined);
+        short.write('x');
+        shorts++;
+        // Past the holdback of a shrunk window (a few round trips of the download's bytes).
+        await new Promise((r) => setTimeout(r, 3 * 2 * ONE_WAY_MS));
+        if (!st.readableEnded) seen.push(st.receiveWindow);
+        short.destroy();
+        await new Promise((r) => setTimeout(r, 2 * 2 * ONE_WAY_MS));
+      }
+    });
+    expect(shorts).toBeGreaterThan(0);
+    expect(seen.length).toBeGreaterThan(0);
+    // At 2.5 MB per round trip the 4 MiB window is within twice the BDP: kept (the old rule
+    // took it to 1 MiB at each short stream).
+    for (const w of seen) expect(w).toBeGreaterThan(MAX_STREAM_WINDOW);
+    expect(windowOf(s)).toBeGreaterThanOrEqual(BDP);
+  });
 });

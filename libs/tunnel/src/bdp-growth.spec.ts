@@ -150,4 +150,14 @@ describe('BdpGrowth: a window past its cap, sized to the bandwidth-delay product
     expect(feed(g, c, 980, 2 * MiB)).toEqual([]); // 2 MiB per round trip: paid
     expect(g.mayGrow(2 * MiB, c.t)).toBe(true);
   });
+
+  it('carried: what a flowing stream moves per round trip, 0 once it stalled or without a round trip', () => {
+    const g = new BdpGrowth();
+    // 125 MB/s over 20 ms through a 4 MiB window: the link is the limit, 2.5 MB per round trip.
+    drive(g, { rtt: 20, rate: 125_000, window: 4 * MiB, ms: 400 });
+    expect(g.carried(400, 20)).toBeCloseTo(2_500_000, -3);
+    expect(g.carried(400, undefined)).toBe(0);
+    // No grant for more than two round trips: the figure says nothing about now.
+    expect(g.carried(400 + 2 * 20 + 1, 20)).toBe(0);
+  });
 });

@@ -80,6 +80,16 @@ export class BdpGrowth {
     return from;
   }
 
+  /**
+   * Bytes the stream carried per base round trip by its last measurement, if it is still
+   * flowing (a grant within STALL_RTTS round trips), else 0: what a window must hold for the
+   * stream to keep its speed.
+   */
+  carried(now: number, rttMs: number | undefined): number {
+    if (!rttMs || now - this.last > STALL_RTTS * rttMs) return 0;
+    return this.perRtt;
+  }
+
   /** Whether a window at its cap may double now (and not beyond BDP_STREAM_WINDOW). */
   mayGrow(window: number, now: number): boolean {
     return (

@@ -1,6 +1,6 @@
 import { Duplex } from 'node:stream';
 import { BdpGrowth } from './bdp-growth';
-import { MAX_DATA, MAX_STREAM_WINDOW, STREAM_WINDOW } from './protocol';
+import { BDP_GROWTH_SHARE, MAX_DATA, MAX_STREAM_WINDOW, STREAM_WINDOW } from './protocol';
 
 /** What a stream needs from its session (implemented by TunnelSession). */
 export interface StreamHost {
@@ -152,13 +152,27 @@ export class TunnelStream extends Duplex {
     return due;
   }
 
+  /** This stream's receive window now (what the peer may have in flight once any holdback is spent). */
+  get receiveWindow(): number {
+    return this.window;
+  }
+
   /**
-   * Another stream became active: a window grown past MAX_STREAM_WINDOW goes back to it. Credit
-   * cannot be taken back, so the excess is withheld from the next grants (takeCredit) until the
-   * peer's bytes in flight fit the smaller window; the session's budget gets it back then.
+   * Another stream became active: a window grown past MAX_STREAM_WINDOW goes back to it, or to
+   * the smallest of its doublings that a round trip fills at least half of (BDP_GROWTH_SHARE,
+   * the rule BdpGrowth grows by): a window within twice the bandwidth-delay product queues at
+   * most one round trip's bytes in the link ahead of the other stream, while cutting it would
+   * halve the download's speed at every short request beside it (a lone stream across a long
+   * link fills its 4 MiB). On loopback a round trip carries far less than 1 MiB: the window goes
+   * back to MAX_STREAM_WINDOW, as before. Credit cannot be taken back, so the excess is withheld
+   * from the next grants (takeCredit) until the peer's bytes in flight fit the smaller window;
+   * the session's budget gets it back then.
    */
   shallow(): void {
-    this.shrinkTo(MAX_STREAM_WINDOW);
+    const carried = this.bdp.carried(performance.now(), this.host.baseRttMs());
+    let keep = MAX_STREAM_WINDOW;
+    while (keep * 2 <= this.window && keep * 2 * BDP_GROWTH_SHARE <= carried) keep *= 2;
+    this.shrinkTo(keep);
   }
 
   private shrinkTo(window: number): void {
