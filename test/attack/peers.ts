@@ -24,11 +24,13 @@ export interface FloodCounts {
   upgraded: number;
   refused: number;
   errors: number;
+  /** `badkey` only: how long connections stayed open after their AUTH_I (ms). */
+  heldMs?: { n: number; p50: number; p99: number; max: number; over3s: number };
 }
 
 /** Starts test/attack/flood.js: CONCURRENCY connections from `from`, each reopened when dropped. */
 export function startFlood(
-  mode: 'pending' | 'silent',
+  mode: 'pending' | 'silent' | 'badkey',
   port: number,
   from: string,
   concurrency: number,

@@ -130,6 +130,47 @@ describe(`keyless peers against the built worker (${ATTACK_SCALE.name})`, () => 
     expect(ok).toBe(2 * restarts);
   });
 
+  it('bad-key flood: peers whose AUTH_I matches no key keep sending and never answer the close; each is dropped within 3 s, the worker stays bounded, a restarted relay gets in', async () => {
+    const concurrency = ATTACK_SCALE.full ? MAX_PENDING : 256;
+    const restarts = ATTACK_SCALE.full ? 5 : 2;
+    const pid = pair.worker.child.pid!;
+    const base = rssMb(pid);
+    let peak = base;
+    const sampler = setInterval(() => (peak = Math.max(peak, rssMb(pid))), 100);
+    const flood = startFlood('badkey', pair.ports.tunnel, '127.0.0.2', concurrency);
+    await sleep(1_500);
+    const latencies: number[] = [];
+    let ok = 0;
+    for (let i = 0; i < restarts; i++) {
+      const t = await restartRelay(pair, 5_000);
+      if (t && t.dialMs <= 5_000) {
+        ok++;
+        latencies.push(t.dialMs);
+      }
+    }
+    const test = await timed(() => getTest(pair.ports.relay));
+    if (test.ok) ok++;
+    latencies.push(test.ms);
+    const counts = await flood.stop();
+    clearInterval(sampler);
+    const held = counts.heldMs!;
+    recordAttack('tunnel-bad-key-flood', {
+      attack: `keyless peers sending an AUTH_I no key makes, then 60 KiB messages (up to 4 MiB each) and never answering the close frame, ${concurrency} at once from 127.0.0.2, reopened at once; the relay restarted ${restarts}x meanwhile and /test after`,
+      times: counts.opened,
+      gotThrough: held.over3s + (ok === restarts + 1 ? 0 : 1),
+      counted:
+        'connections the worker kept open more than 3 s after their AUTH_I, and a relay or /test that did not get through',
+      legit: { tried: restarts + 1, ok, latenciesMs: latencies },
+      extra: { heldMs: held, workerRssMb: { before: Math.round(base), peak: Math.round(peak) } },
+    });
+    expect(counts.upgraded).toBeGreaterThan(concurrency);
+    expect(held.n).toBeGreaterThan(0);
+    expect(held.over3s).toBe(0);
+    // RSS measures the allocator's slack as much as live memory (see the key-holder test below).
+    expect(peak - base).toBeLessThan(200);
+    expect(ok).toBe(restarts + 1);
+  });
+
   it('a key-holding peer flooding PING and OPEN without reading: its session ends, the worker stays bounded', async () => {
     const frames = ATTACK_SCALE.full ? 1_000_000 : 300_000;
     const pid = pair.worker.child.pid!;

@@ -25,13 +25,15 @@ export interface HandshakeLimit {
   signal?: AbortSignal;
 }
 
+const discard = (): void => undefined;
+
 /**
  * Runs a handshake state machine over a channel: feeds it each message, sends its replies,
  * and settles on keys or on the first failure, the channel closing, the timeout or the signal.
  * On failure the channel is dropped, except that a responder that found no key for M2 closes
  * it with the WebSocket close code CLOSE_BAD_KEY, so the initiator can say `bad key` instead
- * of `connection closed` (PROTOCOL.md, "Bad key"). On success its message handler is cleared
- * (messages queue up until the session takes over).
+ * of `connection closed` (PROTOCOL.md, "Bad key"), and what arrives after a failure is dropped.
+ * On success its message handler is cleared (messages queue up until the session takes over).
  */
 function drive(
   channel: MessageChannel,
@@ -47,8 +49,14 @@ function drive(
       settled = true;
       clearTimeout(timer);
       limit.signal?.removeEventListener('abort', onAbort);
-      channel.setMessageHandler(undefined);
-      if (!err) return resolve(keys!);
+      if (!err) {
+        channel.setMessageHandler(undefined);
+        return resolve(keys!);
+      }
+      // Failed: what the peer still sends is dropped as it arrives. Without a handler the
+      // channel would queue it (for a session that never comes) while the close frame waits
+      // for the peer's answer: a keyless peer made a listener queue gigabytes that way.
+      channel.setMessageHandler(discard);
       if (responder && err.reason === 'bad key') channel.close(CLOSE_BAD_KEY, 'bad key');
       else channel.terminate();
       reject(err);

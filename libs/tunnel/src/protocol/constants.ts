@@ -32,6 +32,14 @@ export const HANDSHAKE_TIMEOUT_MS = 5000;
  * of its ring, so the initiator reports `bad key` rather than `connection closed`.
  */
 export const CLOSE_BAD_KEY = 4001;
+/**
+ * How long either end waits for the peer's answer to its WebSocket close frame before it drops
+ * the connection (ws's default is 30 s). A keyless peer whose M2 was refused with CLOSE_BAD_KEY
+ * could otherwise keep that connection for 30 s, out of the pending set and its deadline, at
+ * no cost but a wrong MAC: thousands of them held the listener at its connection cap, and what
+ * they sent meanwhile was queued.
+ */
+export const CLOSE_GRACE_MS = 1000;
 
 /** KDF and MAC labels (all prefixed by the version, so another version never authenticates). */
 export const LABEL_AUTH_KEY = `${PROTOCOL_VERSION} auth key`;

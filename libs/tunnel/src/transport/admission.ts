@@ -51,9 +51,7 @@ export class Admission {
     opts: { addressShare?: number } = {},
   ) {
     this.perAddress =
-      opts.addressShare === undefined
-        ? Infinity
-        : Math.max(1, Math.floor(cap * opts.addressShare));
+      opts.addressShare === undefined ? Infinity : Math.max(1, Math.floor(cap * opts.addressShare));
   }
 
   /**

@@ -90,11 +90,16 @@ export async function listenWebSocket(opts: WsListenerOptions): Promise<WsListen
   const conns = new Map<string, Conn>();
   const sockets = new Set<Socket>();
 
-  /** The deadline passed or the connection was evicted: drop it, through its handshake if any. */
+  /**
+   * The deadline passed or the connection was evicted: drop it, through its handshake if any
+   * (which reports it). The socket is destroyed in every case: a handshake that already failed
+   * (M2 with no key: a close frame waiting for the peer's answer) ignores the abort, and the
+   * connection must not outlive its place in the pending set.
+   */
   const drop = (conn: Conn, peer: string, reason: 'timeout' | 'evicted'): void => {
     conn.release();
-    if (conn.controller) return conn.controller.abort(reason); // the handshake reports it
-    if (!conn.answered) opts.onDropped(reason, peer);
+    if (conn.controller) conn.controller.abort(reason);
+    else if (!conn.answered) opts.onDropped(reason, peer);
     conn.top.destroy();
   };
 

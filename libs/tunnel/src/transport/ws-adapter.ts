@@ -2,7 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Agent } from 'node:http';
 import type { Duplex } from 'node:stream';
 import WebSocket, { WebSocketServer } from 'ws';
-import { CLOSE_BAD_KEY, MAX_WS_MESSAGE, PROTOCOL_VERSION } from '../protocol';
+import { CLOSE_BAD_KEY, CLOSE_GRACE_MS, MAX_WS_MESSAGE, PROTOCOL_VERSION } from '../protocol';
 import type { MessageChannel } from './channel';
 
 /*
@@ -166,6 +166,12 @@ export function offersVersion(req: IncomingMessage): boolean {
   return header.split(',').some((p) => p.trim() === PROTOCOL_VERSION);
 }
 
+/**
+ * ws's `closeTimeout` (in ws since 8.18, not yet in @types/ws): a close frame unanswered for
+ * CLOSE_GRACE_MS drops the connection, on both ends.
+ */
+const closeGrace = { closeTimeout: CLOSE_GRACE_MS } as object;
+
 /** Accepts WebSocket upgrades that the listener has already checked. */
 export class UpgradeAcceptor {
   private readonly wss = new WebSocketServer({
@@ -174,6 +180,7 @@ export class UpgradeAcceptor {
     perMessageDeflate: false,
     maxPayload: MAX_WS_MESSAGE,
     handleProtocols: () => PROTOCOL_VERSION,
+    ...closeGrace,
   });
 
   /** Completes the upgrade and hands over the channel. */
@@ -223,6 +230,7 @@ export function dialWebSocket(
     ca: opts.ca,
     rejectUnauthorized: opts.rejectUnauthorized,
     generateMask: zeroMask,
+    ...closeGrace,
   });
   // The connection under the WebSocket, as the 101 answer arrived on it (through a proxy's
   // CONNECT or TLS, it is the socket ws writes to).
