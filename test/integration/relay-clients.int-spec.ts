@@ -135,6 +135,82 @@ describe('relay clients on RELAY_LISTEN', () => {
     expect(refused).toEqual(['idle timeout']);
     await waitFor(() => pair.server.openStreams === 0 && pair.client.openStreams === 0);
   });
+
+  it('closes a client that stays silent once the worker ended its side, and its stream id is free again', async () => {
+    // The API ends an idle keep-alive connection (a FIN, relayed to the client); the client
+    // keeps its side open and says nothing. Until it closes, the stream's id stays taken on
+    // both ends, and the worker side takes one stream here (maxStreams 1).
+    api.keepAliveTimeout = 200;
+    const clients = new RelayClients({
+      target: 'api',
+      http: true,
+      pool: { pick: () => session, whyDown: () => 'down' },
+      log: silentLogger(),
+      refused: (r) => refused.push(r),
+      limits: { firstByteMs: 300, idleMs: 15_000, finWaitMs: 300 },
+    });
+    const relay2 = createServer({ allowHalfOpen: true }, (c) => clients.accept(c));
+    await new Promise<void>((r) => relay2.listen(0, '127.0.0.1', r));
+    const port2 = (relay2.address() as { port: number }).port;
+    try {
+      const s = connect({ port: port2, host: '127.0.0.1', allowHalfOpen: true });
+      s.on('error', () => undefined);
+      held.push(s);
+      let got = '';
+      s.on('data', (d: Buffer) => (got += d.toString()));
+      const ended = new Promise((r) => s.once('end', r));
+      s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+      await ended;
+      expect(got).toMatch(/^HTTP\/1\.1 200[^]*ok$/);
+      // The relay closes it within its FIN wait (300 ms), far before the idle timeout (15 s),
+      // and resets the stream: the id is free, and the next request gets the one stream. (The
+      // client, half-open, sees nothing more: it had the FIN already.)
+      await new Promise((r) => setTimeout(r, 1_000));
+      expect(refused).toEqual([]);
+      expect(
+        await exchange(port2, 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'),
+      ).toMatch(/^HTTP\/1\.1 200[^]*ok$/);
+    } finally {
+      relay2.close();
+    }
+  });
+
+  it('keeps a client that reads slowly after the worker ended: its answer arrives whole', async () => {
+    const big = 'x'.repeat(8 * 1024 * 1024);
+    api.removeAllListeners('request');
+    api.on('request', (_req, res) => res.end(big));
+    const clients = new RelayClients({
+      target: 'api',
+      http: true,
+      pool: { pick: () => session, whyDown: () => 'down' },
+      log: silentLogger(),
+      refused: (r) => refused.push(r),
+      limits: { firstByteMs: 300, idleMs: 15_000, finWaitMs: 300 },
+    });
+    const relay2 = createServer({ allowHalfOpen: true }, (c) => clients.accept(c));
+    await new Promise<void>((r) => relay2.listen(0, '127.0.0.1', r));
+    const port2 = (relay2.address() as { port: number }).port;
+    try {
+      const s = connect({ port: port2, host: '127.0.0.1' });
+      s.on('error', () => undefined);
+      held.push(s);
+      let got = 0;
+      s.on('data', (d: Buffer) => (got += d.length));
+      const closed = new Promise((r) => s.once('close', r));
+      s.write('GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+      // Not reading for longer than the FIN wait, several times, while the answer is in flight.
+      for (let i = 0; i < 3; i++) {
+        s.pause();
+        await new Promise((r) => setTimeout(r, 700));
+        s.resume();
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      await closed;
+      expect(got).toBeGreaterThan(big.length);
+    } finally {
+      relay2.close();
+    }
+  });
 });
 
 /**

@@ -24,6 +24,16 @@ export const FIRST_BYTE_TIMEOUT_MS = 10_000;
  */
 export const IDLE_TIMEOUT_MS = 10 * 60_000;
 /**
+ * Once the worker's side has ended (its FIN relayed, every byte of it handed to the kernel), a
+ * client connection with no byte either way for this long is closed and its stream reset (as
+ * HAProxy's `timeout client-fin`). Until the client closes its side the stream's id stays
+ * taken on both ends of the session, and the session has 1,024: without this, a client that
+ * made one request and then kept its connection open without a word held an id for the whole
+ * idle timeout (the worker's API ends an idle keep-alive after 5 s, but that is a FIN), and
+ * 1,024 such clients refused every request for 10 minutes. A client still sending keeps it.
+ */
+export const FIN_WAIT_MS = 5_000;
+/**
  * Connections to one listener waiting for their first byte, at most (and at most a quarter of
  * the descriptor limit); past it the oldest of them is closed, never the newcomer.
  */
@@ -77,10 +87,10 @@ export interface ClientOptions {
   log: Logger;
   refused(reason: RefusedReason): void;
   /**
-   * Tests only: FIRST_BYTE_TIMEOUT_MS, IDLE_TIMEOUT_MS and MAX_WAITING_CLIENTS (or
+   * Tests only: FIRST_BYTE_TIMEOUT_MS, IDLE_TIMEOUT_MS, FIN_WAIT_MS and MAX_WAITING_CLIENTS (or
    * MAX_WAITING_SERVER_FIRST) otherwise.
    */
-  limits?: { firstByteMs?: number; idleMs?: number; maxWaiting?: number };
+  limits?: { firstByteMs?: number; idleMs?: number; finWaitMs?: number; maxWaiting?: number };
 }
 
 const HTTP_REQUEST = /^(GET|HEAD|POST|PUT|DELETE|PATCH|OPTIONS|CONNECT|TRACE) /;
@@ -123,6 +133,7 @@ export class RelayClients {
   private readonly waiting: Admission;
   private readonly firstByteMs: number;
   private readonly idleMs: number;
+  private readonly finWaitMs: number;
 
   constructor(private readonly opts: ClientOptions) {
     const limits = opts.limits ?? {};
@@ -133,6 +144,7 @@ export class RelayClients {
     );
     this.firstByteMs = limits.firstByteMs ?? FIRST_BYTE_TIMEOUT_MS;
     this.idleMs = limits.idleMs ?? IDLE_TIMEOUT_MS;
+    this.finWaitMs = Math.min(this.idleMs, limits.finWaitMs ?? FIN_WAIT_MS);
   }
 
   /** Takes one accepted connection. */
@@ -239,10 +251,22 @@ export class RelayClients {
     // A client that breaks its connection resets the stream; one that closes it in good order
     // ends it (splice: FIN both ways).
     socket.on('error', () => stream.reset('client error'));
+    let workerEnded = false;
     socket.setTimeout(this.idleMs, () => {
-      this.opts.refused('idle timeout');
-      stream.reset('idle timeout');
+      if (workerEnded) {
+        log.debug({ target }, 'client did not close after the worker ended: closed');
+        stream.reset('client did not close');
+      } else {
+        this.opts.refused('idle timeout');
+        stream.reset('idle timeout');
+      }
       socket.destroy();
+    });
+    // The worker ended its side and all of it reached the kernel (the socket's 'finish': a
+    // client that reads slowly is not cut short): from now on FIN_WAIT_MS of silence closes it.
+    socket.once('finish', () => {
+      workerEnded = true;
+      socket.setTimeout(this.finWaitMs);
     });
     if (first) stream.write(first);
     // An HTTP answer in progress (above) is not cut short when the stream ends.
