@@ -1,18 +1,20 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type IncomingMessage } from 'node:http';
-import { connect, type AddressInfo, type Socket } from 'node:net';
+import { connect, createServer as tcpServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import {
   generateKeyFile,
+  TunnelDialer,
   TunnelEndpoint,
   type TunnelEndpointConfig,
   type TunnelEndpointOptions,
   type TunnelSession,
   type TunnelStream,
 } from '../../libs/tunnel/src';
-import { selfSignedCert, waitFor } from '../../libs/tunnel/src/testing/harness';
+import { silentLogger } from '../../libs/config/src/logger';
+import { randomRing, selfSignedCert, waitFor } from '../../libs/tunnel/src/testing/harness';
 
 jest.setTimeout(20_000);
 
@@ -203,6 +205,45 @@ describe('TunnelEndpoint', () => {
     } finally {
       proxy.closeAllConnections();
       await new Promise((r) => proxy.close(r));
+    }
+  });
+
+  it('gives up on a CONNECT proxy that accepts and never answers, and dials again', async () => {
+    const held: Socket[] = [];
+    let accepted = 0;
+    let closed = 0;
+    const silent = tcpServer((s) => {
+      accepted++;
+      held.push(s);
+      s.on('error', () => undefined);
+      s.on('close', () => closed++);
+      s.resume(); // reads the CONNECT request and never answers it
+    });
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const failures: { at: number; detail: string }[] = [];
+    const t0 = performance.now();
+    const dialer = new TunnelDialer({
+      url: 'ws://gpu1.example:8080/',
+      proxy: `http://127.0.0.1:${(silent.address() as AddressInfo).port}`,
+      keys: randomRing(),
+      logger: silentLogger(),
+      handshakeTimeoutMs: 300,
+      backoff: { initialMs: 20, maxMs: 50 },
+      onSession: () => undefined,
+      onFailure: (detail) => failures.push({ at: performance.now() - t0, detail }),
+    });
+    try {
+      dialer.start();
+      await waitFor(() => failures.length >= 2, 5_000);
+      expect(failures[0].detail).toMatch(/did not answer CONNECT gpu1\.example:8080 within 300 ms/);
+      expect(failures[0].at).toBeLessThan(2_000);
+      expect(accepted).toBeGreaterThanOrEqual(2);
+      // Each given-up CONNECT closed its connection to the proxy.
+      await waitFor(() => closed >= accepted - 1);
+    } finally {
+      await dialer.stop();
+      for (const s of held) s.destroy();
+      await new Promise((r) => silent.close(r));
     }
   });
 

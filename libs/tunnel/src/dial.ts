@@ -54,7 +54,9 @@ export class TunnelDialer {
     this.keys = opts.keys;
     this.backoff = new Backoff(opts.backoff);
     this.metrics = opts.metrics ?? noopTunnelMetrics;
-    this.agent = opts.proxy ? proxyAgent(opts.proxy, opts.url) : undefined;
+    this.agent = opts.proxy
+      ? proxyAgent(opts.proxy, opts.url, opts.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS)
+      : undefined;
   }
 
   /** Starts dialing (idempotent). */
