@@ -11,7 +11,12 @@ import {
   type RelayConfig,
 } from '../../../libs/config/src';
 import { Counter, createRegistry, createTunnelMetrics } from '../../../libs/metrics/src';
-import { metricReason, TunnelEndpoint, withinFileLimit } from '../../../libs/tunnel/src';
+import {
+  boundHttpListener,
+  metricReason,
+  TunnelEndpoint,
+  withinFileLimit,
+} from '../../../libs/tunnel/src';
 import { MAX_RELAY_CONNECTIONS, RelayClients } from './clients';
 import { exposureWarning } from './exposure';
 import { RelayAdminModule } from './relay.module';
@@ -110,6 +115,12 @@ export async function startRelay(config: RelayConfig, log: Logger): Promise<Daem
   admin.use(
     requestGuard(new HostPolicy(config.adminListen.host, config.adminHosts), ADMIN_GUARD_WORDS),
   );
+  // Prometheus and an admin's curl: a few connections; silent ones go after 10 s.
+  boundHttpListener(admin.getHttpServer(), {
+    maxConnections: 1024,
+    fileShare: 1 / 8,
+    maxWaiting: 256,
+  });
   await admin.listen(config.adminListen.port, config.adminListen.host);
   log.info(
     {

@@ -13,7 +13,7 @@ import {
 } from '../../../libs/config/src';
 import { JobsRuntime, setupOpenApi } from '../../../libs/jobs/src';
 import { createRegistry, createTunnelMetrics } from '../../../libs/metrics/src';
-import { metricReason } from '../../../libs/tunnel/src';
+import { boundHttpListener, metricReason } from '../../../libs/tunnel/src';
 import { HealthMonitor } from './health/monitor';
 import { mountQueuesUi } from './queues-ui';
 import { startWorkerTunnels } from './tunnel';
@@ -48,6 +48,14 @@ export async function startWorker(
   // `api` target, DATA and FIN arrive in one turn (test/e2e/tunnel.e2e-spec.ts, half-close).
   // `httpAllowHalfOpen` is the http.Server property for it (set to false in its constructor).
   (app.getHttpServer() as Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
+  // Clients on API_LISTEN itself (the CLI, Prometheus, a front without the relay): silent
+  // connections go after 10 s, and the listener never takes the descriptors the tunnel, the
+  // jobs' logs and Redis need. Streams from the tunnel are not counted here.
+  boundHttpListener(app.getHttpServer(), {
+    maxConnections: 4096,
+    fileShare: 1 / 4,
+    maxWaiting: 1024,
+  });
   const rt = app.get(JobsRuntime);
   monitor.attachJobs(rt);
   mountQueuesUi(app, rt, config.queueUi);

@@ -33,6 +33,11 @@ export { Admission } from './transport/admission';
 export type { Ticket } from './transport/admission';
 export { openFileLimit, withinFileLimit } from './transport/fd-limit';
 export {
+  boundHttpListener,
+  FIRST_REQUEST_TIMEOUT_MS,
+  type HttpListenerLimits,
+} from './transport/http-listener-limits';
+export {
   BDP_STREAM_WINDOW,
   HANDSHAKE_TIMEOUT_MS,
   MAX_STREAM_WINDOW,
