@@ -615,13 +615,37 @@ describe(`job API against hostile clients (${ATTACK_SCALE.name})`, () => {
   it('(g) answers params that make a schema pattern backtrack exponentially with 400 at once, the worker serving meanwhile', async () => {
     // '^(a+)+$' against 'aaa…ab' backtracks 2^n times: 27 characters took V8's backtracking
     // engine 2 s on the event loop, and each more doubles it. The daemon falls back to V8's linear-time engine.
+    // Experiments whose patterns V8's linear-time engine cannot run (a lookahead; the `u`
+    // flag), which backtrack for ever even with the fallback on: added while the worker runs,
+    // they are refused when read (at start they would fail the start, naming the file).
+    const experiments = pair.workerEnv.EXPERIMENTS_DIR;
+    for (const [name, pattern] of [
+      ['redos-lookahead', '^(?=(a+)+$)'],
+      ['redos-unicode', '^(\\p{L}+)+$'],
+    ])
+      writeFileSync(
+        path.join(experiments, `${name}.yaml`),
+        `name: ${name}\nrunner: process\ncommand: ["true"]\nparams:\n  type: object\n` +
+          `  properties:\n    name: { type: string, pattern: '${pattern}' }\n`,
+      );
+    const logText = () => pair.worker.stdout() + pair.worker.stderr();
+    await waitUntil('both files refused', () =>
+      ['redos-lookahead', 'redos-unicode'].every((n) =>
+        new RegExp(`${n}\\.yaml[^\\n]*could freeze the worker`).test(logText()),
+      ),
+    );
     const created = await jobCount();
     const evil = JSON.stringify({ name: `${'a'.repeat(5_000)}b` });
+    const unrunnable: Answer[] = [];
     const [answers, legit] = await duringAttack(async () => {
       const out: Answer[] = [];
       for (let i = 0; i < N.g; i++) {
         const port = i % 2 ? direct : relay;
         out.push(await send(port, { json: `{"experiment":"redos","params":${evil}}` }));
+        for (const experiment of ['redos-lookahead', 'redos-unicode'])
+          unrunnable.push(
+            await send(port, { json: `{"experiment":"${experiment}","params":${evil}}` }),
+          );
         const form = multipart([
           { name: 'experiment', value: 'redos' },
           { name: 'params', value: evil },
@@ -633,10 +657,14 @@ describe(`job API against hostile clients (${ATTACK_SCALE.name})`, () => {
     const jobs = (await jobCount()) - created;
     recordAttack('api-params-redos', {
       attack:
-        "params whose string makes the experiment's pattern '^(a+)+$' backtrack exponentially (5,001 characters), as JSON and as a multipart field",
-      times: answers.length,
-      gotThrough: jobs + answers.filter((a) => a.status !== 400).length,
-      counted: 'records created, and requests not refused with 400',
+        "params whose string makes the experiment's pattern '^(a+)+$' backtrack exponentially (5,001 characters), as JSON and as a multipart field; the same to experiments whose patterns V8's linear-time engine cannot run (`^(?=(a+)+$)`, `^(\\p{L}+)+$` with `u`)",
+      times: answers.length + unrunnable.length,
+      gotThrough:
+        jobs +
+        answers.filter((a) => a.status !== 400).length +
+        unrunnable.filter((a) => a.status !== 404).length,
+      counted:
+        'records created, requests not refused with 400, and requests to the lookahead and `u` experiments (refused at load) not answered 404',
       legit,
       extra: {
         statuses: [...new Set(answers.map((a) => a.status))],
@@ -648,6 +676,11 @@ describe(`job API against hostile clients (${ATTACK_SCALE.name})`, () => {
     );
     expect(jobs).toBe(0);
     expect(legit.ok).toBe(legit.tried);
+    // The two files the linear-time engine cannot serve were refused, saying why.
+    expect(unrunnable.map((a) => a.status)).toEqual(unrunnable.map(() => 404));
+    const log = logText();
+    expect(log).toMatch(/redos-lookahead\.yaml[^\n]*could freeze the worker[^\n]*lookaround/);
+    expect(log).toMatch(/redos-unicode\.yaml[^\n]*could freeze the worker[^\n]*`u` flag/);
     // The pattern still means what it says.
     const ok = await send(direct, { json: '{"experiment":"redos","params":{"name":"aaaa"}}' });
     expect(ok.status).toBe(201);

@@ -3,6 +3,7 @@ import Ajv, { type ErrorObject, type ValidateFunction } from 'ajv';
 import addFormats from 'ajv-formats';
 import { parse as parseYaml } from 'yaml';
 import { parseDuration } from '../../../config/src';
+import { patternRisk } from './pattern-safety';
 
 /** One installed experiment, as read from `EXPERIMENTS_DIR/<name>.yaml` (docs/EXPERIMENTS.md). */
 export interface Experiment {
@@ -141,11 +142,19 @@ export const REQUIRED_EXPERIMENT_FIELDS: readonly string[] = FILE_SCHEMA.require
  * a character outside the Basic Multilingual Plane. Without `u`, `.` and a negated class match
  * one UTF-16 unit, so a character outside the BMP in the checked string counts as two
  * (docs/EXPERIMENTS.md, "Parameters"); such patterns keep `u` and have no linear fallback.
+ * Patterns the linear engine cannot run, and `u` patterns that can backtrack exponentially,
+ * are refused when the file is loaded (pattern-safety.ts).
  */
 const NEEDS_UNICODE = /\\[pP]\{|\\u\{|[\uD800-\uDFFF]/;
 export const patternRegExp = Object.assign(
-  (pattern: string, u: string): RegExp =>
-    new RegExp(pattern, NEEDS_UNICODE.test(pattern) ? u : u.replace('u', '')),
+  (pattern: string, u: string): RegExp => {
+    const unicode = NEEDS_UNICODE.test(pattern);
+    // Refused when the file is loaded (Ajv compiles every pattern then): patternRisk says why.
+    const risk = patternRisk(pattern, unicode);
+    if (risk)
+      throw new Error(`pattern ${JSON.stringify(pattern)} could freeze the worker: ${risk}`);
+    return new RegExp(pattern, unicode ? u : u.replace('u', ''));
+  },
   { code: 'patternRegExp' },
 );
 function newAjv(): Ajv {
