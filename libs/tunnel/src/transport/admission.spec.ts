@@ -1,4 +1,4 @@
-import { Admission } from './admission';
+import { Admission, addressGroup } from './admission';
 
 const turn = () => new Promise((r) => setImmediate(r));
 
@@ -96,5 +96,24 @@ describe('Admission of unauthenticated connections', () => {
     const tiny = new Admission(1, { addressShare: 0.5 });
     expect(tiny.perAddress).toBe(1);
     expect(tiny.refuses('x')).toBe(false);
+  });
+
+  it('counts IPv6 peers by their /64 and IPv4-mapped peers as IPv4', async () => {
+    expect(addressGroup('10.1.2.3')).toBe('10.1.2.3');
+    expect(addressGroup('::ffff:10.1.2.3')).toBe('10.1.2.3');
+    expect(addressGroup('2001:db8:1:2:aaaa::1')).toBe('2001:db8:1:2::/64');
+    expect(addressGroup('2001:DB8:1:2:bbbb:cccc:dddd:eeee')).toBe('2001:db8:1:2::/64');
+    expect(addressGroup('2001:db8::1')).toBe('2001:db8:0:0::/64');
+    expect(addressGroup('::1')).toBe('0:0:0:0::/64');
+    expect(addressGroup('fe80::1%eth0')).toBe('fe80:0:0:0::/64');
+    expect(addressGroup('2001:0db8:0001:0002::')).toBe('2001:db8:1:2::/64');
+    // One attacker using many addresses of its /64 is one address to the eviction.
+    const a = new Admission(4);
+    const evicted: string[] = [];
+    a.admit('2001:db8:9:9::1', () => evicted.push('legit'));
+    for (let i = 1; i <= 5; i++) a.admit(`2001:db8:1:2::${i}`, () => evicted.push(`flood-${i}`));
+    await turn();
+    expect(evicted).toEqual(['flood-1', 'flood-2']);
+    expect(a.heldBy('2001:db8:1:2::ffff')).toBe(3);
   });
 });

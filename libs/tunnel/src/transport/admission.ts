@@ -1,3 +1,26 @@
+/**
+ * The group an address counts in: an IPv4 address alone (an IPv4-mapped IPv6 address, as a
+ * dual-stack listener reports IPv4 peers, as that IPv4 address), an IPv6 address by its /64.
+ * Why: a host is normally given a whole /64 and can use any address in it, so counting IPv6
+ * peers one address at a time would let one attacker look like as many peers as it likes, and
+ * the busiest-address eviction (and a per-address share) would no longer single it out.
+ */
+export function addressGroup(address: string): string {
+  if (!address.includes(':')) return address;
+  const lower = address.toLowerCase().split('%')[0];
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(lower);
+  if (mapped) return mapped[1];
+  const [head, tail] = lower.split('::');
+  const left = head ? head.split(':') : [];
+  const right = tail === undefined ? [] : tail ? tail.split(':') : [];
+  const zeros = tail === undefined ? 0 : 8 - left.length - right.length;
+  const groups = [...left, ...Array<string>(Math.max(0, zeros)).fill('0'), ...right];
+  return `${groups
+    .slice(0, 4)
+    .map((g) => g.replace(/^0+(?=.)/, ''))
+    .join(':')}::/64`;
+}
+
 /** One connection in an Admission: leave() once it is authenticated or gone. */
 export interface Ticket {
   /** Takes the connection out of the set (idempotent); it can no longer be evicted. */
@@ -62,18 +85,20 @@ export class Admission {
     return this.heldBy(address) >= this.perAddress;
   }
 
+
   /** Connections in the set now. */
   get size(): number {
     return this.count;
   }
 
-  /** Connections from `address` in the set now. */
+  /** Connections from `address` (its addressGroup) in the set now. */
   heldBy(address: string): number {
-    return this.byAddress.get(address)?.size ?? 0;
+    return this.byAddress.get(addressGroup(address))?.size ?? 0;
   }
 
-  /** Adds a connection from `address`; `evict` drops it if the set must shrink. */
-  admit(address: string, evict: () => void): Ticket {
+  /** Adds a connection from `peer` (counted in its addressGroup); `evict` drops it if the set must shrink. */
+  admit(peer: string, evict: () => void): Ticket {
+    const address = addressGroup(peer);
     let set = this.byAddress.get(address);
     if (!set) this.byAddress.set(address, (set = new Set()));
     const entry: Entry = {
