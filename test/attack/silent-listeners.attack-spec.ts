@@ -81,25 +81,22 @@ describe(`silent connections to ADMIN_LISTEN and API_LISTEN (${ATTACK_SCALE.name
     expect(fdsMax).toBeLessThanOrEqual(bound);
   }
 
-  it("the relay's ADMIN_LISTEN: silent connections are closed and bounded; /healthz and /test answer", async () => {
-    await flood(
+  it.each([
+    [
       'relay-admin-silent-connections',
       "the relay's ADMIN_LISTEN",
-      pair.ports.admin,
-      pair.relay.child.pid!,
+      'admin',
+      'relay',
       256,
-      () => getOk(pair.ports.admin, '/healthz'),
-    );
-  });
-
-  it("the worker's API_LISTEN: silent connections are closed and bounded; /test answers there and through the relay", async () => {
-    await flood(
-      'api-silent-connections',
-      "the worker's API_LISTEN",
-      pair.ports.api,
-      pair.worker.child.pid!,
-      1024,
-      () => getOk(pair.ports.api, '/test'),
-    );
-  });
+      '/healthz',
+    ],
+    ['api-silent-connections', "the worker's API_LISTEN", 'api', 'worker', 1024, '/test'],
+  ] as const)(
+    '%s: silent connections to %s are closed and bounded; it and /test through the relay answer',
+    async (name, what, port, daemon, maxWaiting, path) => {
+      await flood(name, what, pair.ports[port], pair[daemon].child.pid!, maxWaiting, () =>
+        getOk(pair.ports[port], path),
+      );
+    },
+  );
 });

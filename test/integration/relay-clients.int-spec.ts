@@ -136,11 +136,8 @@ describe('relay clients on RELAY_LISTEN', () => {
     await waitFor(() => pair.server.openStreams === 0 && pair.client.openStreams === 0);
   });
 
-  it('closes a client that stays silent once the worker ended its side, and its stream id is free again', async () => {
-    // The API ends an idle keep-alive connection (a FIN, relayed to the client); the client
-    // keeps its side open and says nothing. Until it closes, the stream's id stays taken on
-    // both ends, and the worker side takes one stream here (maxStreams 1).
-    api.keepAliveTimeout = 200;
+  /** A second relay listener on the same session, with a long idle timeout and a short FIN wait. */
+  async function finWaitRelay(): Promise<{ relay2: Server; port2: number }> {
     const clients = new RelayClients({
       target: 'api',
       http: true,
@@ -151,7 +148,15 @@ describe('relay clients on RELAY_LISTEN', () => {
     });
     const relay2 = createServer({ allowHalfOpen: true }, (c) => clients.accept(c));
     await new Promise<void>((r) => relay2.listen(0, '127.0.0.1', r));
-    const port2 = (relay2.address() as { port: number }).port;
+    return { relay2, port2: (relay2.address() as { port: number }).port };
+  }
+
+  it('closes a client that stays silent once the worker ended its side, and its stream id is free again', async () => {
+    // The API ends an idle keep-alive connection (a FIN, relayed to the client); the client
+    // keeps its side open and says nothing. Until it closes, the stream's id stays taken on
+    // both ends, and the worker side takes one stream here (maxStreams 1).
+    api.keepAliveTimeout = 200;
+    const { relay2, port2 } = await finWaitRelay();
     try {
       const s = connect({ port: port2, host: '127.0.0.1', allowHalfOpen: true });
       s.on('error', () => undefined);
@@ -179,17 +184,7 @@ describe('relay clients on RELAY_LISTEN', () => {
     const big = 'x'.repeat(8 * 1024 * 1024);
     api.removeAllListeners('request');
     api.on('request', (_req, res) => res.end(big));
-    const clients = new RelayClients({
-      target: 'api',
-      http: true,
-      pool: { pick: () => session, whyDown: () => 'down' },
-      log: silentLogger(),
-      refused: (r) => refused.push(r),
-      limits: { firstByteMs: 300, idleMs: 15_000, finWaitMs: 300 },
-    });
-    const relay2 = createServer({ allowHalfOpen: true }, (c) => clients.accept(c));
-    await new Promise<void>((r) => relay2.listen(0, '127.0.0.1', r));
-    const port2 = (relay2.address() as { port: number }).port;
+    const { relay2, port2 } = await finWaitRelay();
     try {
       const s = connect({ port: port2, host: '127.0.0.1' });
       s.on('error', () => undefined);
