@@ -1,6 +1,8 @@
 import fc from 'fast-check';
 import {
+  cleanProgressMessage,
   MAX_PROGRESS_LINE,
+  MAX_PROGRESS_MESSAGE,
   parseProgressLine,
   ProgressScanner,
   ProgressThrottle,
@@ -20,6 +22,48 @@ describe('progress lines', () => {
     expect(parseProgressLine('::progress:: 101')).toBeUndefined();
     expect(parseProgressLine('::progress:: -1')).toBeUndefined();
     expect(parseProgressLine('x ::progress:: 5')).toBeUndefined();
+  });
+
+  it('keeps printable characters only: control characters and ANSI sequences go, tabs become spaces', () => {
+    expect(parseProgressLine('::progress:: 5 \x1b[31mred\x1b[0m\tdone\x01\x7f\x9b ok')).toEqual({
+      percent: 5,
+      message: 'red done ok',
+    });
+    expect(parseProgressLine('::progress:: 5 a\u202eb\u2066c')).toEqual({
+      percent: 5,
+      message: 'abc',
+    });
+    // Nothing printable left: no message.
+    expect(parseProgressLine(`::progress:: 7 ${'\x01'.repeat(1000)}`)).toEqual({ percent: 7 });
+    expect(parseProgressLine('::progress:: 7 étape 3 ✓ 😀')?.message).toBe('étape 3 ✓ 😀');
+  });
+
+  it('cuts a message at 1 KiB of UTF-8, at a character boundary, ending with …', () => {
+    // The review's line: 64 KiB of \x01 between printable bytes was a 390 KB record.
+    const hostile = `::progress:: 50 ${'a\x01'.repeat(30_000)}`;
+    const m = parseProgressLine(hostile)!.message!;
+    expect(Buffer.byteLength(m)).toBeLessThanOrEqual(MAX_PROGRESS_MESSAGE);
+    expect(m.endsWith('…')).toBe(true);
+    expect(JSON.stringify({ message: m }).length).toBeLessThan(1100);
+    for (const unit of ['é', '😀', '✓', 'x']) {
+      const cut = cleanProgressMessage(unit.repeat(2000));
+      expect(Buffer.byteLength(cut)).toBeLessThanOrEqual(MAX_PROGRESS_MESSAGE);
+      expect(Buffer.byteLength(cut)).toBeGreaterThan(MAX_PROGRESS_MESSAGE - 8);
+      expect(cut).not.toContain('\ufffd');
+      expect(cut.slice(0, -1)).toBe(unit.repeat([...cut].length - 1));
+    }
+    expect(cleanProgressMessage('x'.repeat(MAX_PROGRESS_MESSAGE))).toBe('x'.repeat(1024));
+  });
+
+  it('keeps any message within the rules, whatever the line holds', () => {
+    fc.assert(
+      fc.property(fc.fullUnicodeString({ maxLength: 3000 }), (msg) => {
+        const m = parseProgressLine(`::progress:: 1 ${msg}`)?.message;
+        if (m === undefined) return;
+        expect(Buffer.byteLength(m)).toBeLessThanOrEqual(MAX_PROGRESS_MESSAGE);
+        expect(m).not.toMatch(/[\p{Cc}\p{Cs}\u202a-\u202e\u2066-\u2069]/u);
+      }),
+    );
   });
 
   it('round-trips every whole percentage with any message', () => {

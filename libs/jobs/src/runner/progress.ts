@@ -14,13 +14,45 @@ const NEWLINE = 0x0a;
  */
 export const MAX_PROGRESS_LINE = 64 * 1024;
 
+/**
+ * The longest progress message kept, in UTF-8 bytes (1 KiB), after cleaning: a longer one is cut
+ * at a character boundary and ends with `…`. The message is in the job's record, which every
+ * `GET /jobs` (up to 1,000 records), every event of `/events` and every log follower's poll
+ * (5 a second) reads again: a 64 KiB line of \x01 used to become a 390 KB record (`\u0001`).
+ */
+export const MAX_PROGRESS_MESSAGE = 1024;
+
+/** ANSI escape sequences (colours, cursor moves): removed whole, not only their ESC. */
+// eslint-disable-next-line no-control-regex -- ESC is what an ANSI sequence starts with
+const ANSI = /\x1b(?:\[[0-?]*[ -/]*[@-~]|[@-Z\\-_])/g;
+/**
+ * What is never kept of a message: control characters (C0, DEL, C1; a tab becomes a space
+ * first), unpaired surrogates, and the bidirectional overrides and isolates that reorder what a
+ * terminal or a page shows after them.
+ */
+const UNPRINTABLE = /[\p{Cc}\p{Cs}\u202a-\u202e\u2066-\u2069]/gu;
+
+/**
+ * A progress message as it is kept: printable characters only (ANSI sequences and other control
+ * characters dropped, tabs made spaces), trimmed, at most MAX_PROGRESS_MESSAGE bytes of UTF-8.
+ * Empty: no message.
+ */
+export function cleanProgressMessage(raw: string): string {
+  const clean = raw.replace(ANSI, '').replace(/\t/g, ' ').replace(UNPRINTABLE, '').trim();
+  if (Buffer.byteLength(clean) <= MAX_PROGRESS_MESSAGE) return clean;
+  // Whole characters only, with room for the 3 bytes of the ellipsis.
+  const room = new Uint8Array(MAX_PROGRESS_MESSAGE - 3);
+  const { read } = new TextEncoder().encodeInto(clean, room);
+  return `${clean.slice(0, read).trimEnd()}…`;
+}
+
 /** Parses one output line; anything else (or a value outside 0-100) is not progress. */
 export function parseProgressLine(line: string): ProgressUpdate | undefined {
   const m = PROGRESS.exec(line.trimEnd());
   if (!m) return undefined;
   const percent = Number(m[1]);
   if (!(percent >= 0 && percent <= 100)) return undefined;
-  const message = m[2]?.trim();
+  const message = m[2] === undefined ? '' : cleanProgressMessage(m[2]);
   return message ? { percent, message } : { percent };
 }
 
