@@ -19,6 +19,8 @@ import { NestFactory } from '@nestjs/core';
 import { loadWorkerConfig, silentLogger } from '../../libs/config/src';
 import { JobsModule, JobsRuntime } from '../../libs/jobs/src';
 import { STREAM_LIMITS } from '../../libs/jobs/src/api/stream-limits';
+import { JobsService } from '../../libs/jobs/src/jobs.service';
+import { JobRecordsRepository } from '../../libs/jobs/src/queue/job-records.repository';
 import { JobsClient } from '../../libs/jobs/src/testing/client';
 import { startRedis, type TestRedis } from '../support/redis';
 
@@ -306,6 +308,31 @@ describe('job output routes against a real Redis', () => {
       ]);
     });
 
+    it('sends a client that stopped reading only the newest state once it reads again', async () => {
+      const bus = w.app.get(JobRecordsRepository).bus;
+      const rec = await w.app.get(JobsService).get(running);
+      const s = connect(w.port, '127.0.0.1');
+      await once(s, 'connect');
+      s.write(`GET /jobs/${running}/events HTTP/1.1\r\nHost: x\r\n\r\n`);
+      await once(s, 'data');
+      s.pause();
+      // 400 updates of 64 KB (26 MB): far more than the socket's buffers take.
+      const updates = 400;
+      for (let i = 1; i <= updates; i++) {
+        bus.emit(`event:${running}`, { ...rec, message: `update ${i} ${'x'.repeat(64_000)}` });
+        if (i % 50 === 0) await new Promise((r) => setTimeout(r, 20));
+      }
+      let got = '';
+      s.on('data', (d: Buffer) => (got += d.toString('latin1')));
+      s.resume();
+      await waitForText(() => got, `update ${updates} `);
+      s.destroy();
+      const sent = [...got.matchAll(/"message":"update (\d+) /g)].map((m) => Number(m[1]));
+      // What the buffers held when it stopped reading, then the newest alone: never all 400.
+      expect(sent.at(-1)).toBe(updates);
+      expect(sent.length).toBeLessThan(updates / 2);
+    });
+
     it('refuses the stream past the per-job limit with 503, Retry-After and the limit named', async () => {
       const held = [];
       for (let i = 0; i < STREAM_LIMITS.events.perJob; i++) {
@@ -355,3 +382,11 @@ describe('job output routes against a real Redis', () => {
     expect((await w.api.call('GET', `/jobs/${id}`)).status).toBe(404);
   });
 });
+
+async function waitForText(text: () => string, wanted: string, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!text().includes(wanted)) {
+    if (Date.now() > deadline) throw new Error(`'${wanted}' not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

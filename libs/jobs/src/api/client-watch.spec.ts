@@ -98,7 +98,7 @@ describe('ClientWatch', () => {
     const results: string[] = [];
     const s = await serve((req, res) => {
       res.writeHead(200);
-      const w = new ClientWatch(req, res);
+      const w = new ClientWatch(req, res, 60_000, Infinity);
       // Fill the socket until a write says "wait"; the client never reads.
       const big = Buffer.alloc(1024 * 1024);
       while (w.write(big));
@@ -118,7 +118,7 @@ describe('ClientWatch', () => {
     const s = await serve((req, r) => {
       res = r;
       r.writeHead(200);
-      const w = new ClientWatch(req, r, 300);
+      const w = new ClientWatch(req, r, 300, Infinity);
       const big = Buffer.alloc(1024 * 1024);
       // Keeps writing whenever the socket takes more, until the kernel's buffers are full too.
       const pump = async () => {
@@ -135,6 +135,53 @@ describe('ClientWatch', () => {
     await waitFor(() => res !== undefined);
     expect(res!.destroyed).toBe(false);
     await waitFor(() => res!.destroyed, 5_000);
+    c.destroy();
+  });
+
+  it('cuts a client at once when more than maxBuffered bytes wait for it, before the stall time', async () => {
+    let res: ServerResponse | undefined;
+    let written = 0;
+    const s = await serve((req, r) => {
+      res = r;
+      r.writeHead(200);
+      const w = new ClientWatch(req, r, 60_000, 256 * 1024);
+      // Writes on without waiting for drain (as an event stream did): 64 KiB every 5 ms.
+      const chunk = Buffer.alloc(64 * 1024, 0x61);
+      const t = setInterval(() => {
+        if (r.destroyed) return clearInterval(t);
+        w.write(chunk);
+        written += chunk.length;
+      }, 5);
+    });
+    server = s.server;
+    const c = await s.client();
+    c.pause();
+    await waitFor(() => res?.destroyed === true, 10_000);
+    // Cut with at most the cap waiting in the response, besides what the kernel buffers hold.
+    expect(res!.writableLength).toBeLessThanOrEqual(256 * 1024 + 64 * 1024);
+    expect(written).toBeGreaterThan(256 * 1024);
+    c.destroy();
+  });
+
+  it('never cuts a client that reads, however much it is sent', async () => {
+    let res: ServerResponse | undefined;
+    const s = await serve((req, r) => {
+      res = r;
+      r.writeHead(200);
+      const w = new ClientWatch(req, r, 60_000, 256 * 1024);
+      const chunk = Buffer.alloc(64 * 1024, 0x61);
+      void (async () => {
+        for (let i = 0; i < 256 && !r.destroyed; i++) if (!w.write(chunk)) await w.drain();
+        r.end();
+      })();
+    });
+    server = s.server;
+    const c = await s.client();
+    let got = 0;
+    c.on('data', (d: Buffer) => (got += d.length));
+    await waitFor(() => res?.writableFinished === true, 10_000);
+    expect(res!.destroyed && !res!.writableFinished).toBe(false);
+    await waitFor(() => got > 256 * 64 * 1024);
     c.destroy();
   });
 

@@ -4,6 +4,16 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 export const STALL_MS = 60_000;
 
 /**
+ * The most bytes one answer may have waiting for its client (1 MiB): a write that leaves more
+ * cuts the client at once, whatever the stall time. Event streams write only the latest state
+ * once their client drains (job-output.controller.ts) and followers wait for drain, so a client
+ * that reads gets nowhere near it; it is what bounds the worker's memory if something else writes
+ * to a client that does not read (8 stalled event streams of a chatty job grew the heap by
+ * 31 MB/s for the whole 60 s stall time).
+ */
+export const MAX_BUFFERED = 1024 * 1024;
+
+/**
  * Watches the client of a long-lived answer (`/events`, `logs?follow=1`), so that the answer ends
  * when its client goes, at once, and never waits on it forever:
  *
@@ -13,7 +23,8 @@ export const STALL_MS = 60_000;
  *   which made a silent stream whose client had gone wait in CLOSE-WAIT, through the relay too,
  *   until its next write. A client that half-closes gets what there is now, then the end;
  * - a write the client does not take for `stallMs` (it stopped reading) destroys the connection,
- *   and every wait for `drain` also ends when the client goes (it used to wait forever).
+ *   and every wait for `drain` also ends when the client goes (it used to wait forever);
+ * - so does a write that leaves more than `maxBuffered` bytes waiting for the client.
  */
 export class ClientWatch {
   /** Waits for 'drain' (ended by the client going too). */
@@ -28,6 +39,7 @@ export class ClientWatch {
     private readonly req: IncomingMessage,
     private readonly res: ServerResponse,
     private readonly stallMs = STALL_MS,
+    private readonly maxBuffered = MAX_BUFFERED,
   ) {
     res.once('close', this.gone);
     res.on('drain', this.drained);
@@ -54,10 +66,22 @@ export class ClientWatch {
     else this.onGone.add(fn);
   }
 
-  /** Writes `chunk` unless the connection is gone; arms the stall cut when the client lags. */
+  /** True while what was written waits for the client to take it (a write now would queue). */
+  get backedUp(): boolean {
+    return this.res.writableNeedDrain;
+  }
+
+  /**
+   * Writes `chunk` unless the connection is gone; arms the stall cut when the client lags, and
+   * cuts it at once when more than `maxBuffered` bytes would wait for it.
+   */
   write(chunk: string | Buffer): boolean {
     if (this.closed || this.res.writableEnded) return false;
     const ok = this.res.write(chunk);
+    if (this.res.writableLength > this.maxBuffered) {
+      this.res.destroy();
+      return false;
+    }
     if (!ok && !this.stallTimer) {
       this.stallTimer = setTimeout(() => this.res.destroy(), this.stallMs);
       this.stallTimer.unref();

@@ -155,8 +155,13 @@ export class JobOutputController {
     const release = this.take('events', id, res);
     const watch = new ClientWatch(req, res);
     res.writeHead(200, SSE_HEADERS);
+    /** The last record written to the client, and the newest one waiting for it to drain. */
     let last: JobRecord | undefined;
+    let waiting: JobRecord | undefined;
     let ended = false;
+    // A client that is not taking what it was sent gets no more until it has: only the newest
+    // record waits, and goes out once it drains (the final one goes at once, then the end). A
+    // job's updates (10 a second) used to queue in memory, each, for every stalled client.
     const send = (rec: JobRecord) => {
       if (ended) return;
       if (
@@ -164,14 +169,29 @@ export class JobOutputController {
         last.state === rec.state &&
         last.progress === rec.progress &&
         last.message === rec.message
-      )
+      ) {
+        waiting = undefined;
         return;
+      }
+      if (watch.backedUp && !isFinal(rec.state)) {
+        if (!waiting) void watch.drain().then(sendWaiting);
+        waiting = rec;
+        return;
+      }
+      waiting = undefined;
       const kind = !last || last.state !== rec.state ? 'state' : 'progress';
       last = rec;
       watch.write(sseEvent(kind, rec));
       if (isFinal(rec.state)) end();
     };
-    const heartbeat = setInterval(() => watch.write(': keep-alive\n\n'), SSE_HEARTBEAT_MS);
+    const sendWaiting = () => {
+      const rec = waiting;
+      waiting = undefined;
+      if (rec) send(rec);
+    };
+    const heartbeat = setInterval(() => {
+      if (!watch.backedUp) watch.write(': keep-alive\n\n');
+    }, SSE_HEARTBEAT_MS);
     const end = () => {
       if (ended) return;
       ended = true;
