@@ -6,6 +6,7 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
+  rmSync,
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
@@ -162,6 +163,44 @@ describe('job output routes against a real Redis', () => {
       const stale = await fetch(file, { headers: { Range: 'bytes=0-0', 'If-Range': '"old"' } });
       expect(stale.status).toBe(200);
       await stale.arrayBuffer();
+    });
+
+    it('refuses downloads past the per-address limit with 503 naming it, and gives the slot back', async () => {
+      // A file far larger than the socket buffers: a client that does not read holds it.
+      const big = path.join(w.data, 'jobs', 'odd', odd, 'output', 'big.bin');
+      writeFileSync(big, Buffer.alloc(32 * 1024 * 1024));
+      const held = [];
+      for (let i = 0; i < STREAM_LIMITS.downloads.perAddress; i++) {
+        const s = connect(w.port, '127.0.0.1');
+        await once(s, 'connect');
+        s.write(`GET /jobs/${odd}/files/big.bin HTTP/1.1\r\nHost: x\r\n\r\n`);
+        await once(s, 'data');
+        s.pause();
+        held.push(s);
+      }
+      for (const p of [`/jobs/${odd}/files/data.bin`, `/jobs/${odd}/logs`]) {
+        const over = await fetch(`${w.api.base}${p}`);
+        expect(over.status).toBe(503);
+        expect(over.headers.get('retry-after')).toBe('5');
+        expect(over.headers.get('content-disposition')).toBeNull();
+        expect(await over.json()).toMatchObject({
+          statusCode: 503,
+          limit: 'downloads per address',
+          max: STREAM_LIMITS.downloads.perAddress,
+        });
+      }
+      // HEAD sends no body and takes no slot.
+      expect((await fetch(file, { method: 'HEAD' })).status).toBe(200);
+      for (const s of held) s.destroy();
+      rmSync(big);
+      const deadline = Date.now() + 5_000;
+      let status = 0;
+      while (Date.now() < deadline && status !== 200) {
+        const res = await fetch(file);
+        status = res.status;
+        await res.arrayBuffer();
+      }
+      expect(status).toBe(200);
     });
 
     it('answers HEAD with the headers only', async () => {

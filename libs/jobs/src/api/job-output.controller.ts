@@ -1,5 +1,4 @@
 import path from 'node:path';
-import { pipeline } from 'node:stream';
 import { Controller, Get, Inject, Param, Query, Req, Res, UseFilters } from '@nestjs/common';
 import { ApiTags } from '@nestjs/swagger';
 import type { Request, Response } from 'express';
@@ -12,6 +11,7 @@ import { ClientWatch } from './client-watch';
 import { checkJobId, JobErrorsFilter } from './http-errors';
 import { ApiDownload, ApiEvents, ApiFiles, ApiLogs } from './job-output.openapi';
 import { ApiHostGuard } from './responses';
+import { sendBytes } from './send-bytes';
 import { RETRY_AFTER_S, StreamLimitError, StreamLimits, type StreamKind } from './stream-limits';
 
 const FOLLOW_POLL_MS = 200;
@@ -36,7 +36,8 @@ export function eventId(rec: JobRecord): string {
  * What a job printed, its events, and the files it wrote. Every answer here that reads the job's
  * folder does so through ResultsStore (job-files.ts): opened first, checked after, read from
  * the descriptor it checked. Every long-lived answer ends when its client goes (ClientWatch) and
- * is capped per job and in total (StreamLimits).
+ * is capped per job and in total (StreamLimits); downloads (files and plain logs) are capped per
+ * client address and in total, and cut when their client takes nothing for 60 s (sendBytes).
  */
 @ApiTags('jobs')
 @ApiHostGuard()
@@ -76,16 +77,32 @@ export class JobOutputController {
   ) {
     const rec = await this.record(id);
     if (follow === '1' || follow === 'true') return this.follow(rec, req, res);
-    const log = await this.store.openLog(this.store.paths(rec.experiment, rec.id));
-    const size = log?.stat.size ?? 0;
-    res.status(200).type('text/plain; charset=utf-8').set('Content-Length', String(size));
-    if (!log || size === 0 || req.method === 'HEAD') {
-      await log?.handle.close();
-      return res.end();
+    const release = this.takeDownload(req, res);
+    let sending = false;
+    try {
+      const log = await this.store.openLog(this.store.paths(rec.experiment, rec.id));
+      const size = log?.stat.size ?? 0;
+      res.status(200).type('text/plain; charset=utf-8').set('Content-Length', String(size));
+      if (!log || size === 0 || req.method === 'HEAD') {
+        await log?.handle.close();
+        return res.end();
+      }
+      // What the log held when it was opened; the descriptor is closed at the end, or when the
+      // client goes or is cut (sendBytes).
+      sending = true;
+      void sendBytes(log, 0, size - 1, res).finally(release);
+    } finally {
+      if (!sending) release();
     }
-    // What the log held when it was opened; the descriptor is closed at the end, or when the
-    // client goes (pipeline destroys the read stream, which closes it).
-    sendBytes(log, 0, size - 1, res);
+  }
+
+  /**
+   * A download's slot (`files/PATH`, plain `logs`), counted per client address (every client
+   * through the tunnel is one), or 503 with Retry-After. HEAD sends no body and takes none.
+   */
+  private takeDownload(req: Request, res: Response): () => void {
+    if (req.method === 'HEAD') return () => undefined;
+    return this.take('downloads', req.socket.remoteAddress ?? 'tunnel', res);
   }
 
   /** logs?follow=1: what the log holds, then what is appended, until the job ends. */
@@ -235,12 +252,11 @@ export class JobOutputController {
   ) {
     const rec = await this.record(id);
     const requested = Array.isArray(rel) ? rel.join('/') : rel;
-    const file = await this.store.openOutputFile(
-      this.store.paths(rec.experiment, rec.id),
-      requested,
-    );
+    const release = this.takeDownload(req, res);
+    let file: OpenedFile | undefined;
     let sending = false;
     try {
+      file = await this.store.openOutputFile(this.store.paths(rec.experiment, rec.id), requested);
       const { size, mtime, ino } = file.stat;
       const etag = `"${ino.toString(16)}-${size.toString(16)}-${mtime.getTime().toString(16)}"`;
       const lastModified = mtime.toUTCString();
@@ -268,9 +284,12 @@ export class JobOutputController {
       }
       if (req.method === 'HEAD' || end < start) return void res.end();
       sending = true;
-      sendBytes(file, start, end, res);
+      void sendBytes(file, start, end, res).finally(release);
     } finally {
-      if (!sending) await file.handle.close();
+      if (!sending) {
+        release();
+        await file?.handle.close();
+      }
     }
   }
 }
@@ -278,20 +297,6 @@ export class JobOutputController {
 /** One SSE event about `rec`, with its id (eventId). */
 function sseEvent(kind: 'state' | 'progress', rec: JobRecord): string {
   return `id: ${eventId(rec)}\nevent: ${kind}\ndata: ${JSON.stringify(publicRecord(rec))}\n\n`;
-}
-
-/**
- * Sends bytes `start`..`end` of the opened file and closes it: at the end, or when the client
- * goes (pipeline destroys the read stream, which closes the descriptor; no garbage collector
- * left to do it). A file that shrank meanwhile cuts the connection rather than send fewer bytes
- * than Content-Length promised.
- */
-function sendBytes(file: OpenedFile, start: number, end: number, res: Response): void {
-  const stream = file.handle.createReadStream({ start, end });
-  stream.once('end', () => {
-    if (stream.bytesRead < end - start + 1) res.destroy();
-  });
-  pipeline(stream, res, () => undefined);
 }
 
 /**

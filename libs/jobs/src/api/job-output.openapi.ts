@@ -46,7 +46,9 @@ export const ApiLogs = () =>
       description:
         'stdout and stderr as the job wrote them, bytes as they are. Following sends the headers ' +
         'at once (also for a queued job), then what the log holds and what is appended, until the ' +
-        'job ends; at most 32 followers per job and 256 in all.',
+        'job ends; at most 32 followers per job and 256 in all. The log as it is now is a ' +
+        'download: at most 64 per client address (every client through the relay counts as ' +
+        'one) and 128 in all, cut when its client takes nothing for 60 s.',
     }),
     ApiJobIdParam(),
     ApiQuery({
@@ -122,7 +124,10 @@ export const ApiDownload = () =>
         'One range (`bytes=a-b`, `bytes=a-`, `bytes=-n`) answers 206; a range that starts at or ' +
         'past the end, `bytes=-0`, or any range of an empty file 416; several ranges, another ' +
         'unit or an invalid range the whole file (200), as does an If-Range that is not the ' +
-        'current ETag or Last-Modified. HEAD gives the same headers without the body.',
+        'current ETag or Last-Modified. HEAD gives the same headers without the body. At most ' +
+        '64 downloads (files and plain logs) per client address (every client through the ' +
+        'relay counts as one) and 128 in all, else 503; a download whose client takes nothing ' +
+        'for 60 s is cut.',
     }),
     ApiJobIdParam(),
     ApiParam({
@@ -175,5 +180,6 @@ export const ApiDownload = () =>
         'the path is refused (see the parameter), or names a link, a FIFO or anything but a ' +
         'regular file',
       more404: 'no such file in output/',
+      stream: true,
     }),
   );

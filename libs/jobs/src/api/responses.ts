@@ -58,14 +58,15 @@ const REDIS_DOWN = 'the job queue (Redis) is unavailable: retry shortly';
 export const ApiRedisDown = (): Decorator => ApiError(503, REDIS_DOWN);
 
 /**
- * 503 of a long-lived answer (`logs?follow`, `events`): over its stream cap (StreamLimitError,
- * with Retry-After), or Redis away (HttpError).
+ * 503 of a long-lived answer (`logs`, `events`, `files/PATH`): over its stream cap
+ * (StreamLimitError, with Retry-After), or Redis away (HttpError).
  */
 export const ApiStreamRefused = (): Decorator =>
   ApiResponse({
     status: 503,
     description:
-      `too many such streams open (on this job, or on this worker): retry after Retry-After ` +
+      `too many such streams open (on this job, from this address, or on this worker): ` +
+      `retry after Retry-After ` +
       `seconds, or close one; or ${REDIS_DOWN}`,
     content: {
       'application/json': {

@@ -1,6 +1,6 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { JOB_STATES, type JobState } from '../job-record';
-import { STREAM_LIMITS } from './stream-limits';
+import { LIMIT_NAMES } from './stream-limits';
 
 /*
  * The job API's bodies as OpenAPI schemas (components.schemas of /docs-json). These classes
@@ -33,10 +33,7 @@ export class HttpError {
 /** 503 for a long-lived answer over its cap (`stream-limits.ts`), sent with `Retry-After`. */
 export class StreamLimitError extends HttpError {
   @ApiProperty({
-    enum: (Object.keys(STREAM_LIMITS) as (keyof typeof STREAM_LIMITS)[]).flatMap((k) => [
-      `${k} per job`,
-      `${k} in total`,
-    ]),
+    enum: LIMIT_NAMES,
     description: 'which cap refused it',
   })
   limit!: string;

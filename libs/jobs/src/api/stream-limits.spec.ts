@@ -39,4 +39,32 @@ describe('stream limits', () => {
     expect(() => limits.take('logs', JOB(9999))).not.toThrow();
     expect(() => limits.take('logs', JOB(10000))).toThrow(/log followers .* on this worker/);
   });
+
+  it('counts downloads per client address and in total, below half of a session of streams', () => {
+    const { perAddress, total } = STREAM_LIMITS.downloads;
+    expect(
+      STREAM_LIMITS.events.total + STREAM_LIMITS.logs.total + STREAM_LIMITS.downloads.total,
+    ).toBeLessThanOrEqual(1024 - 256);
+    expect(total).toBeLessThan(512);
+    const limits = new StreamLimits();
+    for (let i = 0; i < perAddress; i++) limits.take('downloads', 'tunnel');
+    let refused: StreamLimitError | undefined;
+    try {
+      limits.take('downloads', 'tunnel');
+    } catch (err) {
+      refused = err as StreamLimitError;
+    }
+    expect(refused?.getStatus()).toBe(503);
+    expect(refused?.getResponse()).toMatchObject({
+      limit: 'downloads per address',
+      max: perAddress,
+      message: expect.stringMatching(/downloads .* from this address .*: the limit is 64; retry/),
+    });
+    // Another address still has room, up to the total.
+    for (let i = perAddress; i < total; i++) limits.take('downloads', '127.0.0.1');
+    expect(() => limits.take('downloads', '::1')).toThrow(/downloads .* on this worker/);
+    expect(limits.open('downloads')).toBe(total);
+    // Event streams and followers are counted apart.
+    expect(() => limits.take('events', JOB(1))).not.toThrow();
+  });
 });
