@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { constants as fsc, type Stats } from 'node:fs';
+import { constants as fsc, type Dir, type Stats } from 'node:fs';
 import {
+  chmod,
   lstat,
   open,
   opendir,
-  readdir,
   readlink,
   rename,
   rmdir,
@@ -225,8 +225,13 @@ export async function walkFiles(
 
 /** Folders deeper than this below the removed one are first moved up to it (descriptors used). */
 const REMOVE_DEPTH = 32;
-/** Passes over the removed folder before giving up (only a live writer could need more). */
-const REMOVE_PASSES = 1000;
+/** How long one removeTree call may work (the rest is left for the next call: the next sweep). */
+export const REMOVE_MS = 60_000;
+/** Names read from a folder at a time: a folder of a million names is never held whole. */
+const REMOVE_BATCH = 64;
+
+/** removeTree ran out of time, or a pass removed nothing; what is left stays for the next call. */
+export class TreeNotRemovedError extends Error {}
 
 /**
  * Removes the folder `dir` and everything in it, like `rm -rf`, but never through a link: every
@@ -234,22 +239,44 @@ const REMOVE_PASSES = 1000;
  * again by name, so a folder swapped for a link to / during the walk would lead it there).
  * `dir` itself must be a name the job cannot change (the job folder: its parent is the daemon's).
  * A missing `dir` is not an error.
+ *
+ * What a job can do against it, and what it does instead of giving up:
+ * - a folder it made unwritable or unreadable (chmod 500, 000): each folder is given u+rwx before
+ *   it is emptied (see openToEmpty for why that can touch nothing else);
+ * - a chain of folders tens of thousands deep: the passes go on as long as each one removes
+ *   something (32 levels a pass, the rest moved up), within `ms`;
+ * - millions of names in one folder: they are read 64 at a time and removed as they are read.
+ * When `ms` runs out, or a pass removes nothing (an error it cannot get past: the first one is
+ * in the message), it throws TreeNotRemovedError and leaves what is left for the next call.
  */
-export async function removeTree(dir: string): Promise<void> {
-  let top: FileHandle;
+export async function removeTree(dir: string, ms = REMOVE_MS): Promise<void> {
+  let top: FileHandle | undefined;
   try {
-    top = await open(dir, DIR);
+    top = await openToEmpty(dir);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return;
-    // A link or a file where the folder was: remove that name, never what it points to.
-    if (code === 'ENOTDIR' || code === 'ELOOP') return unlink(dir);
     throw err;
   }
+  // A link or a file where the folder was: remove that name, never what it points to.
+  if (!top) return unlink(dir);
+  const deadline = performance.now() + ms;
   try {
     for (let pass = 0; ; pass++) {
-      if ((await emptyFolder(top, top, 0)) === 0) break;
-      if (pass >= REMOVE_PASSES) throw new Error(`${dir}: still not empty after ${pass} passes`);
+      const p: RemovePass = { seen: 0, done: 0, deadline };
+      await emptyFolder(top, top, 0, p);
+      if (p.seen === 0) break;
+      if (performance.now() > deadline) {
+        throw new TreeNotRemovedError(
+          `${dir}: not removed whole within ${ms / 1000} s (${pass + 1} passes), left for later`,
+        );
+      }
+      if (p.done === 0) {
+        throw new TreeNotRemovedError(
+          `${dir}: a pass removed nothing of ${p.seen} entries` +
+            (p.error ? ` (${p.error.code ?? p.error.message})` : ''),
+        );
+      }
     }
   } finally {
     await top.close();
@@ -259,38 +286,154 @@ export async function removeTree(dir: string): Promise<void> {
   });
 }
 
+/** One pass of removeTree: entries seen, entries removed (or moved up), the first error. */
+interface RemovePass {
+  seen: number;
+  done: number;
+  deadline: number;
+  error?: NodeJS.ErrnoException;
+}
+
 /**
- * Removes what `dir` holds; folders beyond REMOVE_DEPTH are moved up into `top` for the next
- * pass instead. Returns how many entries it saw (0: `dir` was empty). Names are taken as bytes:
- * a name that is not UTF-8 must go too.
+ * Opens the folder at `at` (a path whose last name may be the job's: `/proc/self/fd/N/name`) for
+ * emptying; undefined when it is not a folder (a link, a file, ...). A folder the daemon may not
+ * read (a job's chmod 300 or 000) is first given u+rwx; one it may read but not change (500,
+ * 600) is given it by emptyFolder when an unlink there is refused (ownerRwx).
+ * Why these chmods can change nothing but a folder of the tree being removed:
+ * - the name is opened with O_NOFOLLOW (and O_DIRECTORY, or O_PATH where the folder cannot be
+ *   read): a link the job planted there is refused or opened as the link itself, never
+ *   followed, and a link is not a folder, so it is never chmodded;
+ * - the chmod goes to that very inode, by its descriptor (fchmod), or for an O_PATH one through
+ *   /proc/self/fd/N (the kernel follows that magic link to the inode it holds, not to a name
+ *   the job could swap meanwhile), only once fstat of the descriptor says it is a folder;
+ * - and `at` is either the removed folder itself or a name inside a folder already opened this
+ *   way (a descriptor, not a path), so it is inside the removed tree.
+ * Only the owner bits are added (u+rwx), and only to a folder of the daemon's uid (another
+ * user's would refuse the chmod, and as root unlink needs no permission bits anyway).
  */
-async function emptyFolder(top: FileHandle, dir: FileHandle, depth: number): Promise<number> {
-  const names = await readdir(fdPath(dir.fd), { encoding: 'buffer' });
-  const inDir = Buffer.from(`${fdPath(dir.fd)}/`);
-  for (const name of names) {
-    const entry = Buffer.concat([inDir, name]);
-    // unlink never follows the last component: a link is removed, not its target.
-    const err = await unlink(entry).then(
-      () => undefined,
-      (e: NodeJS.ErrnoException) => e,
-    );
-    if (!err || err.code === 'ENOENT') continue;
-    if (err.code !== 'EISDIR' && err.code !== 'EPERM') throw err;
-    if (depth >= REMOVE_DEPTH) {
-      await rename(entry, fdPath(top.fd, `.gsc-rm-${randomBytes(8).toString('hex')}`));
-      continue;
+async function openToEmpty(at: string | Buffer): Promise<FileHandle | undefined> {
+  const dir = await open(at, DIR).catch((e: NodeJS.ErrnoException) => {
+    if (e.code === 'ELOOP' || e.code === 'ENOTDIR') return null; // a link, a file...
+    if (e.code === 'EACCES') return undefined; // a folder we may not read (300, 000)
+    throw e;
+  });
+  if (dir !== undefined) return dir ?? undefined;
+  const probe = await open(at, PROBE);
+  try {
+    const st = await probe.stat();
+    if (!st.isDirectory() || !lacksOwnerRwx(st)) return undefined;
+    await chmod(fdPath(probe.fd), (st.mode & 0o7777) | 0o700);
+    const opened = await open(fdPath(probe.fd), fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NONBLOCK);
+    const again = await opened.stat().catch(() => undefined);
+    if (!again || again.ino !== st.ino || again.dev !== st.dev) {
+      await opened.close();
+      return undefined;
     }
-    const sub = await open(entry, DIR).catch(() => undefined);
-    if (!sub) continue; // swapped for something else meanwhile: the next pass sees it
-    try {
-      await emptyFolder(top, sub, depth + 1);
-    } finally {
-      await sub.close();
-    }
-    await rmdir(entry).catch((e: NodeJS.ErrnoException) => {
-      // Not empty: something was moved up into it from below (depth), or written meanwhile.
-      if (e.code !== 'ENOENT' && e.code !== 'ENOTEMPTY') throw e;
-    });
+    return opened;
+  } finally {
+    await probe.close();
   }
-  return names.length;
+}
+
+/** A folder of the daemon's uid without all of u+rwx (what openToEmpty and ownerRwx fix). */
+function lacksOwnerRwx(st: Stats): boolean {
+  return (st.mode & 0o700) !== 0o700 && st.uid === process.geteuid?.();
+}
+
+/** Gives u+rwx to the open folder `dir` if it is the daemon's (see openToEmpty); true if done. */
+async function ownerRwx(dir: FileHandle): Promise<boolean> {
+  const st = await dir.stat();
+  if (!st.isDirectory() || !lacksOwnerRwx(st)) return false;
+  await dir.chmod((st.mode & 0o7777) | 0o700);
+  return true;
+}
+
+/**
+ * Removes what `dir` holds, reading its names a few at a time and removing each as it is read;
+ * folders beyond REMOVE_DEPTH are moved up into `top` for the next pass instead. Counts into
+ * `p`. Names are taken as bytes: a name that is not UTF-8 must go too. An error on one entry is
+ * kept (the first) and the others are still removed.
+ */
+async function emptyFolder(
+  top: FileHandle,
+  dir: FileHandle,
+  depth: number,
+  p: RemovePass,
+): Promise<void> {
+  const inDir = Buffer.from(`${fdPath(dir.fd)}/`);
+  const keep = (e: NodeJS.ErrnoException) => {
+    p.error ??= e;
+  };
+  // An unlink, rename or rmdir refused in `dir` (a job's chmod 500): u+rwx, then once more.
+  let fixed = false;
+  const inDirOp = async (
+    op: () => Promise<unknown>,
+  ): Promise<NodeJS.ErrnoException | undefined> => {
+    try {
+      await op();
+      return undefined;
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      if (err.code !== 'EACCES' || fixed) return err;
+      fixed = true;
+      if (!(await ownerRwx(dir).catch(() => false))) return err;
+      return op().then(
+        () => undefined,
+        (again: NodeJS.ErrnoException) => again,
+      );
+    }
+  };
+  let names: Dir;
+  try {
+    names = await opendir(fdPath(dir.fd), {
+      encoding: 'buffer' as BufferEncoding,
+      bufferSize: REMOVE_BATCH,
+    });
+  } catch (e) {
+    return keep(e as NodeJS.ErrnoException);
+  }
+  try {
+    for await (const dirent of names) {
+      p.seen++;
+      if (performance.now() > p.deadline) break;
+      const entry = Buffer.concat([inDir, dirent.name as unknown as Buffer]);
+      if (!dirent.isDirectory()) {
+        // unlink never follows the last component: a link is removed, not its target.
+        const err = await inDirOp(() => unlink(entry));
+        if (!err || err.code === 'ENOENT') {
+          p.done++;
+          continue;
+        }
+        if (err.code !== 'EISDIR' && err.code !== 'EPERM') {
+          keep(err);
+          continue;
+        }
+      }
+      if (depth >= REMOVE_DEPTH) {
+        const to = fdPath(top.fd, `.gsc-rm-${randomBytes(8).toString('hex')}`);
+        const err = await inDirOp(() => rename(entry, to));
+        if (err) keep(err);
+        else p.done++;
+        continue;
+      }
+      const sub = await openToEmpty(entry).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== 'ENOENT') keep(e);
+        return undefined;
+      });
+      if (!sub) continue; // swapped for something else meanwhile: the next pass sees it
+      try {
+        await emptyFolder(top, sub, depth + 1, p);
+      } finally {
+        await sub.close();
+      }
+      const err = await inDirOp(() => rmdir(entry));
+      if (!err) p.done++;
+      // Not empty: something was moved up into it from below (depth), or written meanwhile.
+      else if (err.code !== 'ENOENT' && err.code !== 'ENOTEMPTY') keep(err);
+    }
+  } catch (e) {
+    keep(e as NodeJS.ErrnoException); // the folder went away or became unreadable mid-way
+  } finally {
+    await names.close().catch(() => undefined);
+  }
 }
