@@ -26,6 +26,12 @@ export interface JobHost {
   /** The job's log as it is on disk. */
   log(experiment: string, id: string): string;
   stop(): Promise<void>;
+  /**
+   * Stops the worker (SIGTERM) and starts it again, same environment and DATA_FOLDER (its
+   * embedded Redis with it); resolves once it logs `worker ready`, rejects if it does not
+   * within `timeoutMs` (or exits first). `daemon` is then the new process.
+   */
+  restart(timeoutMs?: number): Promise<void>;
 }
 
 /**
@@ -52,17 +58,24 @@ export async function startJobHost(
     name: `attack-jobs-${randomBytes(4).toString('hex')}`,
     extra: { WORKER_CONCURRENCY: '4', ...extra },
   });
-  const daemon = runCli(['worker'], w.env, dir);
+  let daemon = runCli(['worker'], w.env, dir);
   await daemon.waitForLog('worker ready', 60_000);
   return {
     dir,
     data,
     api: new JobsClient(`http://127.0.0.1:${w.api}`),
-    daemon,
+    get daemon() {
+      return daemon;
+    },
     jobDir: (experiment, id) => path.join(data, 'jobs', experiment, id),
     log: (experiment, id) =>
       readFileSync(path.join(data, 'jobs', experiment, id, 'logs', 'output.log'), 'utf8'),
     stop: async () => void (await daemon.stop()),
+    restart: async (timeoutMs = 60_000) => {
+      await daemon.stop();
+      daemon = runCli(['worker'], w.env, dir);
+      await daemon.waitForLog('worker ready', timeoutMs);
+    },
   };
 }
 

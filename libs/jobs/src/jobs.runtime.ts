@@ -112,7 +112,9 @@ export class JobsRuntime implements OnApplicationShutdown {
         .catch((err: Error) => log.warn({ err: err.message }, 'retention sweep failed'));
     }, this.options.sweepIntervalMs);
     this.sweepTimer.unref();
-    await service.sweep();
+    // Not awaited: a sweep can take minutes (a job folder of millions of files, a chain of
+    // folders thousands deep), and whatever it meets must never keep the worker from starting.
+    service.sweep().catch((err: Error) => log.warn({ err: err.message }, 'retention sweep failed'));
     // From now on EXPERIMENTS_DIR is followed: changes are read without a restart.
     this.reloader = new ExperimentsReloader({
       dir: config.experimentsDir,
@@ -223,6 +225,7 @@ export class JobsRuntime implements OnApplicationShutdown {
     this.closed ??= (async () => {
       this.reloader?.close();
       clearInterval(this.sweepTimer);
+      this.d.service.stopSweeping();
       this.executor.stopAll();
       await this.queue.closeWorkers(false);
       this.executor.dispose();

@@ -72,6 +72,7 @@ function setup(initial: JobRecord[] = []) {
       [...redis.values()].filter((r) => r.state === state),
     ),
     delete: jest.fn(),
+    createdBefore: jest.fn(async (_before: number) => [...redis.keys()]),
   };
   const store = {
     root: '/data/jobs',
@@ -80,7 +81,7 @@ function setup(initial: JobRecord[] = []) {
       calls.push(`folder ${r.state}`);
       return { dir: '/d', params: '/d/p', input: '/d/i', output: '/d/o', log: '/d/l' };
     }),
-    remove: jest.fn(async () => {
+    remove: jest.fn(async (_experiment: string, _id: string) => {
       calls.push('folder removed');
     }),
     writeRecord: jest.fn(async (r: JobRecord) => {
@@ -250,3 +251,54 @@ async function waitFor(check: () => boolean): Promise<void> {
   for (let i = 0; i < 200 && !check(); i++) await new Promise((r) => setTimeout(r, 5));
   expect(check()).toBe(true);
 }
+
+describe('JobsService.sweep', () => {
+  const ids = ['a', 'b', 'c'].map((c) => `${c.repeat(8)}-0000-4000-8000-000000000000`);
+
+  function sweeping() {
+    const s = setup(ids.map((id) => record({ id, state: 'succeeded' })));
+    const warn = jest.spyOn(s.log, 'warn');
+    // The second job's folder cannot be removed (a job's chmod 500 under a non-root worker).
+    s.store.remove.mockImplementation(async (_exp: string, id: string) => {
+      if (id === ids[1])
+        throw Object.assign(new Error('EACCES: permission denied'), { code: 'EACCES' });
+      s.calls.push(`folder removed ${id[0]}`);
+    });
+    return { ...s, warn };
+  }
+
+  it('goes on past a job it cannot remove, keeps that one for the next sweep, logs it once', async () => {
+    const s = sweeping();
+    expect(await s.service.sweep()).toBe(2);
+    expect(s.calls.filter((c) => c.startsWith('folder removed'))).toEqual([
+      'folder removed a',
+      'folder removed c',
+    ]);
+    expect(s.records.delete.mock.calls.map(([r]) => (r as JobRecord).id)).toEqual([ids[0], ids[2]]);
+    expect(s.service.sweepFailed).toBe(1);
+    const lines = () =>
+      s.warn.mock.calls.filter(([o]) => (o as { job?: string }).job === ids[1]).length;
+    expect(lines()).toBe(1);
+    // Tried again at each sweep; logged at the 2nd, 4th, 8th... failure only.
+    for (let i = 0; i < 3; i++) await s.service.sweep();
+    expect(s.service.sweepFailed).toBe(4);
+    expect(lines()).toBe(3);
+  });
+
+  it('runs one sweep at a time: a call meanwhile waits for the running one', async () => {
+    const s = sweeping();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    s.store.remove.mockImplementationOnce(async () => gate);
+    const first = s.service.sweep();
+    const second = s.service.sweep();
+    const third = s.service.sweep();
+    await new Promise((r) => setTimeout(r, 10));
+    expect(s.store.remove).toHaveBeenCalledTimes(1);
+    release();
+    expect(await first).toBe(2);
+    await second;
+    expect(await third).toBe(await second);
+    expect(s.records.createdBefore).toHaveBeenCalledTimes(2);
+  });
+});

@@ -303,18 +303,79 @@ export class JobsService {
     });
   }
 
-  /** Removes finished jobs older than RESULTS_TTL: folder, queue entry and record together. */
-  async sweep(now = Date.now()): Promise<number> {
-    let removed = 0;
-    for (const id of await this.d.records.createdBefore(now - this.d.resultsTtlMs)) {
-      const rec = await this.d.records.get(id);
-      if (!rec || !isFinal(rec.state)) continue;
-      await this.d.store.remove(rec.experiment, id);
-      await this.removeFromQueue(id);
-      await this.d.records.delete(rec);
-      removed++;
+  /** Jobs the retention sweep could not remove, by id: how many sweeps failed on each. */
+  private readonly sweepFailures = new Map<string, number>();
+  private sweeping?: Promise<number>;
+  private nextSweep?: { now: number; done: Promise<number> };
+  private sweepStopped = false;
+
+  /** Jobs a sweep failed to remove, counted over this process's life (GET /metrics has none). */
+  sweepFailed = 0;
+
+  /**
+   * Removes finished jobs older than RESULTS_TTL: folder, queue entry and record together. A job
+   * whose removal fails (a folder its job made that cannot be removed, or not within removeTree's
+   * time) is logged, counted and left for the next sweep (hourly: never a tight retry loop), and
+   * the sweep goes on with the next one: one hostile job keeps neither the others nor the disk
+   * from being freed. Its first failure is logged, then the 2nd, 4th, 8th... (one line each).
+   * One sweep at a time: a call while one runs waits for it, then sweeps (calls meanwhile share
+   * that one waiting sweep, with the latest `now`).
+   */
+  sweep(now = Date.now()): Promise<number> {
+    if (!this.sweeping) {
+      this.sweeping = this.sweepOnce(now).finally(() => {
+        this.sweeping = undefined;
+      });
+      return this.sweeping;
     }
-    if (removed) this.d.log.info({ removed }, 'retention: old jobs removed');
+    if (this.nextSweep) {
+      this.nextSweep.now = Math.max(this.nextSweep.now, now);
+      return this.nextSweep.done;
+    }
+    const next = { now, done: Promise.resolve(0) };
+    next.done = this.sweeping
+      .catch(() => 0)
+      .then(() => {
+        this.nextSweep = undefined;
+        return this.sweep(next.now);
+      });
+    this.nextSweep = next;
+    return next.done;
+  }
+
+  /** The running sweep, if any, stops before its next job (the worker is closing). */
+  stopSweeping(): void {
+    this.sweepStopped = true;
+  }
+
+  private async sweepOnce(now: number): Promise<number> {
+    let removed = 0;
+    let failed = 0;
+    for (const id of await this.d.records.createdBefore(now - this.d.resultsTtlMs)) {
+      if (this.sweepStopped) break;
+      try {
+        const rec = await this.d.records.get(id);
+        if (!rec || !isFinal(rec.state)) continue;
+        await this.d.store.remove(rec.experiment, id);
+        await this.removeFromQueue(id);
+        await this.d.records.delete(rec);
+        this.sweepFailures.delete(id);
+        removed++;
+      } catch (err) {
+        failed++;
+        this.sweepFailed++;
+        const tries = (this.sweepFailures.get(id) ?? 0) + 1;
+        this.sweepFailures.set(id, tries);
+        // 1, 2, 4, 8...: a job that fails every hour is not one line an hour for ever.
+        if ((tries & (tries - 1)) === 0) {
+          this.d.log.warn(
+            { job: id, tries, err: (err as Error).message },
+            'retention: a job could not be removed; left for the next sweep',
+          );
+        }
+      }
+    }
+    if (removed || failed) this.d.log.info({ removed, failed }, 'retention: old jobs removed');
     return removed;
   }
 
