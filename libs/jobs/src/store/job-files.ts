@@ -165,11 +165,11 @@ export interface WalkBound {
  * at a time, and read a few names at a time (a folder of a million names is never held whole);
  * a folder that cannot be opened safely (it became a link, it went away) is skipped. With a
  * `bound`, the walk stops at the first limit it meets and returns why, in a few words (see
- * WalkBound); undefined when it saw everything.
+ * WalkBound); undefined when it saw everything. `onFile` may stop it too, by returning why.
  */
 export async function walkFiles(
   root: string,
-  onFile: (f: WalkedFile) => Promise<void> | void,
+  onFile: (f: WalkedFile) => Promise<string | void> | string | void,
   onFolder?: (dir: FileHandle) => Promise<void>,
   bound?: WalkBound,
 ): Promise<string | undefined> {
@@ -204,7 +204,12 @@ export async function walkFiles(
             else tooDeep = true;
           } else if (stat?.isFile()) {
             files++;
-            await onFile({ rel: r, stat, open: () => openFileAt(dir, name) });
+            // onFile may stop the walk itself, saying why (a bound of its own).
+            if (
+              (stopped =
+                (await onFile({ rel: r, stat, open: () => openFileAt(dir, name) })) || undefined)
+            )
+              break;
           }
         }
       } catch {

@@ -1,4 +1,5 @@
 import {
+  linkSync,
   mkdirSync,
   mkdtempSync,
   readFileSync,
@@ -108,7 +109,7 @@ describe('results store', () => {
     for (let i = 0; i < 20; i++) writeFileSync(path.join(p.output, `f${i}`), 'x');
     mkdirSync(path.join(p.output, 'sub/deep/deeper'), { recursive: true });
     writeFileSync(path.join(p.output, 'sub/deep/deeper/z'), 'x');
-    const loose = { files: 1000, entries: 1000, depth: 32, ms: 5000 };
+    const loose = { files: 1000, pathBytes: 1e6, entries: 1000, depth: 32, ms: 5000 };
     const all = await store.listOutput(p, loose);
     expect(all.truncated).toBeUndefined();
     expect(all.files).toHaveLength(23);
@@ -123,6 +124,29 @@ describe('results store', () => {
     expect(shallow.truncated).toMatch(/more than 2 levels deep/);
     expect(shallow.files.some((f) => f.path === 'sub/deep/deeper/z')).toBe(false);
     expect((await store.listOutput(p, { ...loose, ms: -1 })).truncated).toMatch(/too long/);
+    const short = await store.listOutput(p, { ...loose, pathBytes: 10 });
+    expect(short.truncated).toBe('it stops at 10 bytes of paths (as JSON text)');
+    expect(short.files.map((f) => f.path).join('').length).toBeLessThanOrEqual(10);
+  });
+
+  it('bounds the bytes of paths: 300 files of 3.8 KB paths of \\x01 answer 1 MB, not 5.4 MB', async () => {
+    const { store, p } = setup();
+    // 14 folders of 255-byte names of \x01 (each \u0001, 6 bytes, in JSON), 300 hard links.
+    let deep = p.output;
+    for (let i = 0; i < 14; i++) deep = path.join(deep, String.fromCharCode(1 + i).repeat(255));
+    mkdirSync(deep, { recursive: true });
+    writeFileSync(path.join(deep, 'x'), 'y');
+    for (let i = 0; i < 300; i++) {
+      linkSync(
+        path.join(deep, 'x'),
+        path.join(deep, i.toString(36).padStart(4, '0') + '\x01'.repeat(251)),
+      );
+    }
+    const listed = await store.listOutput(p);
+    const json = JSON.stringify({ ...listed, truncated: true });
+    expect(json.length).toBeLessThan(1_100_000);
+    expect(listed.truncated).toBe('it stops at 1000000 bytes of paths (as JSON text)');
+    expect(listed.files.length).toBeGreaterThan(40);
   });
 
   it('names upload files after WORKER_NAME, by a hash when the name is not plain', () => {

@@ -260,18 +260,25 @@ export class ResultsStore {
   /**
    * Regular files the job wrote to output/, as paths relative to it, with their sizes, sorted by
    * path. Links, FIFOs and devices are not listed, and no link is followed (job-files.ts:
-   * walkFiles). Bounded by OUTPUT_LISTING (a job that makes millions of files gets a listing of
-   * the first ones found, not one that takes minutes and megabytes): `truncated` then says which
-   * limit stopped it.
+   * walkFiles). Bounded by OUTPUT_LISTING (a job that makes millions of files, or thousands of
+   * paths of kilobytes each, gets a listing of the first ones found, not one that takes minutes
+   * and megabytes): `truncated` then says which limit stopped it.
    */
   async listOutput(
     p: JobPaths,
     limits: OutputListingBound = OUTPUT_LISTING,
   ): Promise<{ files: { path: string; size: number }[]; truncated?: string }> {
     const files: { path: string; size: number }[] = [];
+    let pathBytes = 0;
     const stopped = await walkFiles(
       await this.real(p.output),
       (f) => {
+        // The path as the answer carries it: JSON text, where a control character is 6 bytes.
+        const bytes = Buffer.byteLength(JSON.stringify(f.rel)) - 2;
+        if (pathBytes + bytes > limits.pathBytes) {
+          return `it stops at ${limits.pathBytes} bytes of paths (as JSON text)`;
+        }
+        pathBytes += bytes;
         files.push({ path: f.rel, size: f.stat.size });
       },
       undefined,
@@ -337,22 +344,29 @@ export class ResultsStore {
 }
 
 /**
- * The bounds of GET /jobs/:id/files (README, "Job API"): at most 10,000 files listed, 100,000
- * names looked at, folders 32 levels deep, 5 s of walking. Why these: 10,000 entries is about
- * 1 MB of JSON, far more than a person reads and more than an experiment's results folder
- * holds; the names bound stops a walk through millions of folders, links or FIFOs that list
- * nothing; 32 levels is more than any results tree; and 5 s keeps a slow shared DATA_FOLDER
- * (NFS) from holding the request. A download (files/PATH) is not bounded by any of these.
+ * The bounds of GET /jobs/:id/files (README, "Job API"): at most 10,000 files listed, 1 MB of
+ * their paths (as JSON text), 100,000 names looked at, folders 32 levels deep, 5 s of walking.
+ * Why these: 10,000 entries of ordinary paths is about 1 MB of JSON, far more than a person
+ * reads and more than an experiment's results folder holds; the bytes bound keeps it so when
+ * the paths are not ordinary (14 folders of 255-byte names of \x01, escaped as \u0001 in
+ * JSON, made 10,000 entries 178 MB); the names bound stops a walk through millions of folders,
+ * links or FIFOs that list nothing; 32 levels is more than any results tree; and 5 s keeps a
+ * slow shared DATA_FOLDER (NFS) from holding the request. A download (files/PATH) is not
+ * bounded by any of these.
  */
 export const OUTPUT_LISTING: OutputListingBound = {
   files: 10_000,
+  pathBytes: 1_000_000,
   entries: 100_000,
   depth: 32,
   ms: 5_000,
 };
 
-/** WalkBound, with `ms` of walking from the start instead of a deadline. */
-export type OutputListingBound = Omit<WalkBound, 'deadline'> & { ms: number };
+/**
+ * WalkBound, with `ms` of walking from the start instead of a deadline, and `pathBytes`: the
+ * most bytes of paths (as the answer's JSON text carries them) listed.
+ */
+export type OutputListingBound = Omit<WalkBound, 'deadline'> & { ms: number; pathBytes: number };
 
 /** The order of the listing: what `a.localeCompare(b)` gives, with one collator made once. */
 const byPath = new Intl.Collator();
