@@ -1,11 +1,18 @@
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { waitUntil } from '../support/system';
 import { legitimateClient, startJobHost, type JobHost } from './job-host';
 import { ATTACK_SCALE, recordAttack } from './support';
 
 /**
  * Hostile output/ trees against the built worker: what a job leaves there is listed
- * (GET /jobs/:id/files) by whoever asks. The listing's 10,000-file bound bounds entries, not
- * bytes: 14 nested folders of 255-byte names of \x01 (each \u0001 in JSON) and 10,000 hard links
- * of 255-byte names made a 178 MB answer. While the listings are asked for, /test must answer.
+ * (GET /jobs/:id/files) by whoever asks, and fsynced when the job succeeds.
+ * - The listing's 10,000-file bound bounds entries, not bytes: 14 nested folders of 255-byte
+ *   names of \x01 (each \u0001 in JSON) and 10,000 hard links of 255-byte names made a 178 MB
+ *   answer. While the listings are asked for, /test must answer.
+ * - The fsync of output/ at the end of a job that succeeded opened and fsynced every file, with
+ *   no bound: a million hard links held the job (its GPUs, its queue slot, the worker's
+ *   shutdown) for 432 s. It is now bounded (OUTPUT_SYNC: 100,000 names, 10 s).
  */
 const FULL = ATTACK_SCALE.full;
 const LINKS = 10_000;
@@ -14,7 +21,22 @@ const MAX_ANSWER = 2_000_000;
 /** An answer slower than this counts as got through. */
 const SLOW_MS = 3_000;
 
+/** Hard links the second job leaves in output/ (0.5 ms each to fsync here). */
+const SYNC_LINKS = FULL ? 1_000_000 : 60_000;
+/** The most time from the job's last write to `succeeded` (the bound is 10 s). */
+const SYNC_MS = 15_000;
+
 jest.setTimeout(FULL ? 600_000 : 180_000);
+
+const LINKS_JS = `const fs = require('node:fs');
+process.chdir(process.env.JOB_OUTPUT);
+let base = '';
+for (let i = 0; i < ${SYNC_LINKS}; i++) {
+  if (i % 60000 === 0) fs.writeFileSync((base = 'base' + i), 'x');
+  fs.linkSync(base, i.toString(36).padStart(8, '0'));
+}
+fs.writeFileSync('done', 'x');
+`;
 
 const BIG_NAMES_JS = `const fs = require('node:fs');
 process.chdir(process.env.JOB_OUTPUT);
@@ -29,12 +51,15 @@ describe('hostile output/ trees', () => {
   beforeAll(async () => {
     h = await startJobHost(
       (dir) => ({
+        'links.yaml':
+          `name: links\nrunner: process\ncommand: ["${process.execPath}", "${dir}/links.js"]\n` +
+          `timeout: 30m\nparams: { type: object }\n`,
         'bignames.yaml':
           `name: bignames\nrunner: process\ncommand: ["${process.execPath}", "${dir}/bignames.js"]\n` +
           `timeout: 5m\nparams: { type: object }\n`,
       }),
       {},
-      { 'bignames.js': BIG_NAMES_JS },
+      { 'bignames.js': BIG_NAMES_JS, 'links.js': LINKS_JS },
     );
   });
   afterAll(() => h?.stop());
@@ -74,6 +99,33 @@ describe('hostile output/ trees', () => {
       },
     });
     expect(through).toBe(0);
+    expect(figures.ok).toBe(figures.tried);
+  });
+
+  it(`a job that leaves ${SYNC_LINKS} hard links in output/ succeeds within the fsync's bound`, async () => {
+    const legit = legitimateClient(h.api);
+    const id = await h.api.submit('links');
+    const done = path.join(h.jobDir('links', id), 'output', 'done');
+    await waitUntil('the job wrote its links', () => existsSync(done), FULL ? 600_000 : 120_000);
+    const t0 = performance.now();
+    const rec = await h.api.waitFor(id, ['succeeded', 'failed'], FULL ? 900_000 : 120_000);
+    const endMs = performance.now() - t0;
+    const figures = await legit.stop();
+    const warned = h.daemon
+      .stderr()
+      .split('\n')
+      .concat(h.daemon.stdout().split('\n'))
+      .find((l) => l.includes(id) && l.includes('writeback'));
+    recordAttack('jobs-output-sync-links', {
+      attack: `a job leaves ${SYNC_LINKS} hard links in output/ and succeeds`,
+      times: 1,
+      gotThrough: (rec.state === 'succeeded' ? 0 : 1) + (endMs < SYNC_MS ? 0 : 1),
+      counted: `a job not succeeded, or more than ${SYNC_MS / 1000} s from its last write to succeeded`,
+      legit: figures,
+      extra: { endMs: Math.round(endMs), state: rec.state, logged: warned?.slice(0, 300) },
+    });
+    expect(rec.state).toBe('succeeded');
+    expect(endMs).toBeLessThan(SYNC_MS);
     expect(figures.ok).toBe(figures.tried);
   });
 });

@@ -59,8 +59,9 @@ function setup(
     writeRecord: jest.fn(async (r: JobRecord) => {
       calls.push(`json ${r.state}`);
     }),
-    writeFinal: jest.fn(async (r: JobRecord, withOutput: boolean) => {
+    writeFinal: jest.fn(async (r: JobRecord, withOutput: boolean): Promise<string | undefined> => {
       calls.push(`final ${r.state}${withOutput ? ' +output' : ''}`);
+      return undefined;
     }),
   };
   const runner: Runner = {

@@ -41,8 +41,9 @@ function fakes(initial: JobRecord | undefined = rec()) {
     writeRecord: jest.fn(async (r: JobRecord) => {
       calls.push(`json ${r.state}`);
     }),
-    writeFinal: jest.fn(async (r: JobRecord, withOutput: boolean) => {
+    writeFinal: jest.fn(async (r: JobRecord, withOutput: boolean): Promise<string | undefined> => {
       calls.push(`final ${r.state}${withOutput ? ' +output' : ''}`);
+      return undefined;
     }),
   };
   const ledger = new JobLedger(records, store, silentLogger());

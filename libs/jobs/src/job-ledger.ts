@@ -99,7 +99,16 @@ export class JobLedger {
     let final = ending;
     try {
       // For `succeeded` this also fsyncs the output before the record is renamed into place.
-      await this.store.writeFinal({ ...rec, ...final }, final.state === 'succeeded');
+      const stopped = await this.store.writeFinal(
+        { ...rec, ...final },
+        final.state === 'succeeded',
+      );
+      if (stopped) {
+        this.log.warn(
+          { job: rec.id, stopped },
+          "output/ not all fsynced (too many files): the rest is left to the kernel's writeback",
+        );
+      }
     } catch (err) {
       // The final job.json could not be written (the disk filled up, or worse). Nothing on disk
       // says the job ended; Redis must still hear an ending, and never `succeeded`, since its

@@ -4,6 +4,7 @@ import {
   mkdtempSync,
   readFileSync,
   readdirSync,
+  rmSync,
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
@@ -186,6 +187,21 @@ describe('results store', () => {
     expect(await store.exitedOk('hello', OTHER)).toBe(false);
     // A bad id is never a path.
     expect(await store.exitedOk('hello', '../x')).toBe(false);
+  });
+
+  it("fsyncs a succeeded job's output within a bound, and says when it stopped there", async () => {
+    const { store, p } = setup();
+    for (let i = 0; i < 20; i++) writeFileSync(path.join(p.output, `f${i}`), 'x');
+    const rec = { id: ID, experiment: 'hello', state: 'succeeded' } as never;
+    expect(await store.writeFinal(rec, true)).toBeUndefined();
+    // Past the bound (a job that left a million hard links), the record is still written.
+    rmSync(path.join(p.dir, 'job.json'));
+    expect(await store.writeFinal(rec, true, { entries: 5, ms: 10_000 })).toMatch(/after 5 names/);
+    expect(JSON.parse(readFileSync(path.join(p.dir, 'job.json'), 'utf8'))).toMatchObject({
+      state: 'succeeded',
+    });
+    expect(await store.writeFinal(rec, true, { entries: 100, ms: -1 })).toMatch(/too long/);
+    expect(await store.writeFinal(rec, false, { entries: 0, ms: -1 })).toBeUndefined();
   });
 
   it('leaves no temporary file when a final record cannot be written', async () => {

@@ -217,18 +217,29 @@ export class ResultsStore {
    * Writes a final record. With `withOutput` (a job that succeeded), the log and every file and
    * folder under output/ are fsynced first, alongside the new record's temporary file; only then
    * is the record renamed into place and the job folder fsynced: once job.json says `succeeded`,
-   * the output it speaks of is on disk.
+   * the output it speaks of is on disk. That fsync of output/ is bounded (`sync`, OUTPUT_SYNC:
+   * 100,000 names, 10 s): a job that leaves a million files or hard links there would otherwise
+   * hold its GPUs, its queue slot and the worker's shutdown for many minutes. Past the bound, the
+   * rest is left to the kernel's writeback (seconds), and this resolves with why the fsync
+   * stopped (undefined when all of output/ was fsynced): docs/EXPERIMENTS.md, "Durability".
    */
-  async writeFinal(record: JobRecord, withOutput: boolean): Promise<void> {
+  async writeFinal(
+    record: JobRecord,
+    withOutput: boolean,
+    sync: OutputSyncBound = OUTPUT_SYNC,
+  ): Promise<string | undefined> {
     const p = this.paths(record.experiment, record.id);
     const file = path.join(p.dir, 'job.json');
     const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
+    let stopped: string | undefined;
     try {
       await Promise.all([
         writeSynced(tmp, JSON.stringify(record, null, 2) + '\n'),
         ...(withOutput
           ? [
-              this.real(p.output).then(syncTree),
+              this.real(p.output)
+                .then((out) => syncTree(out, sync))
+                .then((why) => void (stopped = why)),
               this.real(p.log)
                 .then(syncFile)
                 .catch(() => undefined),
@@ -242,6 +253,7 @@ export class ResultsStore {
       throw err;
     }
     await syncPath(p.dir);
+    return stopped;
   }
 
   /**
@@ -439,9 +451,24 @@ async function syncPath(p: string): Promise<void> {
   }
 }
 
-/** fsyncs every regular file and folder under the real folder `root`, following no link. */
-async function syncTree(root: string): Promise<void> {
-  await walkFiles(
+/**
+ * The bound of the fsync of a succeeded job's output/ (ResultsStore.writeFinal): 100,000 names
+ * looked at, or 10 s. An experiment's results are far fewer files (the listing shows at most
+ * 10,000), fsynced in well under a second; only a hostile or broken job meets it.
+ */
+export const OUTPUT_SYNC: OutputSyncBound = { entries: 100_000, ms: 10_000 };
+
+export interface OutputSyncBound {
+  entries: number;
+  ms: number;
+}
+
+/**
+ * fsyncs every regular file and folder under the real folder `root`, following no link, within
+ * `bound`; resolves with why it stopped early (undefined when it did all).
+ */
+async function syncTree(root: string, bound: OutputSyncBound): Promise<string | undefined> {
+  return walkFiles(
     root,
     async (f) => {
       const fh = await f.open();
@@ -453,6 +480,12 @@ async function syncTree(root: string): Promise<void> {
       }
     },
     (dir) => dir.sync().catch(() => undefined),
+    {
+      files: Number.MAX_SAFE_INTEGER, // names bound them
+      entries: bound.entries,
+      depth: Number.MAX_SAFE_INTEGER, // a deep chain meets the names bound
+      deadline: performance.now() + bound.ms,
+    },
   );
 }
 
