@@ -184,4 +184,38 @@ describe('stream windows across an emulated long link (RTT 100 ms, 200 Mbit/s)',
     for (const w of seen) expect(w).toBeGreaterThan(MAX_STREAM_WINDOW);
     expect(windowOf(s)).toBeGreaterThanOrEqual(BDP);
   });
+
+  it('grows a stream that is never alone (a short stream after another beside it) to the BDP by trials, and keeps it', async () => {
+    // Polling requests one after another: the download never has its session to itself for
+    // LONE_STREAM_QUIET_MS, so it grows only by BdpGrowth's trials, and each short stream that
+    // joins it must not undo a trial that is still being judged.
+    let polling = true;
+    let shorts = 0;
+    const poller = (async () => {
+      while (polling) {
+        const short = client.openStream('hold');
+        short.on('error', () => undefined);
+        short.write('x');
+        shorts++;
+        await new Promise((r) => setTimeout(r, 40));
+        short.destroy();
+      }
+    })();
+    const late: number[] = [];
+    let got = 0;
+    const s = await download(async (st) => {
+      // From half-way on, the window as the short streams come and go.
+      st.on('data', (c: Buffer) => {
+        got += c.length;
+        if (got % (1 << 20) < c.length) late.push(st.receiveWindow);
+      });
+    });
+    polling = false;
+    await poller;
+    expect(shorts).toBeGreaterThan(20);
+    expect(late.length).toBeGreaterThan(10);
+    expect(windowOf(s)).toBeGreaterThanOrEqual(BDP);
+    // Over the second half, the window stayed at or above the BDP most of the time.
+    expect(late.filter((w) => w >= BDP).length).toBeGreaterThan(late.length / 2);
+  });
 });

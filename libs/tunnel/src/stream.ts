@@ -55,6 +55,11 @@ export class TunnelStream extends Duplex {
   private holdback = 0;
   /** Growth past the caps, toward the bandwidth-delay product. */
   private readonly bdp = new BdpGrowth();
+  /**
+   * The window BdpGrowth's trials brought it to (0: none): it is judged by what it carries and
+   * undone by the trial if it does not pay, so another stream joining does not take it back.
+   */
+  private trialWindow = 0;
   private finSent = false;
   private finReceived = false;
   private gone = false;
@@ -133,7 +138,10 @@ export class TunnelStream extends Duplex {
     this.credited += due;
     const now = performance.now();
     const undo = this.bdp.observe(now, this.credited, this.host.baseRttMs());
-    if (undo !== undefined) this.shrinkTo(undo);
+    if (undo !== undefined) {
+      this.shrinkTo(undo);
+      this.trialWindow = Math.min(this.trialWindow, undo);
+    }
     if (this.holdback > 0) {
       const withheld = Math.min(this.holdback, due);
       this.holdback -= withheld;
@@ -147,6 +155,7 @@ export class TunnelStream extends Duplex {
       if (!belowCap) this.bdp.grew(now, this.window);
       const extra = this.window;
       this.window *= 2;
+      if (!belowCap) this.trialWindow = this.window;
       return due + extra;
     }
     return due;
@@ -159,12 +168,15 @@ export class TunnelStream extends Duplex {
 
   /**
    * Another stream became active: a window grown past MAX_STREAM_WINDOW goes back to it, or to
-   * the smallest of its doublings that a round trip fills at least half of (BDP_GROWTH_SHARE,
+   * the largest of its doublings that a round trip fills at least half of (BDP_GROWTH_SHARE,
    * the rule BdpGrowth grows by): a window within twice the bandwidth-delay product queues at
    * most one round trip's bytes in the link ahead of the other stream, while cutting it would
    * halve the download's speed at every short request beside it (a lone stream across a long
    * link fills its 4 MiB). On loopback a round trip carries far less than 1 MiB: the window goes
-   * back to MAX_STREAM_WINDOW, as before. Credit cannot be taken back, so the excess is withheld
+   * back to MAX_STREAM_WINDOW, as before. A window BdpGrowth's trials brought past the cap
+   * stays (the trial undoes it if it does not pay): otherwise a short request every few round
+   * trips cut every trial short, its measurement still the smaller window's, and a download
+   * beside polling requests flapped between 1 and 4 MiB. Credit cannot be taken back, so the excess is withheld
    * from the next grants (takeCredit) until the peer's bytes in flight fit the smaller window;
    * the session's budget gets it back then.
    */
@@ -172,7 +184,7 @@ export class TunnelStream extends Duplex {
     const carried = this.bdp.carried(performance.now(), this.host.baseRttMs());
     let keep = MAX_STREAM_WINDOW;
     while (keep * 2 <= this.window && keep * 2 * BDP_GROWTH_SHARE <= carried) keep *= 2;
-    this.shrinkTo(keep);
+    this.shrinkTo(Math.max(keep, this.trialWindow));
   }
 
   private shrinkTo(window: number): void {
