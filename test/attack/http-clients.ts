@@ -3,7 +3,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { request, type ClientRequest, type IncomingMessage } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import type { LegitFigures } from './support';
-import { timed } from './support';
+import { legitLoop } from './support';
 
 /** One HTTP exchange on a connection of its own, kept as long as the caller wants it. */
 export interface Held {
@@ -92,8 +92,6 @@ export function legitimateClient(
   otherJob: string,
   timeoutMs = 5_000,
 ): { stop(): Promise<LegitFigures> } {
-  const figures: LegitFigures = { tried: 0, ok: 0, latenciesMs: [] };
-  let running = true;
   const tries: (() => Promise<boolean>)[] = [
     async () => {
       const r = await fetch(`${base}/test`, { signal: AbortSignal.timeout(timeoutMs) });
@@ -116,22 +114,7 @@ export function legitimateClient(
       return r.status === 201;
     },
   ];
-  const loop = (async () => {
-    for (let i = 0; running; i++) {
-      const t = await timed(tries[i % tries.length]);
-      figures.tried++;
-      if (t.ok) figures.ok++;
-      figures.latenciesMs.push(t.ms);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  })();
-  return {
-    stop: async () => {
-      running = false;
-      await loop;
-      return figures;
-    },
-  };
+  return legitLoop((i) => tries[i % tries.length](), 50);
 }
 
 /** How many descriptors process `pid` has open. */

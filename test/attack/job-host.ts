@@ -13,7 +13,7 @@ import path from 'node:path';
 import { JobsClient } from '../../libs/jobs/src/testing/client';
 import { runCli, type DaemonProcess } from '../support/daemon';
 import { keygen, workerEnvIn } from '../support/system';
-import { timed, type LegitFigures } from './support';
+import { legitLoop, type LegitFigures } from './support';
 
 /** A built worker (its embedded Redis) with its own experiments, for attacks by jobs. */
 export interface JobHost {
@@ -84,24 +84,7 @@ export async function startJobHost(
  * timed, until `stop()`, which returns the figures.
  */
 export function legitimateClient(api: JobsClient): { stop(): Promise<LegitFigures> } {
-  const figures: LegitFigures = { tried: 0, ok: 0, latenciesMs: [] };
-  let running = true;
-  const loop = (async () => {
-    while (running) {
-      const t = await timed(async () => (await api.call('GET', '/test')).status === 200);
-      figures.tried++;
-      if (t.ok) figures.ok++;
-      figures.latenciesMs.push(t.ms);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  })();
-  return {
-    stop: async () => {
-      running = false;
-      await loop;
-      return figures;
-    },
-  };
+  return legitLoop(async () => (await api.call('GET', '/test')).status === 200, 100);
 }
 
 /** One process from /proc: its state, parent, command line and environment. */

@@ -7,7 +7,7 @@ import { STREAM_LIMITS } from '../../libs/jobs/src/api/stream-limits';
 import { waitUntil } from '../support/system';
 import { fdCount } from './http-clients';
 import { startJobHost, type JobHost } from './job-host';
-import { ATTACK_SCALE, recordAttack, timed, type LegitFigures } from './support';
+import { ATTACK_SCALE, legitLoop, recordAttack, type LegitFigures } from './support';
 
 /**
  * API clients that never read (or barely read) what a job makes, against the built worker on
@@ -68,8 +68,6 @@ async function open(port: number, p: string): Promise<{ s: Socket; status: numbe
  * from 127.0.0.2 (another address than the attacker's), until stop().
  */
 function legitimate(port: number, small: string): { stop(): Promise<LegitFigures> } {
-  const figures: LegitFigures = { tried: 0, ok: 0, latenciesMs: [] };
-  let running = true;
   const get = (p: string) =>
     new Promise<boolean>((resolve) => {
       const req = request(
@@ -83,22 +81,7 @@ function legitimate(port: number, small: string): { stop(): Promise<LegitFigures
       req.on('error', () => resolve(false));
       req.end();
     });
-  const loop = (async () => {
-    for (let i = 0; running; i++) {
-      const t = await timed(() => get(i % 2 ? small : '/test'));
-      figures.tried++;
-      if (t.ok) figures.ok++;
-      figures.latenciesMs.push(t.ms);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  })();
-  return {
-    stop: async () => {
-      running = false;
-      await loop;
-      return figures;
-    },
-  };
+  return legitLoop((i) => get(i % 2 ? small : '/test'), 100);
 }
 
 describe('API clients that stop reading, against the built worker', () => {

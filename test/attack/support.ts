@@ -85,3 +85,31 @@ export async function timed(fn: () => Promise<boolean>): Promise<{ ok: boolean; 
   const ok = await fn().catch(() => false);
   return { ok, ms: performance.now() - t0 };
 }
+
+/**
+ * A legitimate user beside an attack: `one(i)` for i = 0, 1, 2, ... with `pauseMs` between
+ * tries, each timed, until stop(), which resolves with the figures of every try.
+ */
+export function legitLoop(
+  one: (i: number) => Promise<boolean>,
+  pauseMs: number,
+): { stop(): Promise<LegitFigures> } {
+  const figures: LegitFigures = { tried: 0, ok: 0, latenciesMs: [] };
+  let running = true;
+  const loop = (async () => {
+    for (let i = 0; running; i++) {
+      const t = await timed(() => one(i));
+      figures.tried++;
+      if (t.ok) figures.ok++;
+      figures.latenciesMs.push(t.ms);
+      await new Promise((r) => setTimeout(r, pauseMs));
+    }
+  })();
+  return {
+    stop: async () => {
+      running = false;
+      await loop;
+      return figures;
+    },
+  };
+}
