@@ -165,18 +165,10 @@ export class RelayClients {
       stream?.reset(reason);
       socket.destroy();
     };
-    const ticket = this.waiting.admit(address, () => {
-      clearTimeout(timer);
-      drop('evicted');
-    });
-    const timer = setTimeout(() => {
-      ticket.leave();
-      drop('first byte timeout');
-    }, this.firstByteMs);
-    socket.once('close', () => {
-      clearTimeout(timer);
-      ticket.leave();
-    });
+    const ticket = this.waiting.admitUntil(address, this.firstByteMs, (why) =>
+      drop(why === 'evicted' ? 'evicted' : 'first byte timeout'),
+    );
+    socket.once('close', ticket.leave);
     if (this.opts.serverFirst) {
       // The stream opens at the end of this event-loop turn, once `waiting` has closed the
       // oldest past its cap: one evicted at once never costs a stream (and a connection to
@@ -184,10 +176,7 @@ export class RelayClients {
       setImmediate(() => {
         if (socket.destroyed) return;
         // The stream's data listener (the splice) and this one both see the first byte.
-        socket.once('data', () => {
-          clearTimeout(timer);
-          ticket.leave();
-        });
+        socket.once('data', ticket.leave);
         stream = this.open(socket);
       });
       return;
@@ -196,7 +185,6 @@ export class RelayClients {
     const ended = (): void => void socket.destroy();
     socket.once('end', ended);
     socket.once('data', (first: Buffer) => {
-      clearTimeout(timer);
       ticket.leave();
       socket.off('end', ended);
       socket.pause();

@@ -116,4 +116,21 @@ describe('Admission of unauthenticated connections', () => {
     expect(evicted).toEqual(['flood-1', 'flood-2']);
     expect(a.heldBy('2001:db8:1:2::ffff')).toBe(3);
   });
+
+  it('admitUntil drops at the deadline or on eviction, once, and leave() stops both', async () => {
+    const a = new Admission(1);
+    const dropped: string[] = [];
+    const late = a.admitUntil('x', 30, (why) => dropped.push(`late ${why}`));
+    const quiet = a.admitUntil('y', 30, (why) => dropped.push(`quiet ${why}`));
+    const spoke = a.admitUntil('z', 30, (why) => dropped.push(`spoke ${why}`));
+    spoke.leave();
+    await turn(); // one over the cap: the oldest of the busiest (ties: the older) goes
+    expect(dropped).toEqual(['late evicted']);
+    await new Promise((r) => setTimeout(r, 60));
+    expect(dropped).toEqual(['late evicted', 'quiet timeout']);
+    expect(a.size).toBe(0);
+    late.leave();
+    quiet.leave(); // idempotent after a drop
+    expect(a.size).toBe(0);
+  });
 });

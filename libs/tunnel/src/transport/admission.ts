@@ -85,7 +85,6 @@ export class Admission {
     return this.heldBy(address) >= this.perAddress;
   }
 
-
   /** Connections in the set now. */
   get size(): number {
     return this.count;
@@ -122,6 +121,30 @@ export class Admission {
       });
     }
     return entry;
+  }
+
+  /**
+   * admit() with a deadline: `drop` is called once, with `evicted` when the set must shrink or
+   * `timeout` when `ms` pass first, the connection having left the set either way. leave()
+   * (the connection proved itself, or closed) also stops the timer. The one shape of every
+   * listener's "until it has said something" (the tunnel's handshake, the relay's first byte,
+   * an HTTP listener's first request head).
+   */
+  admitUntil(peer: string, ms: number, drop: (why: 'evicted' | 'timeout') => void): Ticket {
+    const ticket = this.admit(peer, () => {
+      clearTimeout(timer);
+      drop('evicted');
+    });
+    const timer = setTimeout(() => {
+      ticket.leave();
+      drop('timeout');
+    }, ms);
+    return {
+      leave: () => {
+        clearTimeout(timer);
+        ticket.leave();
+      },
+    };
   }
 
   private shrinkTo(limit: number): void {

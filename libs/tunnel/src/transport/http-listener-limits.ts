@@ -44,20 +44,14 @@ export function boundHttpListener(server: Server, limits: HttpListenerLimits): v
   const spoke = new WeakMap<Socket, () => void>();
   server.on('connection', (socket: Socket) => {
     if (!(socket instanceof Socket) || socket.remoteAddress === undefined) return;
+    const ticket = waiting.admitUntil(socket.remoteAddress, firstRequestMs, () => {
+      spoke.delete(socket);
+      socket.destroy();
+    });
     const done = (): void => {
-      clearTimeout(timer);
       ticket.leave();
       spoke.delete(socket);
     };
-    const ticket = waiting.admit(socket.remoteAddress, () => {
-      clearTimeout(timer);
-      socket.destroy();
-    });
-    const timer = setTimeout(() => {
-      done();
-      socket.destroy();
-    }, firstRequestMs);
-    timer.unref();
     spoke.set(socket, done);
     socket.once('close', done);
   });

@@ -106,18 +106,10 @@ export async function listenWebSocket(opts: WsListenerOptions): Promise<WsListen
   server.on('connection', (raw: Socket) => {
     sockets.add(raw);
     const peer = `${raw.remoteAddress ?? '?'}:${raw.remotePort ?? '?'}`;
-    let released = false;
-    const conn: Conn = {
-      top: raw,
-      release: () => {
-        if (released) return;
-        released = true;
-        clearTimeout(timer);
-        ticket.leave();
-      },
-    };
-    const ticket = admission.admit(raw.remoteAddress ?? '?', () => drop(conn, peer, 'evicted'));
-    const timer = setTimeout(() => drop(conn, peer, 'timeout'), deadlineMs);
+    const ticket = admission.admitUntil(raw.remoteAddress ?? '?', deadlineMs, (why) =>
+      drop(conn, peer, why),
+    );
+    const conn: Conn = { top: raw, release: ticket.leave };
     conns.set(peer, conn);
     raw.once('close', () => {
       sockets.delete(raw);
