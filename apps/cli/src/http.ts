@@ -36,7 +36,8 @@ export function localUrl(host: string, port: number | string): string {
   return `http://${h.includes(':') ? `[${h}]` : h}:${port}`;
 }
 
-function listenUrl(hostPort: string, fallback: string): string {
+/** localUrl of a `host:port` setting (`fallback` when it is empty). */
+export function listenUrl(hostPort: string, fallback = ''): string {
   const { host, port } = parseHostPort(hostPort || fallback);
   return localUrl(host, port);
 }

@@ -30,8 +30,7 @@ export function closeIfUnread(req: IncomingMessage, res: ServerResponse): void {
   if (typeof socket.destroySoon === 'function') socket.destroySoon = () => socket.end();
   res.once('finish', () => {
     let dropped = 0;
-    const cut = () => socket.destroy();
-    const timer = setTimeout(cut, LINGER_MS);
+    const timer = setTimeout(() => socket.destroy(), LINGER_MS);
     timer.unref();
     socket.once('close', () => clearTimeout(timer));
     req.on('data', (chunk: Buffer) => {

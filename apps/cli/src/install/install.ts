@@ -26,7 +26,7 @@ import {
   writeNewKey,
   type Outcome,
 } from './files';
-import { localUrl } from '../http';
+import { listenUrl } from '../http';
 import { restartAndWait } from './systemctl';
 
 /** `gpu-sidecar install relay|worker` options (see main.ts for their help). */
@@ -331,10 +331,7 @@ export async function install(role: Role, o: InstallOptions): Promise<number> {
     const fingerprint = await steps.key();
     const env = steps.envFile();
     steps.unit();
-    const ready = (listen: string, route: string) => {
-      const { host, port } = parseHostPort(listen);
-      return `${localUrl(host, port)}${route}`;
-    };
+    const ready = (listen: string, route: string) => `${listenUrl(listen)}${route}`;
     const started = await steps.start(
       role === 'worker'
         ? ready(env.API_LISTEN ?? '127.0.0.1:8000', '/health/ready')

@@ -205,11 +205,11 @@ export async function walkFiles(
           } else if (stat?.isFile()) {
             files++;
             // onFile may stop the walk itself, saying why (a bound of its own).
-            if (
-              (stopped =
-                (await onFile({ rel: r, stat, open: () => openFileAt(dir, name) })) || undefined)
-            )
+            const why = await onFile({ rel: r, stat, open: () => openFileAt(dir, name) });
+            if (why) {
+              stopped = why;
               break;
+            }
           }
         }
       } catch {

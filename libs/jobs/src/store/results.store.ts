@@ -458,10 +458,8 @@ async function syncPath(p: string): Promise<void> {
  */
 export const OUTPUT_SYNC: OutputSyncBound = { entries: 100_000, ms: 10_000 };
 
-export interface OutputSyncBound {
-  entries: number;
-  ms: number;
-}
+/** The names and the time of OutputListingBound: a sync lists nothing, and goes as deep as it may. */
+export type OutputSyncBound = Pick<OutputListingBound, 'entries' | 'ms'>;
 
 /**
  * fsyncs every regular file and folder under the real folder `root`, following no link, within
