@@ -80,6 +80,17 @@ export async function startJobHost(
 }
 
 /**
+ * An experiment file (for startJobHost) whose job is the Node script `<dir>/<name>.js` (the
+ * host's folder, where startJobHost's `files` are written), with the given timeout.
+ */
+export function nodeScriptExperiment(name: string, dir: string, timeout: string): string {
+  return (
+    `name: ${name}\nrunner: process\ncommand: ["${process.execPath}", "${dir}/${name}.js"]\n` +
+    `timeout: ${timeout}\nparams: { type: object }\n`
+  );
+}
+
+/**
  * The legitimate client during an attack: `GET /test` on the worker's API every 100 ms, each
  * timed, until `stop()`, which returns the figures.
  */

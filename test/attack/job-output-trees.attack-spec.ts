@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { waitUntil } from '../support/system';
-import { legitimateClient, startJobHost, type JobHost } from './job-host';
+import { legitimateClient, nodeScriptExperiment, startJobHost, type JobHost } from './job-host';
 import { ATTACK_SCALE, recordAttack } from './support';
 
 /**
@@ -51,12 +51,8 @@ describe('hostile output/ trees', () => {
   beforeAll(async () => {
     h = await startJobHost(
       (dir) => ({
-        'links.yaml':
-          `name: links\nrunner: process\ncommand: ["${process.execPath}", "${dir}/links.js"]\n` +
-          `timeout: 30m\nparams: { type: object }\n`,
-        'bignames.yaml':
-          `name: bignames\nrunner: process\ncommand: ["${process.execPath}", "${dir}/bignames.js"]\n` +
-          `timeout: 5m\nparams: { type: object }\n`,
+        'links.yaml': nodeScriptExperiment('links', dir, '30m'),
+        'bignames.yaml': nodeScriptExperiment('bignames', dir, '5m'),
       }),
       {},
       { 'bignames.js': BIG_NAMES_JS, 'links.js': LINKS_JS },

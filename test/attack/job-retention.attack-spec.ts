@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { waitUntil } from '../support/system';
-import { legitimateClient, startJobHost, type JobHost } from './job-host';
+import { legitimateClient, nodeScriptExperiment, startJobHost, type JobHost } from './job-host';
 import { ATTACK_SCALE, recordAttack } from './support';
 
 /**
@@ -31,9 +31,7 @@ describe('retention of a job output the sweep cannot remove in one go', () => {
   beforeAll(async () => {
     h = await startJobHost(
       (dir) => ({
-        'chain.yaml':
-          `name: chain\nrunner: process\ncommand: ["${process.execPath}", "${dir}/chain.js"]\n` +
-          `timeout: 5m\nparams: { type: object }\n`,
+        'chain.yaml': nodeScriptExperiment('chain', dir, '5m'),
         'plain.yaml':
           'name: plain\nrunner: process\ncommand: ["sh", "-c", "echo ok > $JOB_OUTPUT/ok.txt"]\n' +
           'params: { type: object }\n',
