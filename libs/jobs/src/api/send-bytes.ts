@@ -47,7 +47,11 @@ export async function sendBytes(
   }
 }
 
-/** Resolves true once `res` drained; false when it closed first or `ms` went by. */
+/**
+ * Resolves true once `res` drained; false when it closed first or `ms` went by. Not
+ * ClientWatch.drain: ClientWatch takes a client's FIN for its going (right for a stream that
+ * never ends), while a download must still reach a client that half-closed after its request.
+ */
 function drained(res: ServerResponse, ms: number): Promise<boolean> {
   return new Promise((resolve) => {
     const done = (ok: boolean) => {
