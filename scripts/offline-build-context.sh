@@ -17,6 +17,16 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$dir/prebuilt"
 cp -a "$repo"/{package.json,package-lock.json,tsconfig.json,tsconfig.build.json,nest-cli.json,apps,libs,bin} "$dir/"
 cp -a "$repo/dist" "$dir/prebuilt/dist"
+mkdir -p "$dir/scripts"
+cp -a "$repo/native" "$dir/"
+cp -a "$repo/scripts/build-native.js" "$dir/scripts/"
+rm -rf "$dir"/native/*/build
+# The native frame cipher as this checkout built it (npm ci), if it did: the image uses it if it
+# loads there, else node:crypto (the daemons log which).
+if [[ -d $repo/native/frame-cipher/build/Release ]]; then
+  mkdir -p "$dir/prebuilt/native-build"
+  cp -a "$repo/native/frame-cipher/build/Release" "$dir/prebuilt/native-build/Release"
+fi
 # Each production package's top-level folder (its own nested node_modules come with it).
 mapfile -t packages < <(
   cd "$repo" && { npm ls --omit=dev --all --parseable 2>/dev/null || true; } |

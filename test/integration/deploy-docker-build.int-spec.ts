@@ -108,6 +108,13 @@ describe('docker/Dockerfile built offline (legacy builder, no registry)', () => 
     expect(config.Healthcheck.Test[3]).toContain('http://127.0.0.1:8000/health/live');
   });
 
+  it('seals tunnel frames with the native frame cipher the checkout built (prebuilt context)', () => {
+    const script =
+      "process.stdout.write(require('/app/dist/libs/tunnel/src/protocol/native-gcm.js').frameCipherImplementation)";
+    const out = dockerOk(['run', '--rm', '--entrypoint', 'node', IMAGE, '-e', script]);
+    expect(out).toMatch(/^native/);
+  });
+
   it('`--help` and `keygen` work in the image', () => {
     const help = docker(['run', '--rm', IMAGE, '--help']);
     expect(help.code).toBe(0);

@@ -5,6 +5,7 @@ import { TunnelDialer, type TunnelDialerOptions } from './dial';
 import { loadKeyRing, logKeyWarnings, type KeyRing } from './keys';
 import { listenTunnel, type ListenTunnelOptions, type TunnelListener } from './listen';
 import type { TunnelMetrics } from './metrics';
+import { frameCipherImplementation } from './protocol/native-gcm';
 import type { TunnelSession } from './session';
 
 /**
@@ -100,6 +101,8 @@ export class TunnelEndpoint {
   static async start(opts: TunnelEndpointOptions): Promise<TunnelEndpoint> {
     const keys = await loadKeyRing(opts.config.keyFiles);
     logKeyWarnings(keys, opts.logger);
+    // Native where `npm ci` could build it; the same wire either way (docs/PROTOCOL.md, §8).
+    opts.logger.info({ implementation: frameCipherImplementation }, 'tunnel frame cipher');
     const endpoint = new TunnelEndpoint(opts, keys);
     await endpoint.listen();
     endpoint.dial();

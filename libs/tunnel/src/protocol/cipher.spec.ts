@@ -1,16 +1,30 @@
 import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
-import { FrameOpener, FrameSealer } from './cipher';
+import { FrameOpener, FrameSealer, type GcmImplementation } from './cipher';
 import { MAX_DATA, REKEY_FRAMES } from './constants';
+import { frameCipherImplementation, nativeGcm, type GcmContext } from './native-gcm';
 
 const header = (n: number): Buffer => Buffer.from([2, 0, 0, 0, n]);
 
-function pair(first = 0): { s: FrameSealer; o: FrameOpener } {
-  const key = randomBytes(32);
-  return { s: new FrameSealer(key, first), o: new FrameOpener(key, first) };
-}
+// The native frame cipher is built by `npm ci` (scripts/build-native.js); these tests need it.
+const native = (): NonNullable<typeof nativeGcm> => {
+  if (!nativeGcm)
+    throw new Error(`the native frame cipher is needed here: ${frameCipherImplementation}`);
+  return nativeGcm;
+};
 
-describe('frame sealing', () => {
+describe.each([
+  ['node:crypto', (): GcmImplementation => 'node'],
+  ['the native frame cipher', (): GcmImplementation => native()],
+])('frame sealing with %s', (_name, implementation) => {
+  const impl = implementation();
+  const sealer = (key: Buffer, first = 0): FrameSealer => new FrameSealer(key, first, impl);
+  const opener = (key: Buffer, first = 0): FrameOpener => new FrameOpener(key, first, impl);
+  const pair = (first = 0): { s: FrameSealer; o: FrameOpener } => {
+    const key = randomBytes(32);
+    return { s: sealer(key, first), o: opener(key, first) };
+  };
+
   it('opens frames in order to the exact plaintext', () => {
     const { s, o } = pair();
     for (let i = 0; i < 5; i++) {
@@ -29,11 +43,11 @@ describe('frame sealing', () => {
   it('refuses a frame with any single bit flipped', () => {
     const { s } = pair();
     const key = randomBytes(32);
-    const wire = new FrameSealer(key).seal(header(1), randomBytes(64))!;
+    const wire = sealer(key).seal(header(1), randomBytes(64))!;
     for (let bit = 0; bit < wire.length * 8; bit++) {
       const copy = Buffer.from(wire);
       copy[bit >> 3] ^= 1 << (bit & 7);
-      expect(new FrameOpener(key).open(copy)).toBeUndefined();
+      expect(opener(key).open(copy)).toBeUndefined();
     }
     expect(s.frames).toBe(0);
   });
@@ -78,26 +92,118 @@ describe('frame sealing', () => {
     expect(o.open(before)).toBeDefined();
     for (let i = 0; i < 4; i++) expect(o.open(s.seal(header(i))!)).toBeDefined();
     const key = randomBytes(32);
-    const stale = new FrameSealer(key, 0).seal(header(0))!;
-    expect(new FrameOpener(key, REKEY_FRAMES).open(stale)).toBeUndefined();
+    const stale = sealer(key, 0).seal(header(0))!;
+    expect(opener(key, REKEY_FRAMES).open(stale)).toBeUndefined();
   });
 
   it('never throws and never accepts random or mutated bytes (property)', () => {
     const key = randomBytes(32);
-    const good = new FrameSealer(key).seal(header(1), randomBytes(40))!;
+    const good = sealer(key).seal(header(1), randomBytes(40))!;
     fc.assert(
       fc.property(
         fc.uint8Array({ maxLength: 300 }),
         fc.nat(good.length - 1),
         fc.integer({ min: 1, max: 255 }),
         (junk, at, xor) => {
-          expect(new FrameOpener(key).open(Buffer.from(junk))).toBeUndefined();
+          expect(opener(key).open(Buffer.from(junk))).toBeUndefined();
           const bad = Buffer.from(good);
           bad[at] ^= xor;
-          expect(new FrameOpener(key).open(bad)).toBeUndefined();
+          expect(opener(key).open(bad)).toBeUndefined();
         },
       ),
       { numRuns: 500 },
     );
+  });
+});
+
+describe('the native frame cipher', () => {
+  const rand = (n: number): Buffer => randomBytes(n);
+
+  it("seals every frame exactly as node:crypto does, and each opens the other's (property)", () => {
+    fc.assert(
+      fc.property(
+        fc.uint8Array({ minLength: 5, maxLength: 40 }),
+        fc.uint8Array({ maxLength: 3000 }),
+        fc.integer({ min: 0, max: 20 }),
+        (h, body, frames) => {
+          const key = rand(32);
+          // Started near a ratchet, so that some runs cross it (a new native context).
+          const first = REKEY_FRAMES - 10;
+          const [a, b] = [
+            new FrameSealer(key, first, 'node'),
+            new FrameSealer(key, first, native()),
+          ];
+          const [na, nb] = [
+            new FrameOpener(key, first, native()),
+            new FrameOpener(key, first, 'node'),
+          ];
+          for (let i = 0; i <= frames; i++) {
+            const x = a.seal(Buffer.from(h), Buffer.from(body))!;
+            const y = b.seal(Buffer.from(h), Buffer.from(body))!;
+            expect(y.equals(x)).toBe(true);
+            expect(na.open(x)!.equals(Buffer.concat([h, body]))).toBe(true);
+            expect(nb.open(y)!.equals(Buffer.concat([h, body]))).toBe(true);
+          }
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
+  it('refuses arguments that are not what it checks for, and a freed context', () => {
+    const gcm = native();
+    const key = rand(32);
+    const nonce = rand(12);
+    const s = gcm.create(key, true);
+    const o = gcm.create(key, false);
+    expect(() => gcm.create(rand(31), true)).toThrow('key must be 32 bytes');
+    expect(() => gcm.create('x'.repeat(32) as unknown as Buffer, true)).toThrow('key must be a Buffer');
+    expect(() => gcm.seal(s, rand(11), rand(5))).toThrow('nonce must be 12 bytes');
+    expect(() => gcm.seal(s, nonce, 'header' as unknown as Buffer)).toThrow('header must be a Buffer');
+    expect(() => gcm.seal(s, nonce, rand(5), 7 as unknown as Buffer)).toThrow('body must be a Buffer');
+    expect(() => gcm.seal({} as GcmContext, nonce, rand(5))).toThrow('not a seal context');
+    // A context of the other direction is refused, not used.
+    expect(() => gcm.seal(o, nonce, rand(5))).toThrow('not a seal context');
+    expect(() => gcm.open(s, nonce, rand(40))).toThrow('not an open context');
+    // Shorter than a tag: nothing to check, nothing returned.
+    expect(gcm.open(o, nonce, rand(15))).toBeUndefined();
+    expect(gcm.open(o, nonce, Buffer.alloc(0))).toBeUndefined();
+    gcm.free(s);
+    gcm.free(s); // twice is harmless
+    expect(() => gcm.seal(s, nonce, rand(5))).toThrow('context was freed');
+    gcm.free(o);
+    expect(() => gcm.open(o, nonce, rand(40))).toThrow('context was freed');
+  });
+
+  it('returns nothing of a frame whose tag does not check, and goes on opening good ones', () => {
+    const gcm = native();
+    const key = rand(32);
+    const s = gcm.create(key, true);
+    const o = gcm.create(key, false);
+    const nonce = rand(12);
+    const wire = gcm.seal(s, nonce, rand(11), rand(500));
+    for (const at of [0, 10, 300, wire.length - 16, wire.length - 1]) {
+      const bad = Buffer.from(wire);
+      bad[at] ^= 0x80;
+      expect(gcm.open(o, nonce, bad)).toBeUndefined();
+      // The context is not left half-used: the good frame still opens after a failure.
+      expect(gcm.open(o, nonce, wire)).toBeDefined();
+    }
+    const other = rand(12);
+    expect(gcm.open(o, other, wire)).toBeUndefined();
+    gcm.free(s);
+    gcm.free(o);
+  });
+
+  it('is what the tunnel uses by default here (the project builds it at npm ci)', () => {
+    expect(frameCipherImplementation).toMatch(/^native/);
+    const key = rand(32);
+    // No implementation given: a frame sealed by default opens with node:crypto and vice versa.
+    expect(
+      new FrameOpener(key, 0, 'node').open(new FrameSealer(key).seal(header(1), rand(9))!),
+    ).toBeDefined();
+    expect(
+      new FrameOpener(key).open(new FrameSealer(key, 0, 'node').seal(header(1), rand(9))!),
+    ).toBeDefined();
   });
 });

@@ -11,6 +11,14 @@ import {
   TAG_BYTES,
 } from './constants';
 import { hkdf } from './kdf';
+import { nativeGcm, type GcmContext, type NativeGcm } from './native-gcm';
+
+/**
+ * Which AES-256-GCM implementation a sealer or opener uses: the native frame cipher (one
+ * OpenSSL context per key, only the nonce set per frame) where it is built, else node:crypto
+ * (a new context per frame). Same wire either way; tests pass one explicitly.
+ */
+export type GcmImplementation = NativeGcm | 'node';
 
 /**
  * One direction's key and frame counter. The counter is the GCM nonce and is never sent: both
@@ -28,7 +36,10 @@ class Direction {
     this.key = Buffer.from(key);
   }
 
-  /** Key and nonce for the next frame, or undefined once the counter is exhausted. */
+  /**
+   * Key and nonce for the next frame, or undefined once the counter is exhausted. The key is
+   * a new Buffer after each ratchet: a native context made for the old one is then replaced.
+   */
   next(): { key: Buffer; nonce: Buffer } | undefined {
     if (this.counter >= MAX_FRAMES) return undefined;
     if (this.counter > 0 && this.counter % REKEY_FRAMES === 0) this.rekey();
@@ -54,25 +65,69 @@ class Direction {
   }
 }
 
+/**
+ * The native context for the current key of a direction, made anew when the key changed
+ * (a ratchet) and freed, wiping its key schedule, when replaced or wiped.
+ */
+class NativeKey {
+  private key?: Buffer;
+  private ctx?: GcmContext;
+
+  constructor(
+    private readonly gcm: NativeGcm,
+    private readonly encrypt: boolean,
+  ) {}
+
+  seal(key: Buffer, nonce: Buffer, header: Buffer, body?: Buffer): Buffer {
+    return this.gcm.seal(this.contextFor(key), nonce, header, body);
+  }
+
+  open(key: Buffer, nonce: Buffer, wire: Buffer): Buffer | undefined {
+    return this.gcm.open(this.contextFor(key), nonce, wire);
+  }
+
+  wipe(): void {
+    if (this.ctx) this.gcm.free(this.ctx);
+    this.ctx = undefined;
+    this.key = undefined;
+  }
+
+  private contextFor(key: Buffer): GcmContext {
+    if (this.key !== key || !this.ctx) {
+      this.wipe();
+      this.ctx = this.gcm.create(key, this.encrypt);
+      this.key = key;
+    }
+    return this.ctx;
+  }
+}
+
 /** Seals outgoing frames: AES-256-GCM, nonce = this direction's frame counter. */
 export class FrameSealer {
   private readonly dir: Direction;
+  private readonly native?: NativeKey;
 
-  /** @param firstFrame counter of the first frame: 0 on the wire; tests start near a rekey. */
-  constructor(key: Buffer, firstFrame = 0) {
+  /**
+   * @param firstFrame counter of the first frame: 0 on the wire; tests start near a rekey.
+   * @param impl the native frame cipher where built (default), or 'node'.
+   */
+  constructor(key: Buffer, firstFrame = 0, impl: GcmImplementation = nativeGcm ?? 'node') {
     this.dir = new Direction(key, firstFrame);
+    if (impl !== 'node') this.native = new NativeKey(impl, true);
   }
 
   /**
    * Seals `header || body` into one wire frame (ciphertext || tag), returned as its parts in
-   * wire order: joining them is the frame. The parts are not copied into one buffer, so that a
-   * transport that can write them as one message with a gathered write (the ws adapter) saves
-   * a copy of every DATA frame (docs/PROTOCOL.md, "Where the time goes"). Returns undefined once
-   * 2^48 frames were sent: the caller must then end the session ('counter exhausted').
+   * wire order: joining them is the frame. With node:crypto the parts are not copied into one
+   * buffer, so that a transport that can write them as one message with a gathered write (the
+   * ws adapter) saves a copy of every DATA frame; the native cipher writes one buffer at once
+   * (docs/PROTOCOL.md, "Where the time goes"). Returns undefined once 2^48 frames were sent:
+   * the caller must then end the session ('counter exhausted').
    */
   sealParts(header: Buffer, body?: Buffer): Buffer[] | undefined {
     const next = this.dir.next();
     if (!next) return undefined;
+    if (this.native) return [this.native.seal(next.key, next.nonce, header, body)];
     const c = createCipheriv(CIPHER, next.key, next.nonce);
     const parts = [c.update(header)];
     if (body && body.length > 0) parts.push(c.update(body));
@@ -85,7 +140,7 @@ export class FrameSealer {
   /** sealParts, joined into one buffer. */
   seal(header: Buffer, body?: Buffer): Buffer | undefined {
     const parts = this.sealParts(header, body);
-    return parts && Buffer.concat(parts);
+    return parts && (parts.length === 1 ? parts[0] : Buffer.concat(parts));
   }
 
   /** Frames sealed so far. */
@@ -95,6 +150,7 @@ export class FrameSealer {
 
   /** Overwrites the key; the sealer is unusable afterwards. */
   wipe(): void {
+    this.native?.wipe();
     this.dir.wipe();
   }
 }
@@ -102,11 +158,16 @@ export class FrameSealer {
 /** Opens incoming frames in order. After one failure it refuses everything. */
 export class FrameOpener {
   private readonly dir: Direction;
+  private readonly native?: NativeKey;
   private failed = false;
 
-  /** @param firstFrame counter of the first frame: 0 on the wire; tests start near a rekey. */
-  constructor(key: Buffer, firstFrame = 0) {
+  /**
+   * @param firstFrame counter of the first frame: 0 on the wire; tests start near a rekey.
+   * @param impl the native frame cipher where built (default), or 'node'.
+   */
+  constructor(key: Buffer, firstFrame = 0, impl: GcmImplementation = nativeGcm ?? 'node') {
     this.dir = new Direction(key, firstFrame);
+    if (impl !== 'node') this.native = new NativeKey(impl, false);
   }
 
   /**
@@ -120,6 +181,11 @@ export class FrameOpener {
     // Bounds first: a frame shorter than header + tag or longer than the largest frame is refused.
     if (!next || wire.length < MIN_SEALED_FRAME || wire.length > MAX_SEALED_FRAME)
       return this.fail();
+    if (this.native) {
+      // The native open checks the tag before it returns anything (frame_cipher.c).
+      const plain = this.native.open(next.key, next.nonce, wire);
+      return plain ?? this.fail();
+    }
     try {
       const d = createDecipheriv(CIPHER, next.key, next.nonce);
       d.setAuthTag(wire.subarray(wire.length - TAG_BYTES));
@@ -134,6 +200,7 @@ export class FrameOpener {
   /** Overwrites the key; the opener is unusable afterwards. */
   wipe(): void {
     this.failed = true;
+    this.native?.wipe();
     this.dir.wipe();
   }
 
