@@ -82,12 +82,14 @@ export interface SpliceOptions {
 }
 
 /**
- * Pipes a stream and a socket both ways; either side's end becomes the other's half-close.
+ * Joins a stream and a socket both ways (the stream's data straight to the socket:
+ * TunnelStream.deliverTo; the socket's piped to the stream); either side's end becomes the
+ * other's half-close.
  * Only an abrupt end (error, reset, or a close without end) cuts the other side: an orderly
  * close lets each pipe flush what it still holds.
  */
 export function splice(stream: TunnelStream, socket: Socket, opts: SpliceOptions = {}): void {
-  stream.pipe(socket);
+  stream.deliverTo(socket);
   socket.pipe(stream);
   stream.once('close', () => {
     if ((stream.errored || !stream.readableEnded) && !opts.keepSocket?.()) socket.destroy();

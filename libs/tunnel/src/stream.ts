@@ -1,4 +1,4 @@
-import { Duplex } from 'node:stream';
+import { Duplex, type Writable } from 'node:stream';
 import { BdpGrowth } from './bdp-growth';
 import { BDP_GROWTH_SHARE, MAX_DATA, MAX_STREAM_WINDOW, STREAM_WINDOW } from './protocol';
 
@@ -65,6 +65,8 @@ export class TunnelStream extends Duplex {
   private gone = false;
   private resetReason?: string;
   private idle?: { ms: number; timer?: NodeJS.Timeout };
+  /** deliverTo(): where the peer's data goes straight to, and whether it asked us to wait. */
+  private sink?: { socket: Writable; blocked: boolean };
 
   constructor(
     private readonly host: StreamHost,
@@ -193,12 +195,53 @@ export class TunnelStream extends Duplex {
     this.window = window;
   }
 
+  /**
+   * Sends the peer's data straight to `socket` (splice() uses it instead of `pipe`), with its
+   * FIN as the socket's end. A chunk the socket takes is consumed, as a pipe would count it;
+   * once `write` says to wait, what arrives stays in this stream's buffer (not consumed, so not
+   * credited: the peer stops within its window) until the socket's 'drain'. This skips the
+   * Readable machinery per chunk (push, 'data', the next tick's read-more check), a tenth of
+   * the CPU of a small request/answer exchange (docs/PROTOCOL.md §8). The readable side is
+   * then the sink's alone: nothing else may read from this stream.
+   */
+  deliverTo(socket: Writable): void {
+    const sink = { socket, blocked: false };
+    this.sink = sink;
+    const drained = (): void => {
+      sink.blocked = false;
+      this.flushToSink();
+    };
+    socket.on('drain', drained);
+    this.once('end', () => socket.end());
+    this.once('close', () => socket.off('drain', drained));
+    this.flushToSink();
+  }
+
+  /** Moves what waits in the buffer to the sink while it takes it; ends it after the FIN. */
+  private flushToSink(): void {
+    const sink = this.sink;
+    if (!sink) return;
+    while (!sink.blocked) {
+      // At most a frame's worth at a time, as a pipe takes one chunk: the socket's queue stays
+      // within its high-water mark and one chunk, while the rest waits here, uncredited. read()
+      // counts the consumption (credit) and, once empty after the peer's FIN, emits 'end'.
+      const chunk = this.read(Math.min(this.readableLength, MAX_DATA)) as Buffer | null;
+      if (chunk === null) return;
+      if (!sink.socket.write(chunk)) sink.blocked = true;
+    }
+  }
+
   /** DATA from the peer (already checked against our window by the multiplexer). */
   onData(data: Buffer): void {
     if (this.gone) return;
     this.received += data.length;
     this.active();
-    this.push(data);
+    const sink = this.sink;
+    // Straight to the sink only while nothing waits before this chunk (the invariant: a sink
+    // that is not blocked has an empty buffer behind it) and it can still be written to.
+    if (sink && !sink.blocked && this.readableLength === 0 && sink.socket.writable) {
+      if (!sink.socket.write(data)) sink.blocked = true;
+    } else this.push(data);
     // Also recheck credit here: consumption that happened without a _read call is counted.
     this.maybeCredit();
   }
@@ -208,6 +251,7 @@ export class TunnelStream extends Duplex {
     if (this.gone) return;
     this.finReceived = true;
     this.push(null);
+    this.flushToSink();
     this.maybeDone();
   }
 
