@@ -157,10 +157,16 @@ describe('the native frame cipher', () => {
     const s = gcm.create(key, true);
     const o = gcm.create(key, false);
     expect(() => gcm.create(rand(31), true)).toThrow('key must be 32 bytes');
-    expect(() => gcm.create('x'.repeat(32) as unknown as Buffer, true)).toThrow('key must be a Buffer');
+    expect(() => gcm.create('x'.repeat(32) as unknown as Buffer, true)).toThrow(
+      'key must be a Buffer',
+    );
     expect(() => gcm.seal(s, rand(11), rand(5))).toThrow('nonce must be 12 bytes');
-    expect(() => gcm.seal(s, nonce, 'header' as unknown as Buffer)).toThrow('header must be a Buffer');
-    expect(() => gcm.seal(s, nonce, rand(5), 7 as unknown as Buffer)).toThrow('body must be a Buffer');
+    expect(() => gcm.seal(s, nonce, 'header' as unknown as Buffer)).toThrow(
+      'header must be a Buffer',
+    );
+    expect(() => gcm.seal(s, nonce, rand(5), 7 as unknown as Buffer)).toThrow(
+      'body must be a Buffer',
+    );
     expect(() => gcm.seal({} as GcmContext, nonce, rand(5))).toThrow('not a seal context');
     // A context of the other direction is refused, not used.
     expect(() => gcm.seal(o, nonce, rand(5))).toThrow('not a seal context');
