@@ -35,6 +35,10 @@ function prepare(rev) {
   // That revision's own `npm run build` (since 2026-12 it also copies the jobs' Lua scripts
   // into dist; an older one is tsc alone).
   execFileSync('npm', ['run', '--silent', 'build'], { cwd: dir, stdio: 'inherit' });
+  // Its native frame cipher, where the revision has one (since 2026-12-05): node_modules is
+  // shared, the addon's build is not.
+  if (existsSync(path.join(dir, 'scripts', 'build-native.js')))
+    execFileSync(process.execPath, ['scripts/build-native.js'], { cwd: dir, stdio: 'ignore' });
   return dir;
 }
 

@@ -463,6 +463,17 @@ async function main() {
       `request errors: ${cols.map((c, i) => `${c} ${errors[i]}`).join(', ')}`,
   );
   if (!hasSpiped) console.log('spiped is not installed: its column is missing.');
+  console.log(`frame cipher of relay and worker: ${frameCipher()}`);
+}
+
+/** What the daemons seal frames with (they load it as this process does, same environment). */
+function frameCipher() {
+  try {
+    return require(path.join(root, 'dist/libs/tunnel/src/protocol/native-gcm.js'))
+      .frameCipherImplementation;
+  } catch {
+    return 'node:crypto (a build from before the native frame cipher)';
+  }
 }
 
 if (process.argv[2] === 'targets') targetsRole();

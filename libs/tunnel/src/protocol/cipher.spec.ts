@@ -197,6 +197,11 @@ describe('the native frame cipher', () => {
     }
     const other = rand(12);
     expect(gcm.open(o, other, wire)).toBeUndefined();
+    // Nothing but a tag: an empty plaintext opens to an empty buffer, a forged tag to nothing.
+    const empty = gcm.seal(s, nonce, Buffer.alloc(0));
+    expect(empty.length).toBe(16);
+    expect(gcm.open(o, nonce, empty)?.length).toBe(0);
+    expect(gcm.open(o, nonce, rand(16))).toBeUndefined();
     gcm.free(s);
     gcm.free(o);
   });
