@@ -101,6 +101,14 @@ describe('gpu-sidecar command line', () => {
     expect(argv).toContain('--no-incremental-marking');
     // ... and with V8's linear-time fallback for runaway regular expressions (params patterns).
     expect(argv).toContain('--enable-experimental-regexp-engine-on-excessive-backtracks');
+    // ... and with a fixed young generation that is not given back while idle.
+    expect(argv).toEqual(
+      expect.arrayContaining([
+        '--min-semi-space-size=16',
+        '--max-semi-space-size=16',
+        '--no-memory-reducer',
+      ]),
+    );
     // ... and with glibc told to keep freed heap (same file): the daemon's environment shows it.
     const environ = readFileSync(`/proc/${w.child.pid}/environ`, 'utf8').split('\0');
     expect(environ).toEqual(
