@@ -81,6 +81,34 @@ describe('tunnel between the built relay and worker', () => {
   });
 });
 
+describe('one end sealing with node:crypto, the other with the native frame cipher', () => {
+  let pair: Pair;
+  beforeAll(async () => {
+    // The relay as on a front host where npm ci found no compiler; the worker as built here.
+    pair = await startPair({ relay: { GPU_SIDECAR_NATIVE: 'off' } });
+  });
+  afterAll(async () => {
+    await pair?.stop();
+  });
+
+  it('each says which it uses, and they talk: the same wire either way', async () => {
+    await waitForTunnel(pair.ports.admin);
+    const cipher = (log: string): string | undefined =>
+      log
+        .split('\n')
+        .filter((l) => l.includes('"msg":"tunnel frame cipher"'))
+        .map((l) => (JSON.parse(l) as { implementation: string }).implementation)[0];
+    expect(cipher(pair.relay.stderr())).toMatch(/^node:crypto \(native frame cipher turned off/);
+    expect(cipher(pair.worker.stderr())).toMatch(/^native \(OpenSSL context per key/);
+    // Frames both ways: requests sealed by node:crypto, answers by OpenSSL's re-used context.
+    const answers = await Promise.all(Array.from({ length: 100 }, () => getTest(pair.ports.relay)));
+    expect(answers.every((a) => (a as { response: string }).response === 'ok')).toBe(true);
+    const metrics = await (await fetch(`http://127.0.0.1:${pair.ports.admin}/metrics`)).text();
+    expect(metricValue(metrics, 'tunnel_streams_total')).toBeGreaterThanOrEqual(100);
+    expect(metrics).not.toMatch(/^tunnel_frames_rejected_total\{/m); // no frame refused
+  });
+});
+
 describe('tunnel authentication between processes', () => {
   it('refuses a relay with another key, counts the reason, and never reaches the API', async () => {
     const pair = await startPair();
