@@ -124,7 +124,13 @@ export function wrongVersion(
 export async function keyHolder(
   port: number,
   authKey: Buffer,
-): Promise<{ send(f: Frame): void; pause(): void; ws: WebSocket }> {
+): Promise<{
+  send(f: Frame): void;
+  seal(f: Frame): Buffer;
+  sendRaw(wire: Buffer): void;
+  pause(): void;
+  ws: WebSocket;
+}> {
   const ws = new WebSocket(`ws://127.0.0.1:${port}/`, [PROTOCOL_VERSION], {
     perMessageDeflate: false,
   });
@@ -140,13 +146,16 @@ export async function keyHolder(
   });
   ws.removeAllListeners('message');
   const sealer = new FrameSealer(keys.send);
+  const seal = (f: Frame): Buffer => {
+    const { header, body } = encodeFrame(f);
+    return sealer.seal(header, body)!;
+  };
   return {
     ws,
     pause: () => ws.pause(),
-    send: (f) => {
-      const { header, body } = encodeFrame(f);
-      ws.send(sealer.seal(header, body)!);
-    },
+    seal,
+    sendRaw: (wire) => ws.send(wire),
+    send: (f) => ws.send(seal(f)),
   };
 }
 

@@ -171,6 +171,87 @@ describe(`keyless peers against the built worker (${ATTACK_SCALE.name})`, () => 
     expect(ok).toBe(restarts + 1);
   });
 
+  it('a key-holding peer sending forged frames (bits flipped, tags forged, cut, grown, reordered, junk): each session ends at its first, counted, nothing opened, the relay unaffected', async () => {
+    const sessions = ATTACK_SCALE.full ? 2_000 : 300;
+    const metricsUrl = `http://127.0.0.1:${pair.ports.api}/metrics`;
+    const rejected = async () =>
+      metricValue(await metricsText(metricsUrl), 'tunnel_frames_rejected_total', {
+        reason: 'decrypt failed',
+      }) ?? 0;
+    const opened = async () =>
+      metricValue(await metricsText(metricsUrl), 'tunnel_streams_total') ?? 0;
+    const before = { rejected: await rejected(), opened: await opened() };
+    const authKey = (await loadKeyRing(pair.keyFile)).primary.authKey;
+    const pid = pair.worker.child.pid!;
+    const base = rssMb(pid);
+    const legit: { ok: boolean; ms: number }[] = [];
+    let attacking = true;
+    const legitLoop = (async () => {
+      while (attacking) legit.push(await timed(() => getTest(pair.ports.relay)));
+    })();
+    // Each forgery wraps what the worker would accept next (an OPEN of its API, whose stream
+    // would be counted if it were ever opened), so only the frame's own check stands between.
+    const forge = (good: Buffer, i: number): Buffer => {
+      const w = Buffer.from(good);
+      switch (i % 6) {
+        case 0: // one bit of the ciphertext
+          w[randomBytes(2).readUInt16BE(0) % (w.length - 16)] ^= 1 << (i % 8);
+          return w;
+        case 1: // a forged tag
+          randomBytes(16).copy(w, w.length - 16);
+          return w;
+        case 2: // cut by a byte
+          return w.subarray(0, w.length - 1);
+        case 3: // grown by a byte
+          return Buffer.concat([w, randomBytes(1)]);
+        case 4: // random junk of a frame's size, up to the largest
+          return randomBytes(21 + (randomBytes(4).readUInt32BE(0) % 65_000));
+        default: // the frame sealed for the counter after this one (a reorder)
+          return good;
+      }
+    };
+    let sent = 0;
+    let ended = 0;
+    for (let i = 0; i < sessions; i++) {
+      const peer = await keyHolder(pair.ports.tunnel, authKey);
+      const first = peer.seal({ type: 'open', sid: 1, target: 'api' });
+      const closed = new Promise<void>((r) => peer.ws.once('close', () => r()));
+      if (i % 6 === 5) peer.sendRaw(peer.seal({ type: 'open', sid: 3, target: 'api' }));
+      else peer.sendRaw(forge(first, i));
+      sent++;
+      const gone = await Promise.race([closed.then(() => true), sleep(3_000).then(() => false)]);
+      if (gone) ended++;
+      peer.ws.terminate();
+    }
+    attacking = false;
+    await legitLoop;
+    const counted = (await rejected()) - before.rejected;
+    const streams = (await opened()) - before.opened;
+    recordAttack('tunnel-forged-frames', {
+      attack:
+        'a peer with the key makes a session, then sends as its first frame an OPEN with one bit flipped, a forged tag, a byte cut or added, random junk, or the frame sealed for the next counter; a new session each time',
+      times: sent,
+      gotThrough: sent - ended,
+      counted: 'sessions not ended at their forged frame',
+      legit: {
+        tried: legit.length,
+        ok: legit.filter((l) => l.ok).length,
+        latenciesMs: legit.map((l) => l.ms),
+      },
+      extra: {
+        rejectedDecryptFailed: counted,
+        streamsOpenedMeanwhile: streams,
+        workerRssMb: { before: Math.round(base), after: Math.round(rssMb(pid)) },
+      },
+    });
+    expect(ended).toBe(sent);
+    expect(counted).toBe(sent);
+    // The relay's own GET /tests open streams meanwhile; a forged OPEN never did.
+    expect(streams).toBe(legit.length);
+    expect(legit.length).toBeGreaterThan(0);
+    expect(legit.every((l) => l.ok)).toBe(true);
+  });
+
   it('a key-holding peer flooding PING and OPEN without reading: its session ends, the worker stays bounded', async () => {
     const frames = ATTACK_SCALE.full ? 1_000_000 : 300_000;
     const pid = pair.worker.child.pid!;
