@@ -99,14 +99,31 @@ static bool nonce_arg(napi_env env, napi_value value, unsigned char **nonce) {
   return true;
 }
 
+/* The call's arguments into argv (at most max); throws `usage` unless at least min were given. */
+static bool call_args(napi_env env, napi_callback_info info, size_t min, size_t max,
+                      napi_value *argv, size_t *argc, const char *usage) {
+  *argc = max;
+  if (napi_get_cb_info(env, info, argc, argv, NULL, NULL) != napi_ok || *argc < min) {
+    napi_throw_type_error(env, NULL, usage);
+    return false;
+  }
+  return true;
+}
+
+/* A new Buffer of `length` bytes for the result; throws if it cannot be made. */
+static bool result_buffer(napi_env env, size_t length, unsigned char **data, napi_value *result) {
+  if (napi_create_buffer(env, length, (void **)data, result) != napi_ok) {
+    napi_throw_error(env, NULL, "out of memory");
+    return false;
+  }
+  return true;
+}
+
 /* create(key: Buffer of 32 bytes, encrypt: boolean) -> external context */
 static napi_value create(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
+  size_t argc;
   napi_value argv[2];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 2) {
-    napi_throw_type_error(env, NULL, "create(key, encrypt)");
-    return NULL;
-  }
+  if (!call_args(env, info, 2, 2, argv, &argc, "create(key, encrypt)")) return NULL;
   unsigned char *key;
   size_t key_length;
   bool encrypt;
@@ -145,12 +162,9 @@ static napi_value create(napi_env env, napi_callback_info info) {
  * The sealed frame: ciphertext of header || body, then the 16-byte tag, in one new buffer.
  */
 static napi_value seal(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
+  size_t argc;
   napi_value argv[4];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3) {
-    napi_throw_type_error(env, NULL, "seal(ctx, nonce, header, body?)");
-    return NULL;
-  }
+  if (!call_args(env, info, 3, 4, argv, &argc, "seal(ctx, nonce, header, body?)")) return NULL;
   frame_ctx *f = context_arg(env, argv[0], true);
   unsigned char *nonce, *header, *body = NULL;
   size_t header_length, body_length = 0;
@@ -165,10 +179,7 @@ static napi_value seal(napi_env env, napi_callback_info info) {
   size_t length = header_length + body_length;
   napi_value result;
   unsigned char *out;
-  if (napi_create_buffer(env, length + TAG_BYTES, (void **)&out, &result) != napi_ok) {
-    napi_throw_error(env, NULL, "out of memory");
-    return NULL;
-  }
+  if (!result_buffer(env, length + TAG_BYTES, &out, &result)) return NULL;
   int n;
   if (EVP_EncryptInit_ex(f->ctx, NULL, NULL, NULL, nonce) != 1 ||
       EVP_EncryptUpdate(f->ctx, out, &n, header, (int)header_length) != 1 ||
@@ -187,12 +198,9 @@ static napi_value seal(napi_env env, napi_callback_info info) {
  * The plaintext of a sealed frame whose tag checks under this nonce, else undefined.
  */
 static napi_value open_frame(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
+  size_t argc;
   napi_value argv[3];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 3) {
-    napi_throw_type_error(env, NULL, "open(ctx, nonce, wire)");
-    return NULL;
-  }
+  if (!call_args(env, info, 3, 3, argv, &argc, "open(ctx, nonce, wire)")) return NULL;
   frame_ctx *f = context_arg(env, argv[0], false);
   unsigned char *nonce, *wire;
   size_t wire_length;
@@ -205,10 +213,7 @@ static napi_value open_frame(napi_env env, napi_callback_info info) {
   size_t length = wire_length - TAG_BYTES;
   napi_value result;
   unsigned char *out;
-  if (napi_create_buffer(env, length, (void **)&out, &result) != napi_ok) {
-    napi_throw_error(env, NULL, "out of memory");
-    return NULL;
-  }
+  if (!result_buffer(env, length, &out, &result)) return NULL;
   int n;
   /* The tag is copied into the context (SET_TAG) before Final compares it in constant time. */
   if (EVP_DecryptInit_ex(f->ctx, NULL, NULL, NULL, nonce) != 1 ||
@@ -223,12 +228,12 @@ static napi_value open_frame(napi_env env, napi_callback_info info) {
 
 /* free(ctx): wipes and frees the context now (the key was ratcheted or the session ended). */
 static napi_value free_context(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
+  size_t argc;
   napi_value argv[1];
   napi_valuetype type;
   frame_ctx *f = NULL;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 1 ||
-      napi_typeof(env, argv[0], &type) != napi_ok || type != napi_external ||
+  if (!call_args(env, info, 1, 1, argv, &argc, "free(ctx)")) return NULL;
+  if (napi_typeof(env, argv[0], &type) != napi_ok || type != napi_external ||
       napi_get_value_external(env, argv[0], (void **)&f) != napi_ok || f == NULL) {
     napi_throw_type_error(env, NULL, "free(ctx)");
     return NULL;
