@@ -79,6 +79,17 @@ describe.each([
     expect(o.open(other.s.seal(header(1))!)).toBeUndefined();
   });
 
+  it('seals nothing once wiped (its key is zeros then), and opens nothing', () => {
+    const { s, o } = pair();
+    expect(o.open(s.seal(header(1))!)).toBeDefined();
+    s.wipe();
+    o.wipe();
+    expect(s.seal(header(2))).toBeUndefined();
+    expect(s.sealParts(header(2))).toBeUndefined();
+    const zeros = sealer(Buffer.alloc(32), 1).seal(header(2))!;
+    expect(o.open(zeros)).toBeUndefined();
+  });
+
   it('refuses everything after a first failure', () => {
     const { s, o } = pair();
     const a = s.seal(header(1))!;

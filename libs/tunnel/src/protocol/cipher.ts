@@ -106,6 +106,8 @@ class NativeKey {
 export class FrameSealer {
   private readonly dir: Direction;
   private readonly native?: NativeKey;
+  /** Once wiped, nothing is sealed: the key is zeros then, and a frame under it is readable. */
+  private wiped = false;
 
   /**
    * @param firstFrame counter of the first frame: 0 on the wire; tests start near a rekey.
@@ -121,10 +123,11 @@ export class FrameSealer {
    * wire order: joining them is the frame. With node:crypto the parts are not copied into one
    * buffer, so that a transport that can write them as one message with a gathered write (the
    * ws adapter) saves a copy of every DATA frame; the native cipher writes one buffer at once
-   * (docs/PROTOCOL.md, "Where the time goes"). Returns undefined once 2^48 frames were sent:
-   * the caller must then end the session ('counter exhausted').
+   * (docs/PROTOCOL.md, "Where the time goes"). Returns undefined once 2^48 frames were sent
+   * (the caller must then end the session: 'counter exhausted') or once wiped.
    */
   sealParts(header: Buffer, body?: Buffer): Buffer[] | undefined {
+    if (this.wiped) return undefined;
     const next = this.dir.next();
     if (!next) return undefined;
     if (this.native) return [this.native.seal(next.key, next.nonce, header, body)];
@@ -148,8 +151,9 @@ export class FrameSealer {
     return this.dir.frames;
   }
 
-  /** Overwrites the key; the sealer is unusable afterwards. */
+  /** Overwrites the key; the sealer seals nothing afterwards. */
   wipe(): void {
+    this.wiped = true;
     this.native?.wipe();
     this.dir.wipe();
   }
