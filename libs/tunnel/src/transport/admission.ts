@@ -139,6 +139,9 @@ export class Admission {
       ticket.leave();
       drop('timeout');
     }, ms);
+    // A deadline, not work: it does not keep a stopping process alive (the HTTP listeners'
+    // own timer was unref'd before they shared this one).
+    timer.unref();
     return {
       leave: () => {
         clearTimeout(timer);
