@@ -119,6 +119,13 @@ static bool result_buffer(napi_env env, size_t length, unsigned char **data, nap
   return true;
 }
 
+/* What seal and open both take first: the context (of this direction) and the nonce. */
+static frame_ctx *frame_args(napi_env env, napi_value *argv, bool encrypt,
+                             unsigned char **nonce) {
+  frame_ctx *f = context_arg(env, argv[0], encrypt);
+  return f != NULL && nonce_arg(env, argv[1], nonce) ? f : NULL;
+}
+
 /* create(key: Buffer of 32 bytes, encrypt: boolean) -> external context */
 static napi_value create(napi_env env, napi_callback_info info) {
   size_t argc;
@@ -165,11 +172,10 @@ static napi_value seal(napi_env env, napi_callback_info info) {
   size_t argc;
   napi_value argv[4];
   if (!call_args(env, info, 3, 4, argv, &argc, "seal(ctx, nonce, header, body?)")) return NULL;
-  frame_ctx *f = context_arg(env, argv[0], true);
   unsigned char *nonce, *header, *body = NULL;
   size_t header_length, body_length = 0;
-  if (f == NULL || !nonce_arg(env, argv[1], &nonce) ||
-      !buffer_arg(env, argv[2], "header must be a Buffer", &header, &header_length))
+  frame_ctx *f = frame_args(env, argv, true, &nonce);
+  if (f == NULL || !buffer_arg(env, argv[2], "header must be a Buffer", &header, &header_length))
     return NULL;
   napi_valuetype type = napi_undefined;
   if (argc > 3 && napi_typeof(env, argv[3], &type) == napi_ok && type != napi_undefined &&
@@ -201,11 +207,10 @@ static napi_value open_frame(napi_env env, napi_callback_info info) {
   size_t argc;
   napi_value argv[3];
   if (!call_args(env, info, 3, 3, argv, &argc, "open(ctx, nonce, wire)")) return NULL;
-  frame_ctx *f = context_arg(env, argv[0], false);
   unsigned char *nonce, *wire;
   size_t wire_length;
-  if (f == NULL || !nonce_arg(env, argv[1], &nonce) ||
-      !buffer_arg(env, argv[2], "wire must be a Buffer", &wire, &wire_length))
+  frame_ctx *f = frame_args(env, argv, false, &nonce);
+  if (f == NULL || !buffer_arg(env, argv[2], "wire must be a Buffer", &wire, &wire_length))
     return NULL;
   napi_value undefined;
   napi_get_undefined(env, &undefined);
