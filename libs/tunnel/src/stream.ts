@@ -200,9 +200,9 @@ export class TunnelStream extends Duplex {
    * FIN as the socket's end. A chunk the socket takes is consumed, as a pipe would count it;
    * once `write` says to wait, what arrives stays in this stream's buffer (not consumed, so not
    * credited: the peer stops within its window) until the socket's 'drain'. This skips the
-   * Readable machinery per chunk (push, 'data', the next tick's read-more check), a tenth of
-   * the CPU of a small request/answer exchange (docs/PROTOCOL.md §8). The readable side is
-   * then the sink's alone: nothing else may read from this stream.
+   * Readable machinery per chunk (push, 'data', the next tick's read-more check): about 2 % of
+   * the relay's CPU in a small request/answer exchange (docs/PROTOCOL.md §8). The readable
+   * side is then the sink's alone: nothing else may read from this stream.
    */
   deliverTo(socket: Writable): void {
     const sink = { socket, blocked: false };
