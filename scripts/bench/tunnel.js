@@ -169,6 +169,12 @@ async function underBulk(apiPort, bulkPort) {
 
 const SELF = path.join(__dirname, 'tunnel.js');
 
+/** A process's minor page faults so far (/proc/PID/stat, field 10), summed over its threads. */
+function minorFaults(pid) {
+  const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[7]);
+}
+
 function rssMb(pid) {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return Number(m[1]) / 1024;
@@ -295,13 +301,20 @@ async function main() {
         return r;
       };
       const nc = await skip('b', () => newConnectionEcho(x.echo), []);
+      const f0 = x.pids.map(minorFaults);
       const rt = await skip('c', () => roundTrips(x.echo), []);
+      const faults = x.pids.map((pid, i) => minorFaults(pid) - f0[i]);
       const ld = await skip('d', () => load(x.api), { errors: 0 });
       const ka = await skip('g', () => keepAliveLoad(x.api), { errors: 0 });
       const bk = await skip('a', () => bulk(x.bulk));
       const ub = await skip('e', () => underBulk(x.api, x.bulk), { errors: 0 });
       runs[x.name].push({ nc, rt, ld, ka, bk, ub, cpu });
-      process.stderr.write(`round ${round + 1}/${ROUNDS} ${x.name} done\n`);
+      // Each round's (c), so a median's spread shows (the table gives medians over rounds).
+      const rtNote = rt.length
+        ? `: (c) p50 ${pct(rt, 50).toFixed(2)} ms, p99 ${pct(rt, 99).toFixed(2)} ms` +
+          (faults.length ? `, minor page faults of its processes ${faults.join(' + ')}` : '')
+        : '';
+      process.stderr.write(`round ${round + 1}/${ROUNDS} ${x.name} done${rtNote}\n`);
     }
   }
   const idle = ONLY.includes('f')
