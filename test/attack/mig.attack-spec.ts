@@ -90,7 +90,10 @@ it('nvidia-smi replies naming `all`, two devices in one UUID, shell text or 17 M
   mkdirSync(folders.experiments);
   writeFileSync(
     path.join(folders.experiments, 'probe.yaml'),
-    'name: probe\nrunner: process\ngpus: 1\nparams: { type: object }\n' +
+    // attempts: a job still running when a hostile reply hides its MIG instance is stopped
+    // and fails that try ("vanished while the job ran", as designed); its next try runs once
+    // the layout is sound again. Under load a try can outlast the 100 ms sampling interval.
+    'name: probe\nrunner: process\ngpus: 1\nattempts: 5\nparams: { type: object }\n' +
       'command: ["sh", "-c", "echo \\"$CUDA_VISIBLE_DEVICES|$NVIDIA_VISIBLE_DEVICES\\" > $JOB_OUTPUT/gpu.txt"]\n',
   );
   const { env, api } = await workerEnvIn(root, keygen(root), {
@@ -176,7 +179,10 @@ it('nvidia-smi replies naming `all`, two devices in one UUID, shell text or 17 M
     extra: { jobs: ends.length, refusedAtStart: refused },
   });
   expect(through).toBe(0);
-  expect(ends.map((e) => e.state)).toEqual(ends.map(() => 'succeeded'));
+  // Every job succeeded; a failed one is listed with its error, so a failure says why.
+  expect(ends.filter((e) => e.state !== 'succeeded').map((e) => `${e.state}: ${e.error}`)).toEqual(
+    [],
+  );
   expect(ends.length).toBeGreaterThanOrEqual(2 * Object.keys(variants).length * rounds);
   expect(legit.ok).toBe(legit.tried);
   expect(legit.tried).toBeGreaterThan(0);
