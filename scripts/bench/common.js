@@ -264,6 +264,16 @@ function cpuMs(pids) {
   return ns / 1e6;
 }
 
+/** A process's minor page faults so far, all threads (/proc/PID/stat, field 10). */
+function minorFaults(pid) {
+  try {
+    const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[7]);
+  } catch {
+    return 0; // a process that ended, as cpuMs counts it
+  }
+}
+
 async function health(adminPort) {
   return (await fetch(`http://127.0.0.1:${adminPort}/healthz`)).json().catch(() => ({}));
 }
@@ -299,6 +309,7 @@ module.exports = {
   daemon,
   spipedPair,
   cpuMs,
+  minorFaults,
   health,
   waitTunnel,
 };

@@ -31,6 +31,7 @@ const {
   daemon,
   spipedPair,
   cpuMs,
+  minorFaults,
   health,
   waitTunnel,
   keepAliveLoop,
@@ -169,12 +170,6 @@ async function underBulk(apiPort, bulkPort) {
 
 const SELF = path.join(__dirname, 'tunnel.js');
 
-/** A process's minor page faults so far (/proc/PID/stat, field 10), summed over its threads. */
-function minorFaults(pid) {
-  const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  return Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[7]);
-}
-
 function rssMb(pid) {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return Number(m[1]) / 1024;
@@ -291,19 +286,21 @@ async function main() {
   const runs = Object.fromEntries(paths.map((x) => [x.name, []]));
   for (let round = 0; round < ROUNDS; round++) {
     for (const x of paths) {
-      // Each measure, and the tunnel processes' CPU time (ms) it cost.
+      // Each measure, and the tunnel processes' CPU time (ms) and minor page faults (per
+      // process) it cost.
       const cpu = {};
+      const faults = {};
       const skip = async (m, f, dflt) => {
         if (!ONLY.includes(m)) return dflt;
         const c0 = cpuMs(x.pids);
+        const f0 = x.pids.map(minorFaults);
         const r = await f();
         if (x.pids.length > 0) cpu[m] = cpuMs(x.pids) - c0;
+        faults[m] = x.pids.map((pid, i) => minorFaults(pid) - f0[i]);
         return r;
       };
       const nc = await skip('b', () => newConnectionEcho(x.echo), []);
-      const f0 = x.pids.map(minorFaults);
       const rt = await skip('c', () => roundTrips(x.echo), []);
-      const faults = x.pids.map((pid, i) => minorFaults(pid) - f0[i]);
       const ld = await skip('d', () => load(x.api), { errors: 0 });
       const ka = await skip('g', () => keepAliveLoad(x.api), { errors: 0 });
       const bk = await skip('a', () => bulk(x.bulk));
@@ -312,7 +309,7 @@ async function main() {
       // Each round's (c), so a median's spread shows (the table gives medians over rounds).
       const rtNote = rt.length
         ? `: (c) p50 ${pct(rt, 50).toFixed(2)} ms, p99 ${pct(rt, 99).toFixed(2)} ms` +
-          (faults.length ? `, minor page faults of its processes ${faults.join(' + ')}` : '')
+          (x.pids.length ? `, minor page faults of its processes ${faults.c.join(' + ')}` : '')
         : '';
       process.stderr.write(`round ${round + 1}/${ROUNDS} ${x.name} done${rtNote}\n`);
     }
