@@ -17,6 +17,7 @@ import {
 import type { Frame, MuxEvent, SessionKeys } from './protocol';
 import { Liveness } from './liveness';
 import { StreamResetError, TunnelStream, type StreamHost } from './stream';
+import { StreamFifo } from './stream-fifo';
 import type { TunnelMetrics } from './metrics';
 import { metricReason, noopTunnelMetrics } from './metrics';
 import type { MessageChannel } from './transport/channel';
@@ -62,9 +63,10 @@ export class TunnelSession extends EventEmitter implements StreamHost {
   private readonly streams = new Map<number, TunnelStream>();
   /** Ids of streams closed here in good order (FIN sent) whose peer has not ended yet. */
   private readonly lingering = new Set<number>();
-  private readonly creditQueue = new Set<TunnelStream>();
-  /** Streams with DATA to send and credit for it, served round-robin (insertion order). */
-  private readonly ready = new Set<TunnelStream>();
+  /** Streams whose reader consumed enough for a WINDOW (flushCredit, once per turn). */
+  private readonly creditQueue = new StreamFifo<TunnelStream>(1);
+  /** Streams with DATA to send and credit for it, served round-robin (first in, first out). */
+  private readonly ready = new StreamFifo<TunnelStream>(2);
   /** Bytes handed to the channel that it has not written out yet (see flushData). */
   private unsent = 0;
   private flushing = false;
@@ -177,7 +179,7 @@ export class TunnelSession extends EventEmitter implements StreamHost {
 
   wantSend(stream: TunnelStream): void {
     if (this.closedReason !== undefined) return;
-    this.ready.add(stream);
+    this.ready.push(stream);
     this.flushData();
   }
 
@@ -190,7 +192,7 @@ export class TunnelSession extends EventEmitter implements StreamHost {
   }
 
   scheduleCredit(stream: TunnelStream): void {
-    this.creditQueue.add(stream);
+    this.creditQueue.push(stream);
     if (this.creditScheduled) return;
     this.creditScheduled = true;
     // Coalesced: one WINDOW per stream per event-loop turn, not one per read.
@@ -267,14 +269,13 @@ export class TunnelSession extends EventEmitter implements StreamHost {
 
   private flushCredit(): void {
     this.creditScheduled = false;
-    for (const stream of this.creditQueue) {
+    for (let stream = this.creditQueue.shift(); stream; stream = this.creditQueue.shift()) {
       const n = stream.takeCredit();
       if (n > 0 && this.mux.has(stream.sid)) {
         this.mux.grant(stream.sid, n);
         this.send({ type: 'window', sid: stream.sid, increment: n });
       }
     }
-    this.creditQueue.clear();
   }
 
   /**
@@ -290,12 +291,10 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     this.flushing = true;
     try {
       while (this.unsent < SEND_WATERMARK && this.closedReason === undefined) {
-        const next = this.ready.values().next();
-        if (next.done) break;
-        const stream = next.value;
-        this.ready.delete(stream);
+        const stream = this.ready.shift();
+        if (!stream) break;
         // Back of the queue if it has more; a stream that ran out of credit comes back by pump().
-        if (stream.sendNext()) this.ready.add(stream);
+        if (stream.sendNext()) this.ready.push(stream);
       }
     } finally {
       this.flushing = false;
@@ -418,6 +417,7 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     this.closedReason = reason;
     this.liveness.stop();
     this.ready.clear();
+    this.creditQueue.clear();
     this.lingering.clear();
     this.sealer.wipe();
     this.opener.wipe();

@@ -65,6 +65,8 @@ export class TunnelStream extends Duplex {
   private gone = false;
   private resetReason?: string;
   private idle?: { ms: number; timer?: NodeJS.Timeout };
+  /** The session's queues (send, credit) that hold this stream: a bit each (StreamFifo). */
+  queuedIn = 0;
   /** deliverTo(): where the peer's data goes straight to, and whether it asked us to wait. */
   private sink?: { socket: Writable; blocked: boolean };
 
