@@ -306,9 +306,14 @@ async function main() {
       const bk = await skip('a', () => bulk(x.bulk));
       const ub = await skip('e', () => underBulk(x.api, x.bulk), { errors: 0 });
       runs[x.name].push({ nc, rt, ld, ka, bk, ub, cpu });
-      // Each round's (c), so a median's spread shows (the table gives medians over rounds).
+      // Each round's (c), so a median's spread shows (the table gives medians over rounds),
+      // and how many of its round trips took over 1 ms, and how many of those came in its first
+      // 2,000 (after other traffic the daemons' JIT re-optimizes there: PROTOCOL.md §8).
+      const slow = rt.filter((v) => v > 1).length;
+      const slowEarly = rt.slice(0, 2000).filter((v) => v > 1).length;
       const rtNote = rt.length
-        ? `: (c) p50 ${pct(rt, 50).toFixed(2)} ms, p99 ${pct(rt, 99).toFixed(2)} ms` +
+        ? `: (c) p50 ${pct(rt, 50).toFixed(2)} ms, p99 ${pct(rt, 99).toFixed(2)} ms, ` +
+          `${slow} over 1 ms (${slowEarly} in the first 2,000)` +
           (x.pids.length ? `, minor page faults of its processes ${faults.c.join(' + ')}` : '')
         : '';
       process.stderr.write(`round ${round + 1}/${ROUNDS} ${x.name} done${rtNote}\n`);
