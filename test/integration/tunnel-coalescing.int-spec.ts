@@ -139,6 +139,24 @@ describe('ws adapter write coalescing and gathered frames', () => {
     });
   }
 
+  it('writes a small turn of both short length forms as one buffer, from both ends', async () => {
+    // Under 16 KiB in all: copied into one buffer with each frame's header written in place
+    // (7-bit and 16-bit length forms, masked from the dialer), one write per turn.
+    const sizes = [1, 125, 126, 127, 1000, 4000, 65535 - 60000];
+    for (const [from, to, writes] of [
+      [client, server, () => clientWrites.n],
+      [server, client, () => serverWrites.n],
+    ] as const) {
+      const got = collect(to);
+      const before = writes();
+      const sent = sizes.map((n, i) => Buffer.alloc(n, 0x30 + i));
+      for (const [i, m] of sent.entries()) from.send(i % 2 ? cut(m, 2) : m);
+      await until(() => got.length === sent.length);
+      expect(got.map(digest)).toEqual(sent.map(digest));
+      expect(writes() - before).toBe(1);
+    }
+  });
+
   it('writes a burst of messages given as parts in one write', async () => {
     const got = collect(server);
     const before = clientWrites.n;

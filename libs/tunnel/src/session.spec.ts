@@ -179,7 +179,7 @@ describe('tunnel session', () => {
     server.on('stream', (_t: string, s: Duplex) => s.pipe(s));
     const sent: Buffer[] = [];
     const send = b.send.bind(b);
-    b.send = (data: Buffer, done?: () => void) => (sent.push(data), send(data, done));
+    b.send = (data: Buffer, done?: (bytes: number) => void) => (sent.push(data), send(data, done));
     const stream = client.openStream('echo');
     for (let i = 0; i < 200; i++) {
       const back = new Promise((r) => stream.once('data', r));

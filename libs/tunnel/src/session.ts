@@ -322,7 +322,7 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     let n = 0;
     for (const part of wire) n += part.length;
     this.unsent += n;
-    this.channel.send(wire, () => this.onSent(n));
+    this.channel.send(wire, this.onSent); // onSent(n) once written
     this.metrics.bytes('out', n);
     if (this.unsent > SEND_QUEUE_LIMIT) this.fail('send queue full');
   }

@@ -33,10 +33,11 @@ export function memoryChannels(): [MessageChannel & { sendText(s: string): void 
   });
   const make = (self: (typeof ends)[number], other: (typeof ends)[number]) => ({
     peer: self.peer,
-    send: (data: Buffer | readonly Buffer[], sent?: () => void) =>
+    send: (data: Buffer | readonly Buffer[], sent?: (bytes: number) => void) =>
       setImmediate(() => {
-        other.deliver(Buffer.concat(Buffer.isBuffer(data) ? [data] : data), true);
-        sent?.();
+        const message = Buffer.concat(Buffer.isBuffer(data) ? [data] : data);
+        other.deliver(message, true);
+        sent?.(message.length);
       }),
     sendText: (text: string) => setImmediate(() => other.deliver(Buffer.from(text), false)),
     close: () => setImmediate(() => (self.end('connection lost'), other.end('connection lost'))),

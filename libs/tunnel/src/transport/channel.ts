@@ -8,11 +8,12 @@ export interface MessageChannel {
   /**
    * Sends one binary message, given whole or as parts whose concatenation is the message (the
    * ws adapter writes parts with one gathered write instead of joining them). `sent`, if
-   * given, runs once the message has left the process's own buffers (handed to the kernel) or
-   * the connection is gone: the session counts the bytes between send and `sent` to keep its
-   * send queue short (docs/PROTOCOL.md, "Send scheduling").
+   * given, runs with the message's length in bytes once the message has left the process's
+   * own buffers (handed to the kernel) or the connection is gone: the session counts the bytes
+   * between send and `sent` to keep its send queue short (docs/PROTOCOL.md, "Send
+   * scheduling"), and passes one callback for every message instead of a closure each.
    */
-  send(data: Buffer | readonly Buffer[], sent?: () => void): void;
+  send(data: Buffer | readonly Buffer[], sent?: (bytes: number) => void): void;
   /** Orderly close (WebSocket close handshake); the close handler runs once it is done. */
   close(code?: number, reason?: string): void;
   /** Drops the connection at once. */

@@ -13,81 +13,200 @@ import type { MessageChannel } from './channel';
  */
 
 /**
- * Write coalescing: the first message sent in an event-loop turn corks the socket under the
- * WebSocket, and a nextTick uncorks it, so that every message of that turn (OPEN and its first
- * DATA, DATA and WINDOW, a run of DATA from the send scheduler) leaves in one writev and wakes
- * the peer once. ws writes each message as its own write calls; Socket.cork() nests, so ws's
- * own cork/uncork inside a message does not flush ours. Nothing waits longer than the current
- * turn, and end() or destroy() of the socket (close, terminate) flushes or drops it as before.
+ * Writes the header of one unfragmented binary WebSocket frame of `length` payload bytes
+ * (RFC 6455 §5.2) into `out` at `at`: FIN and opcode 2, then the 7-bit, 16-bit or 64-bit
+ * length form; a client frame has the MASK bit and a mask key of zeros (see zeroMask: the
+ * payload is sent unchanged). Returns the offset after it.
  */
-class Corker {
-  private corked = false;
-  constructor(private readonly socket: Duplex) {}
-
-  readonly cork = (): void => {
-    if (this.corked || this.socket.destroyed) return;
-    this.corked = true;
-    this.socket.cork();
-    process.nextTick(this.uncork);
-  };
-
-  private readonly uncork = (): void => {
-    this.corked = false;
-    this.socket.uncork();
-  };
+function writeFrameHeader(out: Buffer, at: number, length: number, masked: boolean): number {
+  const mask = masked ? 0x80 : 0;
+  out[at] = 0x82;
+  if (length < 126) {
+    out[at + 1] = mask | length;
+    at += 2;
+  } else if (length < 65536) {
+    out[at + 1] = mask | 126;
+    out.writeUInt16BE(length, at + 2);
+    at += 4;
+  } else {
+    out[at + 1] = mask | 127;
+    out.writeUInt16BE(0, at + 2); // lengths stay below 2^48
+    out.writeUIntBE(length, at + 4, 6);
+    at += 10;
+  }
+  if (masked) {
+    out.fill(0, at, at + 4); // the mask key: zeros
+    at += 4;
+  }
+  return at;
 }
 
-/**
- * The header of one unfragmented binary WebSocket frame of `length` payload bytes (RFC 6455
- * §5.2): FIN and opcode 2, then the 7-bit, 16-bit or 64-bit length form; a client frame has
- * the MASK bit and a mask key of zeros (see zeroMask: the payload is sent unchanged).
- */
+/** Bytes of the header writeFrameHeader writes for `length`. */
+function frameHeaderBytes(length: number, masked: boolean): number {
+  return (length < 126 ? 2 : length < 65536 ? 4 : 10) + (masked ? 4 : 0);
+}
+
+/** The header of one binary WebSocket frame of `length` payload bytes, as a buffer of its own. */
 export function binaryFrameHeader(length: number, masked: boolean): Buffer {
-  const extra = length < 126 ? 0 : length < 65536 ? 2 : 8;
-  // allocUnsafe: one per frame, so from Node's pool; every byte is written below.
-  const header = Buffer.allocUnsafe(2 + extra + (masked ? 4 : 0));
-  header[0] = 0x82;
-  const mask = masked ? 0x80 : 0;
-  if (extra === 0) header[1] = mask | length;
-  else if (extra === 2) {
-    header[1] = mask | 126;
-    header.writeUInt16BE(length, 2);
-  } else {
-    header[1] = mask | 127;
-    header.writeUInt16BE(0, 2); // lengths stay below 2^48
-    header.writeUIntBE(length, 4, 6);
-  }
-  if (masked) header.fill(0, 2 + extra); // the mask key: zeros
+  // allocUnsafe: from Node's pool; every byte is written by writeFrameHeader.
+  const header = Buffer.allocUnsafe(frameHeaderBytes(length, masked));
+  writeFrameHeader(header, 0, length, masked);
   return header;
 }
 
 /**
- * Messages up to this size given as parts are joined and written once: for control frames and
- * short answers one write call is cheaper, and Buffer.concat takes small buffers from Node's
- * pool instead of allocating.
+ * A turn's frames up to this many bytes in all (headers included) are copied into one buffer
+ * and written with one `write`: for round trips and control frames a copy of a few hundred
+ * bytes costs less than Node's Writable buffering each part under a cork. Larger turns (bulk
+ * DATA: up to SEND_WATERMARK) are written part by part under a cork, as one `writev`.
  */
-const SMALL_MESSAGE = 1024;
+const SMALL_BATCH = 16 * 1024;
 
 /**
- * Writes one binary message given as parts straight to the socket under the WebSocket, as one
- * frame: its header, then every part, in one gathered write (the socket is corked for the
- * turn). ws.send takes one buffer, so a sealed DATA frame would otherwise be joined first: a
- * 64 KiB allocation and copy per frame, about a quarter of the cost of sealing it.
+ * Write coalescing and gathered frames, for one connection. Every message sent in an event-loop
+ * turn is queued here (its parts, not joined) and a nextTick writes the turn's messages to the
+ * socket under the WebSocket at once: one `write` of one buffer for a small turn, else the
+ * frames' headers and parts under a cork, one `writev`. So OPEN and its first DATA, DATA and
+ * WINDOW, or the scheduler's run of DATA leave in one system call and wake the peer once, and a
+ * sealed frame given as parts is never joined into a buffer of its own first (ws.send takes one
+ * buffer: for a 64 KiB DATA frame that was an allocation and a copy, a quarter of sealing it).
+ * Nothing waits longer than the current turn.
  *
- * Safe beside ws's own writes because ws writes synchronously in call order whenever its
- * sender is idle, and it is always idle here: compression is off and nothing sends a Blob,
- * the only two cases in which ws queues a message. So a frame written here and one ws writes
- * (close, pong) never interleave, and the peer's ws reads exactly the frame ws.send would
- * have written (same header, same payload; the mask key is zero either way).
+ * Before 2026-12-06 the first message of a turn corked the socket and each message was
+ * written under the cork; the Writable's buffering of every part under it (an entry per write,
+ * its writev's arrays, a callback per message) was about 1,000 of the 4,700 bytes the relay
+ * allocated per 4-byte round trip (docs/PROTOCOL.md §8).
+ *
+ * Safe beside ws's own writes (its close frame, a pong to a peer's ping): each of ours is one
+ * write of whole frames, so ws's never lands inside one of our frames; the peer's ws reads
+ * exactly the frames ws.send would have written (same header, same payload, mask key zero
+ * either way). What ws writes itself can go out before frames queued earlier in the same turn:
+ * so close() and terminate() below flush or drop the queue first, and our close frame always
+ * follows our last message, as the session's CLOSE before the WebSocket close needs.
  */
-function writeParts(socket: Duplex, parts: readonly Buffer[], masked: boolean, sent?: () => void) {
-  let length = 0;
-  for (const part of parts) length += part.length;
-  const header = binaryFrameHeader(length, masked);
-  if (length <= SMALL_MESSAGE) return void socket.write(Buffer.concat([header, ...parts]), sent);
-  socket.write(header);
-  for (let i = 0; i < parts.length - 1; i++) socket.write(parts[i]);
-  socket.write(parts[parts.length - 1], sent);
+class FrameBatch {
+  /** The turn's messages: their parts, and per message its length and number of parts. */
+  private readonly parts: Buffer[] = [];
+  private readonly lengths: number[] = [];
+  private readonly partCounts: number[] = [];
+  /** Per message with a `sent` callback: it, and the message's length. */
+  private readonly sentCallbacks: ((bytes: number) => void)[] = [];
+  private readonly sentBytes: number[] = [];
+  private messages = 0;
+  private nParts = 0;
+  private nSent = 0;
+  private wire = 0;
+  private scheduled = false;
+
+  constructor(
+    private readonly socket: Duplex,
+    private readonly masked: boolean,
+    private readonly isOpen: () => boolean,
+  ) {}
+
+  add(data: Buffer | readonly Buffer[], sent?: (bytes: number) => void): void {
+    const length = messageLength(data);
+    if (Buffer.isBuffer(data)) {
+      this.parts[this.nParts++] = data;
+      this.partCounts[this.messages] = 1;
+    } else {
+      for (const part of data) this.parts[this.nParts++] = part;
+      this.partCounts[this.messages] = data.length;
+    }
+    this.lengths[this.messages++] = length;
+    this.wire += frameHeaderBytes(length, this.masked) + length;
+    if (sent) {
+      this.sentCallbacks[this.nSent] = sent;
+      this.sentBytes[this.nSent++] = length;
+    }
+    if (!this.scheduled) {
+      this.scheduled = true;
+      process.nextTick(this.flush);
+    }
+  }
+
+  /** Writes what the turn queued (at its end, or now, before a close). */
+  readonly flush = (): void => {
+    this.scheduled = false;
+    if (this.messages === 0) return;
+    const done = this.takeCallbacks();
+    const socket = this.socket;
+    if (!this.isOpen() || socket.destroyed || !socket.writable) {
+      this.reset();
+      if (done) process.nextTick(done);
+      return;
+    }
+    if (this.wire <= SMALL_BATCH) {
+      // allocUnsafe: every byte is written below (headers, then each part in order).
+      const out = Buffer.allocUnsafe(this.wire);
+      let at = 0;
+      let p = 0;
+      for (let m = 0; m < this.messages; m++) {
+        at = writeFrameHeader(out, at, this.lengths[m], this.masked);
+        for (let end = p + this.partCounts[m]; p < end; p++) {
+          out.set(this.parts[p], at);
+          at += this.parts[p].length;
+        }
+      }
+      this.reset();
+      socket.write(out, done);
+      return;
+    }
+    socket.cork();
+    const last = this.nParts - 1;
+    let p = 0;
+    for (let m = 0; m < this.messages; m++) {
+      socket.write(binaryFrameHeader(this.lengths[m], this.masked));
+      // The last write's callback runs once every write before it was handed over too.
+      for (let end = p + this.partCounts[m]; p < end; p++)
+        socket.write(this.parts[p], p === last ? done : undefined);
+    }
+    this.reset();
+    socket.uncork();
+  };
+
+  /** Drops what is queued (the connection is being dropped); its callbacks still run. */
+  drop(): void {
+    this.scheduled = false;
+    const done = this.takeCallbacks();
+    this.reset();
+    if (done) process.nextTick(done);
+  }
+
+  /** One callback for the queued messages' `sent` callbacks, or undefined if none. */
+  private takeCallbacks(): (() => void) | undefined {
+    const n = this.nSent;
+    if (n === 0) return undefined;
+    this.nSent = 0;
+    if (n === 1) {
+      // The common turn (a round trip's one frame): no arrays.
+      const callback = this.sentCallbacks[0];
+      const bytes = this.sentBytes[0];
+      this.sentCallbacks[0] = undefined as never;
+      return () => callback(bytes);
+    }
+    const callbacks = this.sentCallbacks.slice(0, n);
+    const bytes = this.sentBytes.slice(0, n);
+    this.sentCallbacks.fill(undefined as never, 0, n);
+    return () => {
+      for (let i = 0; i < n; i++) callbacks[i](bytes[i]);
+    };
+  }
+
+  private reset(): void {
+    this.parts.fill(undefined as never, 0, this.nParts); // let the buffers go
+    this.messages = 0;
+    this.nParts = 0;
+    this.wire = 0;
+  }
+}
+
+/** Bytes of a message given whole or as parts. */
+function messageLength(data: Buffer | readonly Buffer[]): number {
+  if (Buffer.isBuffer(data)) return data.length;
+  let n = 0;
+  for (const part of data) n += part.length;
+  return n;
 }
 
 /**
@@ -100,7 +219,7 @@ function wrap(
   socket: () => Duplex | undefined,
   masked: boolean,
 ): MessageChannel {
-  let corker: Corker | undefined;
+  let batch: FrameBatch | undefined;
   let handler: ((data: Buffer, binary: boolean) => void) | undefined;
   let onClose: ((reason: string) => void) | undefined;
   let closedReason: string | undefined;
@@ -125,21 +244,27 @@ function wrap(
   return {
     peer,
     send: (data, sent) => {
-      // ws calls back once the socket wrote the frame (or failed to); a closed socket never
-      // will, so `sent` runs on the next tick instead.
+      // A closed socket never writes: `sent` runs on the next tick instead.
       if (ws.readyState !== WebSocket.OPEN) {
-        if (sent) process.nextTick(sent);
+        if (sent) process.nextTick(sent, messageLength(data));
         return;
       }
       const s = socket();
-      if (s && !corker) corker = new Corker(s);
-      corker?.cork();
-      if (Buffer.isBuffer(data)) ws.send(data, { binary: true }, sent);
-      else if (s && data.length > 0) writeParts(s, data, masked, sent);
-      else ws.send(Buffer.concat(data), { binary: true }, sent);
+      if (s && !batch) batch = new FrameBatch(s, masked, () => ws.readyState === WebSocket.OPEN);
+      if (batch) return batch.add(data, sent);
+      // No socket yet (a dialer between its upgrade request and the answer): nothing is queued
+      // then, so ws's own send keeps the order.
+      const whole = Buffer.isBuffer(data) ? data : Buffer.concat(data);
+      ws.send(whole, { binary: true }, sent && (() => sent(whole.length)));
     },
-    close: (code = 1000, reason = '') => ws.close(code, reason),
-    terminate: () => ws.terminate(),
+    close: (code = 1000, reason = '') => {
+      batch?.flush();
+      ws.close(code, reason);
+    },
+    terminate: () => {
+      batch?.drop();
+      ws.terminate();
+    },
     setMessageHandler(h) {
       handler = h;
       while (handler && queue.length > 0) {
