@@ -3,6 +3,8 @@ import type { Logger } from '../../config/src';
 import {
   decodeFrame,
   encodeFrame,
+  FRAME_DATA,
+  FRAME_HEADER_BYTES,
   FrameOpener,
   FrameSealer,
   LONE_STREAM_QUIET_MS,
@@ -74,6 +76,11 @@ export class TunnelSession extends EventEmitter implements StreamHost {
   private readonly log: Logger;
   private readonly liveness: Liveness;
   private creditScheduled = false;
+  /**
+   * The plaintext header of the DATA frame being sealed (sendData), reused for every one: the
+   * sealer reads it during the call and keeps nothing of it (FrameSealer.sealWire).
+   */
+  private readonly dataHeader = Buffer.alloc(FRAME_HEADER_BYTES);
   /** What is left of WINDOW_GROWTH_BUDGET: bounds the receive windows beyond the initial ones. */
   private growthLeft = WINDOW_GROWTH_BUDGET;
   /** When two or more streams were last open together (performance.now(); see windowCap). */
@@ -174,7 +181,12 @@ export class TunnelSession extends EventEmitter implements StreamHost {
 
   sendData(sid: number, data: Buffer): void {
     this.mux.consumeSend(sid, data.length);
-    this.send({ type: 'data', sid, data });
+    if (this.closedReason !== undefined) return;
+    // encodeFrame's DATA layout (type, then the id as uint32 BE), without its objects: DATA is
+    // most frames, and each object here was allocated per frame.
+    this.dataHeader[0] = FRAME_DATA;
+    this.dataHeader.writeUInt32BE(sid, 1);
+    this.sendSealed(this.dataHeader, data);
   }
 
   wantSend(stream: TunnelStream): void {
@@ -317,10 +329,16 @@ export class TunnelSession extends EventEmitter implements StreamHost {
   private send(frame: Frame): void {
     if (this.closedReason !== undefined) return;
     const { header, body } = encodeFrame(frame);
-    const wire = this.sealer.sealParts(header, body);
+    this.sendSealed(header, body);
+  }
+
+  /** Seals a frame's plaintext header and body and hands the frame to the channel. */
+  private sendSealed(header: Buffer, body?: Buffer): void {
+    const wire = this.sealer.sealWire(header, body);
     if (!wire) return this.fail('counter exhausted');
     let n = 0;
-    for (const part of wire) n += part.length;
+    if (Buffer.isBuffer(wire)) n = wire.length;
+    else for (const part of wire) n += part.length;
     this.unsent += n;
     this.channel.send(wire, this.onSent); // onSent(n) once written
     this.metrics.bytes('out', n);

@@ -279,7 +279,9 @@ export class TunnelStream extends Duplex {
     if (!p || this.gone) return false;
     const n = Math.min(p.chunk.length - p.offset, MAX_DATA, this.host.sendable(this.sid));
     if (n <= 0) return false;
-    this.host.sendData(this.sid, p.chunk.subarray(p.offset, p.offset + n));
+    // The whole chunk as it is when it fits one frame (a request, an answer): no view to make.
+    const whole = p.offset === 0 && n === p.chunk.length;
+    this.host.sendData(this.sid, whole ? p.chunk : p.chunk.subarray(p.offset, p.offset + n));
     this.active();
     p.offset += n;
     if (p.offset === p.chunk.length) {

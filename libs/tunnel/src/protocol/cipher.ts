@@ -127,10 +127,21 @@ export class FrameSealer {
    * (the caller must then end the session: 'counter exhausted') or once wiped.
    */
   sealParts(header: Buffer, body?: Buffer): Buffer[] | undefined {
+    const wire = this.sealWire(header, body);
+    return wire && (Buffer.isBuffer(wire) ? [wire] : wire);
+  }
+
+  /**
+   * sealParts, but the native cipher's one buffer is returned as it is, not in an array (the
+   * session's send path: one allocation fewer per frame). Neither cipher keeps `header` or
+   * `body` past the call (the native one copies them into its output, node:crypto's update()
+   * returns new buffers), so a caller may reuse them at once.
+   */
+  sealWire(header: Buffer, body?: Buffer): Buffer | Buffer[] | undefined {
     if (this.wiped) return undefined;
     const next = this.dir.next();
     if (!next) return undefined;
-    if (this.native) return [this.native.seal(next.key, next.nonce, header, body)];
+    if (this.native) return this.native.seal(next.key, next.nonce, header, body);
     const c = createCipheriv(CIPHER, next.key, next.nonce);
     const parts = [c.update(header)];
     if (body && body.length > 0) parts.push(c.update(body));
@@ -142,8 +153,8 @@ export class FrameSealer {
 
   /** sealParts, joined into one buffer. */
   seal(header: Buffer, body?: Buffer): Buffer | undefined {
-    const parts = this.sealParts(header, body);
-    return parts && (parts.length === 1 ? parts[0] : Buffer.concat(parts));
+    const wire = this.sealWire(header, body);
+    return wire && (Buffer.isBuffer(wire) ? wire : Buffer.concat(wire));
   }
 
   /** Frames sealed so far. */
