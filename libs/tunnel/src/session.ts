@@ -3,6 +3,7 @@ import type { Logger } from '../../config/src';
 import {
   decodeFrame,
   encodeFrame,
+  encodeHeaderInto,
   FRAME_DATA,
   FRAME_HEADER_BYTES,
   FrameOpener,
@@ -182,11 +183,9 @@ export class TunnelSession extends EventEmitter implements StreamHost {
   sendData(sid: number, data: Buffer): void {
     this.mux.consumeSend(sid, data.length);
     if (this.closedReason !== undefined) return;
-    // encodeFrame's DATA layout (type, then the id as uint32 BE), without its objects: DATA is
-    // most frames, and each object here was allocated per frame.
-    this.dataHeader[0] = FRAME_DATA;
-    this.dataHeader.writeUInt32BE(sid, 1);
-    this.sendSealed(this.dataHeader, data);
+    // Not send()'s Frame and encodeFrame's objects: DATA is most frames, and each object there
+    // was allocated per frame.
+    this.sendSealed(encodeHeaderInto(this.dataHeader, FRAME_DATA, sid), data);
   }
 
   wantSend(stream: TunnelStream): void {

@@ -11,8 +11,8 @@ export interface Queueable {
  * Why not a Set, as the session had: its send scheduler takes a stream out and puts it back at
  * every DATA frame, and a Set's deleted entries make V8 rebuild its hash table every few such
  * operations, while reading its first entry (`values().next()`) makes an iterator and a result
- * object each time: together about 520 of the 4,800 bytes the relay allocated per 4-byte round
- * trip (docs/PROTOCOL.md §8, "Allocation per round trip").
+ * object each time: about 100 of the 4,824 bytes the relay allocated per 4-byte round trip
+ * (docs/PROTOCOL.md §8, "(c)'s tail, continued").
  *
  * Bounded by its callers: an item is in it at most once, and the session's items are its open
  * streams, at most MAX_STREAMS a side.

@@ -43,11 +43,18 @@ const CODES = {
   close: FRAME_CLOSE,
 } as const;
 
-function header(type: number, sid: number): Buffer {
-  const h = Buffer.allocUnsafe(FRAME_HEADER_BYTES);
+/**
+ * Writes a frame header (type, then the stream id as uint32 BE) into `h`, FRAME_HEADER_BYTES
+ * long, and returns it: the session's DATA path reuses one buffer for every frame.
+ */
+export function encodeHeaderInto(h: Buffer, type: number, sid: number): Buffer {
   h[0] = type;
   h.writeUInt32BE(sid, 1);
   return h;
+}
+
+function header(type: number, sid: number): Buffer {
+  return encodeHeaderInto(Buffer.allocUnsafe(FRAME_HEADER_BYTES), type, sid);
 }
 
 /** Cuts a reason to MAX_REASON_BYTES of UTF-8 (a peer never needs more to log it). */

@@ -85,21 +85,22 @@ const SMALL_BATCH = 16 * 1024;
  * follows our last message, as the session's CLOSE before the WebSocket close needs.
  */
 class FrameBatch {
-  /** The turn's messages: their parts, and per message its length and number of parts. */
+  /** The turn's messages: their parts, and per message its length, parts and `sent`. */
   private readonly parts: Buffer[] = [];
   private readonly lengths: number[] = [];
   private readonly partCounts: number[] = [];
-  /** Per message with a `sent` callback: it, and the message's length. */
-  private readonly sentCallbacks: ((bytes: number) => void)[] = [];
-  private readonly sentBytes: number[] = [];
+  private readonly sent: (((bytes: number) => void) | undefined)[] = [];
   private messages = 0;
   private nParts = 0;
-  private nSent = 0;
   private wire = 0;
   private scheduled = false;
 
+  /**
+   * `socket`: the connection under the WebSocket, known once it is open (a dialer learns it
+   * with the 101 answer, before 'open'), so always by the time a message is flushed.
+   */
   constructor(
-    private readonly socket: Duplex,
+    private readonly socket: () => Duplex | undefined,
     private readonly masked: boolean,
     private readonly isOpen: () => boolean,
   ) {}
@@ -113,12 +114,9 @@ class FrameBatch {
       for (const part of data) this.parts[this.nParts++] = part;
       this.partCounts[this.messages] = data.length;
     }
+    this.sent[this.messages] = sent;
     this.lengths[this.messages++] = length;
     this.wire += frameHeaderBytes(length, this.masked) + length;
-    if (sent) {
-      this.sentCallbacks[this.nSent] = sent;
-      this.sentBytes[this.nSent++] = length;
-    }
     if (!this.scheduled) {
       this.scheduled = true;
       process.nextTick(this.flush);
@@ -129,13 +127,9 @@ class FrameBatch {
   readonly flush = (): void => {
     this.scheduled = false;
     if (this.messages === 0) return;
+    const socket = this.socket();
+    if (!socket || !this.isOpen() || socket.destroyed || !socket.writable) return this.drop();
     const done = this.takeCallbacks();
-    const socket = this.socket;
-    if (!this.isOpen() || socket.destroyed || !socket.writable) {
-      this.reset();
-      if (done) process.nextTick(done);
-      return;
-    }
     if (this.wire <= SMALL_BATCH) {
       // allocUnsafe: every byte is written below (headers, then each part in order).
       const out = Buffer.allocUnsafe(this.wire);
@@ -168,32 +162,30 @@ class FrameBatch {
   /** Drops what is queued (the connection is being dropped); its callbacks still run. */
   drop(): void {
     this.scheduled = false;
+    if (this.messages === 0) return;
     const done = this.takeCallbacks();
     this.reset();
     if (done) process.nextTick(done);
   }
 
-  /** One callback for the queued messages' `sent` callbacks, or undefined if none. */
+  /** One callback for the queued messages' `sent` callbacks (each with its length), if any. */
   private takeCallbacks(): (() => void) | undefined {
-    const n = this.nSent;
-    if (n === 0) return undefined;
-    this.nSent = 0;
+    const n = this.messages;
     if (n === 1) {
       // The common turn (a round trip's one frame): no arrays.
-      const callback = this.sentCallbacks[0];
-      const bytes = this.sentBytes[0];
-      this.sentCallbacks[0] = undefined as never;
-      return () => callback(bytes);
+      const callback = this.sent[0];
+      const bytes = this.lengths[0];
+      return callback && (() => callback(bytes));
     }
-    const callbacks = this.sentCallbacks.slice(0, n);
-    const bytes = this.sentBytes.slice(0, n);
-    this.sentCallbacks.fill(undefined as never, 0, n);
+    const callbacks = this.sent.slice(0, n);
+    const bytes = this.lengths.slice(0, n);
     return () => {
-      for (let i = 0; i < n; i++) callbacks[i](bytes[i]);
+      for (let i = 0; i < n; i++) callbacks[i]?.(bytes[i]);
     };
   }
 
   private reset(): void {
+    this.sent.fill(undefined, 0, this.messages);
     this.parts.fill(undefined as never, 0, this.nParts); // let the buffers go
     this.messages = 0;
     this.nParts = 0;
@@ -219,7 +211,7 @@ function wrap(
   socket: () => Duplex | undefined,
   masked: boolean,
 ): MessageChannel {
-  let batch: FrameBatch | undefined;
+  const batch = new FrameBatch(socket, masked, () => ws.readyState === WebSocket.OPEN);
   let handler: ((data: Buffer, binary: boolean) => void) | undefined;
   let onClose: ((reason: string) => void) | undefined;
   let closedReason: string | undefined;
@@ -249,20 +241,14 @@ function wrap(
         if (sent) process.nextTick(sent, messageLength(data));
         return;
       }
-      const s = socket();
-      if (s && !batch) batch = new FrameBatch(s, masked, () => ws.readyState === WebSocket.OPEN);
-      if (batch) return batch.add(data, sent);
-      // No socket yet (a dialer between its upgrade request and the answer): nothing is queued
-      // then, so ws's own send keeps the order.
-      const whole = Buffer.isBuffer(data) ? data : Buffer.concat(data);
-      ws.send(whole, { binary: true }, sent && (() => sent(whole.length)));
+      batch.add(data, sent);
     },
     close: (code = 1000, reason = '') => {
-      batch?.flush();
+      batch.flush();
       ws.close(code, reason);
     },
     terminate: () => {
-      batch?.drop();
+      batch.drop();
       ws.terminate();
     },
     setMessageHandler(h) {
